@@ -1,0 +1,37 @@
+//! The recommender core of recstream: everything about the model, nothing about Kafka.
+//!
+//! The pieces, in the order data flows through them:
+//!
+//! - [`data`] reads MovieLens-style ratings and item files (`u.data`,
+//!   `ratings.dat`, `ratings.csv`, RecBole `.inter`) into a [`data::Dataset`]
+//!   of dense indices, with [`ids`] mapping raw ids back and forth.
+//! - [`svd`] trains scikit-surprise's `SVD` (biased matrix factorisation by
+//!   SGD) sequentially or block-parallel; [`synth`] makes structured
+//!   synthetic data for tests and scale benchmarks.
+//! - [`model`] bundles a trained model with its ids, titles and the items each
+//!   user already rated ([`seen`]); [`modelfile`] stores it as a versioned,
+//!   checksummed `.rsm` file.
+//! - [`topn`] is the serving hot path (transposed item factors and a partial
+//!   top-N selection), used by [`recommend`] to answer a raw user id.
+//! - [`eval`] cross-validates like surprise's `cross_validate` and adds
+//!   ranking metrics.
+//!
+//! The crate does no I/O beyond reading and writing the files it is given:
+//! no network, no async runtime, no Kafka. The streaming layer builds on it.
+
+pub mod data;
+pub mod eval;
+pub mod ids;
+pub mod model;
+pub mod modelfile;
+pub mod recommend;
+pub mod seen;
+pub mod svd;
+pub mod synth;
+pub mod topn;
+
+pub use data::{Dataset, Rating, RatingScale};
+pub use ids::{IdMap, RawId};
+pub use model::{FitConfig, Model, ModelMeta};
+pub use recommend::{Recommendation, Recommendations, Recommender};
+pub use svd::{Hyperparams, SvdModel};

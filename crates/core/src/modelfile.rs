@@ -1,0 +1,583 @@
+//! The `.rsm` model file: a versioned, checksummed binary container for a [`Model`].
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! "RSMODEL\0"  u32 format version  u32 section count
+//! repeated:    u32 tag  u32 0  u64 length  <length bytes>  <zero padding to 8>
+//! trailer:     u32 CRC-32 of everything before it  u32 0  "RSMODEND"
+//! ```
+//!
+//! Metadata is a JSON section (easy to extend, readable with `strings`); the
+//! big arrays are raw `f32`/`u32`/`u64` sections aligned to 8 bytes. Loading
+//! maps the file into memory, verifies the trailer and the checksum before
+//! believing any length in it, then copies each section out, so a truncated,
+//! corrupted or foreign file is a clear error and never a panic or a huge
+//! allocation. Saving writes a temporary file and renames it into place, so
+//! a reader never sees a half-written model.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::ids::{IdMap, RawId};
+use crate::model::{Model, ModelMeta};
+use crate::seen::SeenItems;
+use crate::svd::SvdModel;
+
+/// First bytes of every model file.
+pub const MAGIC: [u8; 8] = *b"RSMODEL\0";
+/// Last bytes of every model file.
+pub const END_MAGIC: [u8; 8] = *b"RSMODEND";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const HEADER_LEN: usize = 16;
+const TRAILER_LEN: usize = 16;
+
+/// Section tags, in the order they are written.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Meta = 1,
+    UserIds = 2,
+    ItemIds = 3,
+    Titles = 4,
+    UserBias = 5,
+    ItemBias = 6,
+    UserFactors = 7,
+    ItemFactors = 8,
+    UserCounts = 9,
+    ItemCounts = 10,
+    SeenOffsets = 11,
+    SeenItems = 12,
+}
+
+const SECTIONS: [Tag; 12] = [
+    Tag::Meta,
+    Tag::UserIds,
+    Tag::ItemIds,
+    Tag::Titles,
+    Tag::UserBias,
+    Tag::ItemBias,
+    Tag::UserFactors,
+    Tag::ItemFactors,
+    Tag::UserCounts,
+    Tag::ItemCounts,
+    Tag::SeenOffsets,
+    Tag::SeenItems,
+];
+
+/// Why a model file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    /// The file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file does not start like a model file.
+    #[error("{path}: not a recstream model file (it does not start with the RSMODEL magic)")]
+    NotAModel {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written by another format version.
+    #[error(
+        "{path}: model file format version {found}, but this build reads version {FORMAT_VERSION}{hint}"
+    )]
+    WrongVersion {
+        /// The file.
+        path: PathBuf,
+        /// Version in the file.
+        found: u32,
+        /// Advice for the user.
+        hint: &'static str,
+    },
+    /// The file ends early (an interrupted copy or download).
+    #[error("{path}: the model file is truncated ({len} bytes)")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// The checksum does not match: the bytes changed after writing.
+    #[error("{path}: the model file is corrupted (checksum {found:08x}, expected {expected:08x})")]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// Checksum of the content.
+        found: u32,
+        /// Checksum stored in the trailer.
+        expected: u32,
+    },
+    /// The checksum matches but the content is inconsistent (a writer bug, or a crafted file).
+    #[error("{path}: invalid model file: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is inconsistent.
+        reason: String,
+    },
+}
+
+/// Writes `model` to `path` atomically and sets `model.id` to the content hash.
+pub fn save(model: &mut Model, path: &Path) -> Result<(), ModelFileError> {
+    let io_err = |source| ModelFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    model
+        .check_consistency()
+        .map_err(|reason| ModelFileError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    let bytes = encode(model).map_err(io_err)?;
+    let crc = crc32fast::hash(&bytes[..bytes.len() - TRAILER_LEN]);
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".recstream-model-")
+        .tempfile_in(dir)
+        .map_err(io_err)?;
+    {
+        let mut out = BufWriter::new(tmp.as_file_mut());
+        out.write_all(&bytes).map_err(io_err)?;
+        out.flush().map_err(io_err)?;
+    }
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    model.id = model_id(crc);
+    Ok(())
+}
+
+/// Encodes a model into the file layout (trailer included).
+pub fn encode(model: &Model) -> io::Result<Vec<u8>> {
+    let meta = serde_json::to_vec(&MetaSection::of(model)).map_err(io::Error::other)?;
+    let (seen_offsets, seen_items) = model.seen.to_parts(model.svd.n_users());
+    let svd = &model.svd;
+    let mut out = Vec::with_capacity(
+        64 + 4 * (svd.user_factors.len() + svd.item_factors.len() + seen_items.len()) + meta.len(),
+    );
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(SECTIONS.len() as u32).to_le_bytes());
+    for tag in SECTIONS {
+        let body: Vec<u8> = match tag {
+            Tag::Meta => meta.clone(),
+            Tag::UserIds => encode_strings(model.users.ids().iter().map(RawId::as_str)),
+            Tag::ItemIds => encode_strings(model.items.ids().iter().map(RawId::as_str)),
+            Tag::Titles => encode_strings(model.titles.iter().map(String::as_str)),
+            Tag::UserBias => le_bytes(&svd.user_bias),
+            Tag::ItemBias => le_bytes(&svd.item_bias),
+            Tag::UserFactors => le_bytes(&svd.user_factors),
+            Tag::ItemFactors => le_bytes(&svd.item_factors),
+            Tag::UserCounts => le_bytes(&svd.user_counts),
+            Tag::ItemCounts => le_bytes(&svd.item_counts),
+            Tag::SeenOffsets => le_bytes(&seen_offsets),
+            Tag::SeenItems => le_bytes(&seen_items),
+        };
+        out.extend_from_slice(&(tag as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        out.resize(out.len().next_multiple_of(8), 0);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&END_MAGIC);
+    Ok(out)
+}
+
+/// Reads and verifies a model file.
+pub fn load(path: &Path) -> Result<Model, ModelFileError> {
+    let io_err = |source| ModelFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    // SAFETY: model files are only ever replaced by rename (see `save`), never
+    // rewritten in place, so the mapped bytes do not change under us; every
+    // length read from them is checked against the mapping before use.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
+    decode(&map, path)
+}
+
+/// Decodes a model from the bytes of a file; `path` is used in messages.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
+    let path_buf = || path.to_path_buf();
+    let invalid = |reason: String| ModelFileError::Invalid {
+        path: path_buf(),
+        reason,
+    };
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        return Err(ModelFileError::NotAModel { path: path_buf() });
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(ModelFileError::Truncated {
+            path: path_buf(),
+            len: bytes.len() as u64,
+        });
+    }
+    let version = read_u32(bytes, 8);
+    if version != FORMAT_VERSION {
+        let hint = if version > FORMAT_VERSION {
+            "; it was written by a newer recstream, upgrade to read it"
+        } else {
+            "; retrain the model with this version"
+        };
+        return Err(ModelFileError::WrongVersion {
+            path: path_buf(),
+            found: version,
+            hint,
+        });
+    }
+    if bytes.len() < HEADER_LEN + TRAILER_LEN || bytes[bytes.len() - END_MAGIC.len()..] != END_MAGIC
+    {
+        return Err(ModelFileError::Truncated {
+            path: path_buf(),
+            len: bytes.len() as u64,
+        });
+    }
+    let body_end = bytes.len() - TRAILER_LEN;
+    let expected = read_u32(bytes, body_end);
+    let found = crc32fast::hash(&bytes[..body_end]);
+    if found != expected {
+        return Err(ModelFileError::Corrupted {
+            path: path_buf(),
+            found,
+            expected,
+        });
+    }
+
+    let count = read_u32(bytes, 12) as usize;
+    let mut sections: Vec<(u32, &[u8])> = Vec::with_capacity(count);
+    let mut at = HEADER_LEN;
+    for _ in 0..count {
+        if at + 16 > body_end {
+            return Err(invalid(
+                "a section header runs past the end of the file".into(),
+            ));
+        }
+        let tag = read_u32(bytes, at);
+        let len = u64::from_le_bytes(array8(&bytes[at + 8..at + 16]));
+        let start = at + 16;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| start.checked_add(l))
+            .filter(|&e| e <= body_end)
+            .ok_or_else(|| invalid(format!("section {tag} runs past the end of the file")))?;
+        sections.push((tag, &bytes[start..end]));
+        at = end.next_multiple_of(8);
+    }
+    let section = |tag: Tag| {
+        sections
+            .iter()
+            .find(|(t, _)| *t == tag as u32)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| invalid(format!("missing section {tag:?}")))
+    };
+
+    let meta: MetaSection = serde_json::from_slice(section(Tag::Meta)?)
+        .map_err(|e| invalid(format!("metadata: {e}")))?;
+    let users =
+        decode_ids(section(Tag::UserIds)?).map_err(|e| invalid(format!("user ids: {e}")))?;
+    let items =
+        decode_ids(section(Tag::ItemIds)?).map_err(|e| invalid(format!("item ids: {e}")))?;
+    let titles =
+        decode_strings(section(Tag::Titles)?).map_err(|e| invalid(format!("titles: {e}")))?;
+    let f32s = |tag| {
+        section(tag).and_then(|b| pod_vec::<f32>(b).map_err(|e| invalid(format!("{tag:?}: {e}"))))
+    };
+    let u32s = |tag| {
+        section(tag).and_then(|b| pod_vec::<u32>(b).map_err(|e| invalid(format!("{tag:?}: {e}"))))
+    };
+    let svd = SvdModel {
+        n_factors: meta.n_factors,
+        global_mean: meta.global_mean,
+        scale: meta.scale,
+        user_bias: f32s(Tag::UserBias)?,
+        item_bias: f32s(Tag::ItemBias)?,
+        user_factors: f32s(Tag::UserFactors)?,
+        item_factors: f32s(Tag::ItemFactors)?,
+        user_counts: u32s(Tag::UserCounts)?,
+        item_counts: u32s(Tag::ItemCounts)?,
+    };
+    let seen_offsets = section(Tag::SeenOffsets)
+        .and_then(|b| pod_vec::<u64>(b).map_err(|e| invalid(format!("seen offsets: {e}"))))?;
+    let seen = SeenItems::from_parts(seen_offsets, u32s(Tag::SeenItems)?, svd.n_items())
+        .map_err(invalid)?;
+    let model = Model {
+        meta: meta.meta,
+        id: model_id(expected),
+        users,
+        items,
+        titles,
+        svd,
+        seen,
+    };
+    model.check_consistency().map_err(invalid)?;
+    Ok(model)
+}
+
+/// The model id for a content checksum.
+fn model_id(crc: u32) -> String {
+    format!("{crc:08x}")
+}
+
+/// What the JSON section holds: the training metadata plus the scalars of the model.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MetaSection {
+    #[serde(flatten)]
+    meta: ModelMeta,
+    n_factors: usize,
+    global_mean: f32,
+    scale: crate::data::RatingScale,
+}
+
+impl MetaSection {
+    fn of(model: &Model) -> Self {
+        MetaSection {
+            meta: model.meta.clone(),
+            n_factors: model.svd.n_factors,
+            global_mean: model.svd.global_mean,
+            scale: model.svd.scale,
+        }
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn array8(bytes: &[u8]) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(bytes);
+    b
+}
+
+/// Plain-old-data values as little-endian bytes.
+fn le_bytes<T: bytemuck::Pod + ToLe>(values: &[T]) -> Vec<u8> {
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice(values).to_vec()
+    } else {
+        values.iter().flat_map(|v| v.to_le_vec()).collect()
+    }
+}
+
+/// Copies a little-endian section into a vector, whatever its alignment.
+fn pod_vec<T: bytemuck::Pod + ToLe>(bytes: &[u8]) -> Result<Vec<T>, String> {
+    let size = std::mem::size_of::<T>();
+    if bytes.len() % size != 0 {
+        return Err(format!(
+            "{} bytes is not a whole number of {size}-byte values",
+            bytes.len()
+        ));
+    }
+    let mut values: Vec<T> = bytemuck::pod_collect_to_vec(bytes);
+    if cfg!(target_endian = "big") {
+        values.iter_mut().for_each(ToLe::swap_from_le);
+    }
+    Ok(values)
+}
+
+/// Byte-order conversion for the value types stored in sections.
+trait ToLe: Sized {
+    fn to_le_vec(&self) -> Vec<u8>;
+    fn swap_from_le(&mut self);
+}
+
+macro_rules! impl_to_le {
+    ($($t:ty),*) => {$(
+        impl ToLe for $t {
+            fn to_le_vec(&self) -> Vec<u8> {
+                self.to_le_bytes().to_vec()
+            }
+            fn swap_from_le(&mut self) {
+                *self = <$t>::from_le_bytes(self.to_ne_bytes());
+            }
+        }
+    )*};
+}
+impl_to_le!(f32, u32, u64);
+
+/// `u64 count`, `count + 1` `u64` offsets into the bytes that follow, then the UTF-8 bytes.
+fn encode_strings<'a>(strings: impl ExactSizeIterator<Item = &'a str> + Clone) -> Vec<u8> {
+    let count = strings.len();
+    let mut out = Vec::new();
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    let mut offset = 0u64;
+    out.extend_from_slice(&offset.to_le_bytes());
+    for s in strings.clone() {
+        offset += s.len() as u64;
+        out.extend_from_slice(&offset.to_le_bytes());
+    }
+    for s in strings {
+        out.extend_from_slice(s.as_bytes());
+    }
+    out
+}
+
+fn decode_strings(bytes: &[u8]) -> Result<Vec<String>, String> {
+    if bytes.len() < 8 {
+        return Err("string list shorter than its count".into());
+    }
+    let count = u64::from_le_bytes(array8(&bytes[..8]));
+    let offsets_len = usize::try_from(count)
+        .ok()
+        .and_then(|c| c.checked_add(1))
+        .and_then(|c| c.checked_mul(8))
+        .filter(|&l| 8 + l <= bytes.len())
+        .ok_or("string list offsets run past the section")?;
+    let offsets: Vec<u64> = pod_vec(&bytes[8..8 + offsets_len])?;
+    let text = &bytes[8 + offsets_len..];
+    let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
+    for w in offsets.windows(2) {
+        let (start, end) = (w[0] as usize, w[1] as usize);
+        if start > end || end > text.len() {
+            return Err("string offsets out of order or out of range".into());
+        }
+        let s = std::str::from_utf8(&text[start..end]).map_err(|e| format!("not UTF-8: {e}"))?;
+        out.push(s.to_string());
+    }
+    Ok(out)
+}
+
+fn decode_ids(bytes: &[u8]) -> Result<IdMap, String> {
+    let ids = decode_strings(bytes)?.into_iter().map(RawId::new).collect();
+    IdMap::from_ordered(ids).map_err(|dup| format!("duplicate id {dup}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FitConfig;
+    use crate::svd::Hyperparams;
+    use crate::synth::{SyntheticSpec, generate};
+
+    fn trained() -> Model {
+        let data = generate(&SyntheticSpec {
+            users: 60,
+            items: 80,
+            ratings: 1500,
+            seed: 2,
+        });
+        let titles = [("1".to_string(), "Toy Story (1995)".to_string())]
+            .into_iter()
+            .collect();
+        let config = FitConfig {
+            params: Hyperparams {
+                n_factors: 10,
+                n_epochs: 2,
+                ..Hyperparams::with_seed(3)
+            },
+            threads: 1,
+            scale: None,
+            titles: Some(&titles),
+            source: "synthetic".into(),
+        };
+        let mut model = Model::fit(&data, &config, &mut |_| {}).unwrap();
+        model.seen.insert(0, 79);
+        model
+    }
+
+    #[test]
+    fn save_then_load_gives_back_the_same_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.rsm");
+        let mut model = trained();
+        save(&mut model, &path).unwrap();
+        assert_eq!(model.id.len(), 8);
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded.id, model.id);
+        assert!(loaded.seen.contains(0, 79));
+        // The overlay is folded into the base rows on save; compare contents.
+        assert_eq!(loaded.seen.to_parts(60), model.seen.to_parts(60));
+        assert!(loaded.svd == model.svd, "factors, biases and counts differ");
+        assert!(
+            loaded.users == model.users && loaded.items == model.items,
+            "id maps differ"
+        );
+        assert_eq!(loaded.meta, model.meta);
+        assert_eq!(loaded.titles, model.titles);
+        assert_eq!(loaded.titles[0], "Toy Story (1995)");
+    }
+
+    #[test]
+    fn every_truncation_is_rejected_cleanly() {
+        let bytes = encode(&trained()).unwrap();
+        let path = Path::new("m.rsm");
+        for cut in (0..bytes.len())
+            .step_by(97)
+            .chain([bytes.len() - 1, 8, 15, 16])
+        {
+            let err = decode(&bytes[..cut], path).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ModelFileError::Truncated { .. } | ModelFileError::NotAModel { .. }
+                ),
+                "cut at {cut}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn flipped_bytes_are_caught_by_the_checksum() {
+        let bytes = encode(&trained()).unwrap();
+        for at in (16..bytes.len() - TRAILER_LEN).step_by(131) {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            let err = decode(&bad, Path::new("m.rsm")).unwrap_err();
+            assert!(
+                matches!(err, ModelFileError::Corrupted { .. }),
+                "byte {at}: {err}"
+            );
+            assert!(err.to_string().contains("corrupted"));
+        }
+    }
+
+    #[test]
+    fn other_versions_and_foreign_files_get_clear_errors() {
+        let mut bytes = encode(&trained()).unwrap();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let err = decode(&bytes, Path::new("m.rsm")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m.rsm: model file format version 2, but this build reads version 1; it was written by a newer recstream, upgrade to read it"
+        );
+        let err = decode(b"196\t242\t3\t881250949\n", Path::new("u.data")).unwrap_err();
+        assert!(matches!(err, ModelFileError::NotAModel { .. }));
+    }
+
+    #[test]
+    fn a_crafted_file_with_a_valid_checksum_is_still_validated() {
+        let mut bytes = encode(&trained()).unwrap();
+        // Claim a huge first section, then fix up the checksum.
+        bytes[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        let end = bytes.len() - TRAILER_LEN;
+        let crc = crc32fast::hash(&bytes[..end]);
+        bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        let err = decode(&bytes, Path::new("m.rsm")).unwrap_err();
+        assert!(matches!(err, ModelFileError::Invalid { .. }), "{err}");
+    }
+
+    #[test]
+    fn string_lists_round_trip() {
+        let strings = ["", "Kolya (1996)", "Misérables, Les (1995)"];
+        let bytes = encode_strings(strings.iter().copied());
+        assert_eq!(decode_strings(&bytes).unwrap(), strings);
+        assert!(decode_strings(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,284 @@
+//! Recommendations for a raw user id: the answer the CLI prints and the stream replies with.
+//!
+//! A [`Recommender`] wraps a [`Model`] with what serving needs precomputed:
+//! the transposed item factors for fast scoring and the cold-start list. A
+//! known user gets the `n` best-scoring items they have not rated; an unknown
+//! user gets the most popular well-rated items (what the model itself
+//! predicts for someone it knows nothing about: `mu + b_i`, among items with
+//! at least the median number of ratings), flagged `cold_start`.
+
+use serde::Serialize;
+
+use crate::ids::RawId;
+use crate::model::Model;
+use crate::topn::{ItemIndex, Scored, select_top_n};
+
+/// The most items one request may ask for.
+pub const MAX_N: usize = 100;
+
+/// One recommended item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommendation {
+    /// Item id as in the ratings file (a JSON number when it is an integer).
+    pub iid: RawId,
+    /// Title, empty when the model was trained without an item file.
+    pub title: String,
+    /// Predicted rating, clipped to the rating scale, rounded to 4 decimals.
+    #[serde(serialize_with = "four_decimals")]
+    pub score: f32,
+}
+
+/// The answer for one user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommendations {
+    /// The user id as asked for.
+    pub uid: RawId,
+    /// Best first.
+    pub recommendations: Vec<Recommendation>,
+    /// True when the user is unknown and got the popular list.
+    pub cold_start: bool,
+    /// Identifies the model that answered.
+    pub model_version: String,
+}
+
+/// Reusable buffers, so the hot path does not allocate per request.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    scores: Vec<f32>,
+    best: Vec<Scored>,
+}
+
+/// A model ready to answer requests.
+#[derive(Debug, Clone)]
+pub struct Recommender {
+    model: Model,
+    index: ItemIndex,
+    popular: Vec<u32>,
+    version: String,
+}
+
+impl Recommender {
+    /// Prepares `model` for serving.
+    pub fn new(model: Model) -> Self {
+        let index = ItemIndex::build(&model.svd);
+        let popular = cold_start_ranking(&model);
+        let version = model.id.clone();
+        Recommender {
+            model,
+            index,
+            popular,
+            version,
+        }
+    }
+
+    /// The underlying model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The version string replies carry.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Sets the version string replies carry (e.g. model id plus update sequence).
+    pub fn set_version(&mut self, version: String) {
+        self.version = version;
+    }
+
+    /// The top `n` (at most [`MAX_N`]) items for a raw user id.
+    pub fn recommend(&self, uid: &str, n: usize) -> Recommendations {
+        self.recommend_with(uid, n, &mut Scratch::default())
+    }
+
+    /// As [`Recommender::recommend`], reusing `scratch` between calls.
+    pub fn recommend_with(&self, uid: &str, n: usize, scratch: &mut Scratch) -> Recommendations {
+        let n = n.min(MAX_N);
+        let svd = &self.model.svd;
+        let user = self.model.users.get(uid).filter(|&u| svd.knows_user(u));
+        let recommendations = match user {
+            Some(u) => {
+                self.index.score_into(svd.user_row(u), &mut scratch.scores);
+                let seen = &self.model.seen;
+                select_top_n(
+                    &mut scratch.scores,
+                    n,
+                    &[seen.base_row(u), seen.added_row(u)],
+                    &mut scratch.best,
+                );
+                let offset = svd.global_mean + svd.user_bias[u as usize];
+                scratch
+                    .best
+                    .iter()
+                    .map(|s| self.item(s.item, offset + s.score))
+                    .collect()
+            }
+            None => self
+                .popular
+                .iter()
+                .take(n)
+                .map(|&i| self.item(i, svd.global_mean + svd.item_bias[i as usize]))
+                .collect(),
+        };
+        Recommendations {
+            uid: RawId::new(uid),
+            recommendations,
+            cold_start: user.is_none(),
+            model_version: self.version.clone(),
+        }
+    }
+
+    fn item(&self, item: u32, estimate: f32) -> Recommendation {
+        Recommendation {
+            iid: self
+                .model
+                .items
+                .raw(item)
+                .cloned()
+                .unwrap_or_else(|| RawId::new("")),
+            title: self
+                .model
+                .titles
+                .get(item as usize)
+                .cloned()
+                .unwrap_or_default(),
+            score: self.model.svd.scale.clip(estimate),
+        }
+    }
+}
+
+/// Items with at least the median rating count, best `mu + b_i` first.
+fn cold_start_ranking(model: &Model) -> Vec<u32> {
+    let svd = &model.svd;
+    let mut counts: Vec<u32> = svd.item_counts.iter().copied().filter(|&c| c > 0).collect();
+    if counts.is_empty() {
+        return Vec::new();
+    }
+    counts.sort_unstable();
+    let median = counts[counts.len() / 2];
+    let mut candidates: Vec<u32> = (0..svd.n_items() as u32)
+        .filter(|&i| svd.item_counts[i as usize] >= median.max(1))
+        .collect();
+    candidates.sort_by(|&a, &b| {
+        svd.item_bias[b as usize]
+            .total_cmp(&svd.item_bias[a as usize])
+            .then(a.cmp(&b))
+    });
+    candidates.truncate(MAX_N);
+    candidates
+}
+
+fn four_decimals<S: serde::Serializer>(score: &f32, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((f64::from(*score) * 1e4).round() / 1e4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Dataset;
+    use crate::model::FitConfig;
+    use crate::svd::Hyperparams;
+
+    fn tiny_model() -> Model {
+        let mut data = Dataset::default();
+        let rows = [
+            ("196", "242", 3.0),
+            ("196", "302", 4.0),
+            ("186", "302", 5.0),
+            ("186", "377", 1.0),
+            ("22", "377", 2.0),
+            ("22", "51", 5.0),
+            ("22", "242", 4.0),
+            ("7", "51", 4.0),
+        ];
+        for (u, i, r) in rows {
+            data.push(u, i, r, None);
+        }
+        let titles = [
+            ("242", "Kolya (1996)"),
+            ("51", "Legends of the Fall (1994)"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let config = FitConfig {
+            params: Hyperparams {
+                n_factors: 4,
+                n_epochs: 30,
+                ..Hyperparams::with_seed(1)
+            },
+            threads: 1,
+            scale: None,
+            titles: Some(&titles),
+            source: "tiny".into(),
+        };
+        let mut model = Model::fit(&data, &config, &mut |_| {}).unwrap();
+        model.id = "test".into();
+        model
+    }
+
+    #[test]
+    fn known_users_never_get_items_they_rated() {
+        let rec = Recommender::new(tiny_model());
+        let out = rec.recommend("196", 10);
+        assert!(!out.cold_start);
+        let iids: Vec<&str> = out.recommendations.iter().map(|r| r.iid.as_str()).collect();
+        assert_eq!(
+            iids.len(),
+            2,
+            "two of the four items are unrated by 196: {iids:?}"
+        );
+        assert!(!iids.contains(&"242") && !iids.contains(&"302"));
+        assert!(
+            out.recommendations
+                .windows(2)
+                .all(|w| w[0].score >= w[1].score)
+        );
+        assert_eq!(out.model_version, "test");
+    }
+
+    #[test]
+    fn scores_are_the_model_estimates() {
+        let rec = Recommender::new(tiny_model());
+        let model = rec.model();
+        let out = rec.recommend("196", 10);
+        for r in &out.recommendations {
+            let u = model.users.get("196");
+            let i = model.items.get(r.iid.as_str());
+            assert!((r.score - model.svd.predict(u, i)).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn unknown_users_get_the_popular_list_marked_cold_start() {
+        let rec = Recommender::new(tiny_model());
+        let out = rec.recommend("nobody", 3);
+        assert!(out.cold_start);
+        assert!(!out.recommendations.is_empty() && out.recommendations.len() <= 3);
+        assert!(
+            out.recommendations
+                .windows(2)
+                .all(|w| w[0].score >= w[1].score)
+        );
+    }
+
+    #[test]
+    fn json_shape_matches_the_wire_contract() {
+        let rec = Recommender::new(tiny_model());
+        let json = serde_json::to_value(rec.recommend("22", 1)).unwrap();
+        assert_eq!(json["uid"], serde_json::json!(22));
+        assert_eq!(json["cold_start"], serde_json::json!(false));
+        let first = &json["recommendations"][0];
+        assert_eq!(first["iid"], serde_json::json!(302));
+        assert_eq!(first["title"], serde_json::json!(""));
+        let score = first["score"].as_f64().unwrap();
+        assert_eq!(score, (score * 1e4).round() / 1e4);
+    }
+
+    #[test]
+    fn n_is_capped() {
+        let rec = Recommender::new(tiny_model());
+        assert!(rec.recommend("7", 10_000).recommendations.len() <= MAX_N);
+        assert!(rec.recommend("7", 0).recommendations.is_empty());
+    }
+}

@@ -1,0 +1,582 @@
+//! Training: surprise's SVD algorithm, sequential or block-parallel.
+//!
+//! Sequential training is the reference: factors drawn from
+//! `normal(init_mean, init_std_dev)`, biases at zero, then `n_epochs` passes
+//! of per-rating SGD over the ratings in a freshly shuffled order. With more
+//! than one thread we use blocked SGD (the "DSGD" stratification): users and
+//! items are cut into `t` blocks of roughly equal rating counts, and each
+//! sub-epoch runs `t` blocks that share no user and no item in parallel. No
+//! two threads ever touch the same row, so the parallel path needs no locks or
+//! atomics and is deterministic for a given seed and thread count.
+
+use std::time::{Duration, Instant};
+
+use multiversion::multiversion;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_distr::{Distribution, Normal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+
+use crate::data::{Rating, RatingScale};
+
+use super::kernels::{StepRates, sgd_step};
+use super::{Hyperparams, SvdModel};
+
+/// Progress of training after one epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochReport {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Total epochs.
+    pub n_epochs: usize,
+    /// RMSE of the errors met during the epoch (before each step).
+    pub train_rmse: f64,
+    /// Time since training started.
+    pub elapsed: Duration,
+}
+
+/// Why a model could not be trained.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TrainError {
+    /// A hyper-parameter is unusable.
+    #[error("invalid hyper-parameters: {0}")]
+    InvalidParams(String),
+    /// There is nothing to learn from.
+    #[error("no ratings to train on")]
+    NoRatings,
+    /// A rating refers to a user or item beyond the declared sizes.
+    #[error(
+        "rating {index} refers to user {user} / item {item} beyond {n_users} users / {n_items} items"
+    )]
+    OutOfRange {
+        /// Position of the rating.
+        index: usize,
+        /// Its user index.
+        user: u32,
+        /// Its item index.
+        item: u32,
+        /// Declared number of users.
+        n_users: usize,
+        /// Declared number of items.
+        n_items: usize,
+    },
+    /// `threads` was zero.
+    #[error("threads must be at least 1")]
+    NoThreads,
+    /// The thread pool could not start.
+    #[error("cannot start {threads} training threads: {reason}")]
+    ThreadPool {
+        /// Threads asked for.
+        threads: usize,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Options of a training run that do not change the model definition.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainOptions {
+    /// 1 for sequential SGD, more for blocked parallel SGD.
+    pub threads: usize,
+    /// Rating range the estimates are clipped to.
+    pub scale: RatingScale,
+}
+
+/// Trains a model on `ratings`, whose indices are below `n_users` / `n_items`.
+/// Users and items with no rating keep their random factors but count as unknown.
+pub fn train(
+    ratings: &[Rating],
+    n_users: usize,
+    n_items: usize,
+    params: &Hyperparams,
+    options: TrainOptions,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) -> Result<SvdModel, TrainError> {
+    params.validate().map_err(TrainError::InvalidParams)?;
+    if ratings.is_empty() {
+        return Err(TrainError::NoRatings);
+    }
+    if options.threads == 0 {
+        return Err(TrainError::NoThreads);
+    }
+    if let Some((index, r)) = ratings
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.user as usize >= n_users || r.item as usize >= n_items)
+    {
+        return Err(TrainError::OutOfRange {
+            index,
+            user: r.user,
+            item: r.item,
+            n_users,
+            n_items,
+        });
+    }
+    let mut model = initial_model(ratings, n_users, n_items, params, options.scale);
+    if options.threads == 1 {
+        train_sequential(&mut model, ratings, params, on_epoch);
+    } else {
+        train_blocked(&mut model, ratings, params, options.threads, on_epoch)?;
+    }
+    Ok(model)
+}
+
+/// Random factors, zero biases, the training counts and the global mean.
+fn initial_model(
+    ratings: &[Rating],
+    n_users: usize,
+    n_items: usize,
+    params: &Hyperparams,
+    scale: RatingScale,
+) -> SvdModel {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(params.seed);
+    let k = params.n_factors;
+    let mut draw = |n: usize| -> Vec<f32> {
+        match Normal::new(params.init_mean, params.init_std_dev) {
+            Ok(normal) => (0..n).map(|_| normal.sample(&mut rng)).collect(),
+            Err(_) => vec![params.init_mean; n],
+        }
+    };
+    let user_factors = draw(n_users * k);
+    let item_factors = draw(n_items * k);
+    let mut user_counts = vec![0u32; n_users];
+    let mut item_counts = vec![0u32; n_items];
+    let mut sum = 0.0f64;
+    for r in ratings {
+        user_counts[r.user as usize] += 1;
+        item_counts[r.item as usize] += 1;
+        sum += f64::from(r.value);
+    }
+    let global_mean = if params.biased {
+        (sum / ratings.len() as f64) as f32
+    } else {
+        0.0
+    };
+    SvdModel {
+        n_factors: k,
+        global_mean,
+        scale,
+        user_bias: vec![0.0; n_users],
+        item_bias: vec![0.0; n_items],
+        user_factors,
+        item_factors,
+        user_counts,
+        item_counts,
+    }
+}
+
+/// Per-rating SGD over the whole data, reshuffled every epoch.
+fn train_sequential(
+    model: &mut SvdModel,
+    ratings: &[Rating],
+    params: &Hyperparams,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) {
+    let started = Instant::now();
+    let rates = StepRates::from(params);
+    // A different stream from the initialisation's, so that changing
+    // n_factors does not change the visiting order.
+    let mut rng =
+        Xoshiro256PlusPlus::seed_from_u64(params.seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
+    let mut order = ratings.to_vec();
+    let mut factors = Rows::of(model);
+    for epoch in 1..=params.n_epochs {
+        order.shuffle(&mut rng);
+        let squared = run_epoch(&order, &mut factors, &rates);
+        on_epoch(&EpochReport {
+            epoch,
+            n_epochs: params.n_epochs,
+            train_rmse: (squared / order.len() as f64).sqrt(),
+            elapsed: started.elapsed(),
+        });
+    }
+}
+
+/// Blocked parallel SGD: `threads` strata per epoch, each a set of
+/// `threads` (user block, item block) pairs that share no row.
+fn train_blocked(
+    model: &mut SvdModel,
+    ratings: &[Rating],
+    params: &Hyperparams,
+    threads: usize,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) -> Result<(), TrainError> {
+    let started = Instant::now();
+    let rates = StepRates::from(params);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| TrainError::ThreadPool {
+            threads,
+            reason: e.to_string(),
+        })?;
+    let b = threads;
+    let user_bounds = balanced_bounds(&model.user_counts, b);
+    let item_bounds = balanced_bounds(&model.item_counts, b);
+    let mut buckets = bucketize(ratings, &user_bounds, &item_bounds);
+    let (k, mu) = (model.n_factors, model.global_mean);
+
+    for epoch in 1..=params.n_epochs {
+        let mut squared = 0.0;
+        for stratum in 0..b {
+            let mut user_rows = split_rows(
+                &mut model.user_factors,
+                &mut model.user_bias,
+                &user_bounds,
+                k,
+                mu,
+            );
+            let mut item_rows: Vec<Option<Rows<'_>>> = split_rows(
+                &mut model.item_factors,
+                &mut model.item_bias,
+                &item_bounds,
+                k,
+                mu,
+            )
+            .into_iter()
+            .map(Some)
+            .collect();
+            let mut tasks = Vec::with_capacity(b);
+            let stratum_buckets = buckets
+                .iter_mut()
+                .enumerate()
+                .filter(|(at, _)| at % b == (at / b + stratum) % b)
+                .map(|(_, bucket)| bucket);
+            for (t, bucket) in stratum_buckets.enumerate() {
+                let items = item_rows[(t + stratum) % b].take();
+                let users = std::mem::replace(&mut user_rows[t], Rows::empty(k, mu));
+                let seed = mix_seed(params.seed, epoch, stratum, t);
+                if let Some(items) = items {
+                    tasks.push((bucket, users.join(items), seed));
+                }
+            }
+            squared += pool.install(|| {
+                tasks
+                    .into_par_iter()
+                    .map(|(bucket, mut rows, seed)| {
+                        bucket.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed));
+                        run_epoch(bucket, &mut rows, &rates)
+                    })
+                    .sum::<f64>()
+            });
+        }
+        on_epoch(&EpochReport {
+            epoch,
+            n_epochs: params.n_epochs,
+            train_rmse: (squared / ratings.len() as f64).sqrt(),
+            elapsed: started.elapsed(),
+        });
+    }
+    Ok(())
+}
+
+/// Mutable views of the rows an epoch (or a block of one) updates.
+struct Rows<'a> {
+    k: usize,
+    mu: f32,
+    user_bias: &'a mut [f32],
+    user_factors: &'a mut [f32],
+    item_bias: &'a mut [f32],
+    item_factors: &'a mut [f32],
+}
+
+impl<'a> Rows<'a> {
+    fn of(model: &'a mut SvdModel) -> Rows<'a> {
+        Rows {
+            k: model.n_factors,
+            mu: model.global_mean,
+            user_bias: &mut model.user_bias,
+            user_factors: &mut model.user_factors,
+            item_bias: &mut model.item_bias,
+            item_factors: &mut model.item_factors,
+        }
+    }
+
+    fn empty(k: usize, mu: f32) -> Rows<'a> {
+        Rows {
+            k,
+            mu,
+            user_bias: &mut [],
+            user_factors: &mut [],
+            item_bias: &mut [],
+            item_factors: &mut [],
+        }
+    }
+
+    /// Takes the user side of `self` and the item side of `items`.
+    fn join(self, items: Rows<'a>) -> Rows<'a> {
+        Rows {
+            item_bias: items.user_bias,
+            item_factors: items.user_factors,
+            ..self
+        }
+    }
+}
+
+/// One pass of SGD over `order`, whose indices are relative to `rows`.
+/// Returns the sum of squared errors met on the way.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn run_epoch<'a>(order: &[Rating], rows: &mut Rows<'a>, rates: &StepRates) -> f64 {
+    let (k, mu) = (rows.k, rows.mu);
+    let mut squared = 0.0f64;
+    for r in order {
+        let (u, i) = (r.user as usize, r.item as usize);
+        let err = sgd_step(
+            r.value,
+            mu,
+            &mut rows.user_bias[u],
+            &mut rows.item_bias[i],
+            &mut rows.user_factors[u * k..(u + 1) * k],
+            &mut rows.item_factors[i * k..(i + 1) * k],
+            rates,
+        );
+        squared += f64::from(err * err);
+    }
+    squared
+}
+
+/// Cuts `0..counts.len()` into `blocks` contiguous ranges of about equal total
+/// count. Returns the `blocks + 1` boundaries.
+pub(crate) fn balanced_bounds(counts: &[u32], blocks: usize) -> Vec<usize> {
+    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    let mut bounds = Vec::with_capacity(blocks + 1);
+    bounds.push(0);
+    let mut running = 0u64;
+    for (at, &c) in counts.iter().enumerate() {
+        let next_target = total * bounds.len() as u64 / blocks as u64;
+        if bounds.len() < blocks && running >= next_target && at > *bounds.last().unwrap_or(&0) {
+            bounds.push(at);
+        }
+        running += u64::from(c);
+    }
+    while bounds.len() < blocks {
+        bounds.push(counts.len());
+    }
+    bounds.push(counts.len());
+    bounds
+}
+
+/// Groups ratings into `b * b` buckets `(user block, item block)`, with
+/// indices made relative to their blocks.
+fn bucketize(ratings: &[Rating], user_bounds: &[usize], item_bounds: &[usize]) -> Vec<Vec<Rating>> {
+    let b = user_bounds.len() - 1;
+    let block_of = |bounds: &[usize], x: u32| bounds[1..].partition_point(|&end| end <= x as usize);
+    let mut sizes = vec![0usize; b * b];
+    for r in ratings {
+        sizes[block_of(user_bounds, r.user) * b + block_of(item_bounds, r.item)] += 1;
+    }
+    let mut buckets: Vec<Vec<Rating>> = sizes.into_iter().map(Vec::with_capacity).collect();
+    for r in ratings {
+        let (ub, ib) = (block_of(user_bounds, r.user), block_of(item_bounds, r.item));
+        buckets[ub * b + ib].push(Rating {
+            user: r.user - user_bounds[ub] as u32,
+            item: r.item - item_bounds[ib] as u32,
+            value: r.value,
+        });
+    }
+    buckets
+}
+
+/// Splits factor rows and biases at `bounds` into disjoint mutable views.
+/// (The views are labelled as the user side; `Rows::join` relabels items.)
+fn split_rows<'a>(
+    factors: &'a mut [f32],
+    bias: &'a mut [f32],
+    bounds: &[usize],
+    k: usize,
+    mu: f32,
+) -> Vec<Rows<'a>> {
+    let mut out = Vec::with_capacity(bounds.len() - 1);
+    let (mut factors, mut bias) = (factors, bias);
+    for w in bounds.windows(2) {
+        let len = w[1] - w[0];
+        let (f_head, f_rest) = std::mem::take(&mut factors).split_at_mut(len * k);
+        let (b_head, b_rest) = std::mem::take(&mut bias).split_at_mut(len);
+        out.push(Rows {
+            k,
+            mu,
+            user_bias: b_head,
+            user_factors: f_head,
+            item_bias: &mut [],
+            item_factors: &mut [],
+        });
+        factors = f_rest;
+        bias = b_rest;
+    }
+    out
+}
+
+fn mix_seed(seed: u64, epoch: usize, stratum: usize, thread: usize) -> u64 {
+    let mut x = seed ^ ((epoch as u64) << 40) ^ ((stratum as u64) << 20) ^ thread as u64;
+    // splitmix64 finaliser: nearby inputs give unrelated streams.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{SyntheticSpec, generate};
+
+    fn quiet() -> impl FnMut(&EpochReport) {
+        |_| {}
+    }
+
+    fn options(threads: usize) -> TrainOptions {
+        TrainOptions {
+            threads,
+            scale: RatingScale::FIVE_STARS,
+        }
+    }
+
+    fn small_data() -> crate::data::Dataset {
+        generate(&SyntheticSpec {
+            users: 300,
+            items: 200,
+            ratings: 12_000,
+            seed: 7,
+        })
+    }
+
+    fn rmse(model: &SvdModel, ratings: &[Rating]) -> f64 {
+        let sq: f64 = ratings
+            .iter()
+            .map(|r| f64::from(model.predict(Some(r.user), Some(r.item)) - r.value).powi(2))
+            .sum();
+        (sq / ratings.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn training_is_reproducible_for_a_seed() {
+        let data = small_data();
+        let p = Hyperparams {
+            n_epochs: 3,
+            ..Hyperparams::with_seed(11)
+        };
+        let a = train(
+            &data.ratings,
+            data.users.len(),
+            data.items.len(),
+            &p,
+            options(1),
+            &mut quiet(),
+        )
+        .unwrap();
+        let b = train(
+            &data.ratings,
+            data.users.len(),
+            data.items.len(),
+            &p,
+            options(1),
+            &mut quiet(),
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        let c = train(
+            &data.ratings,
+            data.users.len(),
+            data.items.len(),
+            &Hyperparams { seed: 12, ..p },
+            options(1),
+            &mut quiet(),
+        )
+        .unwrap();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn training_error_falls_epoch_after_epoch() {
+        let data = small_data();
+        let mut rmses = Vec::new();
+        let p = Hyperparams {
+            n_epochs: 10,
+            ..Hyperparams::default()
+        };
+        let model = train(
+            &data.ratings,
+            data.users.len(),
+            data.items.len(),
+            &p,
+            options(1),
+            &mut |r| rmses.push(r.train_rmse),
+        )
+        .unwrap();
+        assert_eq!(rmses.len(), 10);
+        assert!(rmses.windows(2).all(|w| w[1] < w[0]), "{rmses:?}");
+        // The fitted model explains the training data better than the mean does.
+        let mean_only = SvdModel {
+            user_counts: vec![0; model.n_users()],
+            ..model.clone()
+        };
+        assert!(rmse(&model, &data.ratings) < rmse(&mean_only, &data.ratings) - 0.05);
+    }
+
+    #[test]
+    fn blocked_parallel_training_learns_as_well_and_is_deterministic() {
+        let data = small_data();
+        let p = Hyperparams {
+            n_epochs: 10,
+            ..Hyperparams::default()
+        };
+        let (nu, ni) = (data.users.len(), data.items.len());
+        let seq = train(&data.ratings, nu, ni, &p, options(1), &mut quiet()).unwrap();
+        let par = train(&data.ratings, nu, ni, &p, options(3), &mut quiet()).unwrap();
+        let again = train(&data.ratings, nu, ni, &p, options(3), &mut quiet()).unwrap();
+        assert_eq!(par, again);
+        let (a, b) = (rmse(&seq, &data.ratings), rmse(&par, &data.ratings));
+        assert!((a - b).abs() < 0.02, "sequential {a} vs blocked {b}");
+    }
+
+    #[test]
+    fn rejects_bad_input_with_typed_errors() {
+        let p = Hyperparams::default();
+        let r = [Rating {
+            user: 0,
+            item: 5,
+            value: 3.0,
+        }];
+        assert_eq!(
+            train(&[], 1, 1, &p, options(1), &mut quiet()).unwrap_err(),
+            TrainError::NoRatings
+        );
+        assert!(matches!(
+            train(&r, 1, 2, &p, options(1), &mut quiet()).unwrap_err(),
+            TrainError::OutOfRange {
+                index: 0,
+                item: 5,
+                ..
+            }
+        ));
+        assert_eq!(
+            train(&r, 1, 6, &p, options(0), &mut quiet()).unwrap_err(),
+            TrainError::NoThreads
+        );
+    }
+
+    #[test]
+    fn balanced_bounds_split_by_rating_count() {
+        assert_eq!(balanced_bounds(&[1, 1, 1, 1], 2), vec![0, 2, 4]);
+        assert_eq!(balanced_bounds(&[10, 1, 1, 1, 1, 1], 2), vec![0, 1, 6]);
+        assert_eq!(balanced_bounds(&[5], 3), vec![0, 1, 1, 1]);
+        let bounds = balanced_bounds(&[3; 100], 4);
+        assert_eq!(bounds, vec![0, 25, 50, 75, 100]);
+    }
+
+    #[test]
+    fn buckets_partition_every_rating_exactly_once() {
+        let data = small_data();
+        let ub = balanced_bounds(&vec![1; data.users.len()], 3);
+        let ib = balanced_bounds(&vec![1; data.items.len()], 3);
+        let buckets = bucketize(&data.ratings, &ub, &ib);
+        assert_eq!(buckets.iter().map(Vec::len).sum::<usize>(), data.len());
+        for (at, bucket) in buckets.iter().enumerate() {
+            let (u, i) = (at / 3, at % 3);
+            assert!(
+                bucket.iter().all(|r| (r.user as usize) < ub[u + 1] - ub[u]
+                    && (r.item as usize) < ib[i + 1] - ib[i])
+            );
+        }
+    }
+}
