@@ -383,6 +383,23 @@ class Stats:
         return out
 
 
+def self_test(rec, uids, n):
+    """--self-test: score uids one at a time without Kafka.
+
+    rec is either peer's recommender (recommend(uid_raw, n) + titles).
+    Returns [{"seconds": scoring time, "reply": reply object}].
+    """
+    out = []
+    for uid in uids:
+        uid_json = json_iid(uid)  # "196" -> 196, as a client would send it
+        t0 = time.perf_counter()
+        recs, cold = rec.recommend(str(uid), n)
+        dt = time.perf_counter() - t0
+        out.append({"seconds": round(dt, 6),
+                    "reply": json.loads(reply_json(uid_json, None, recs, rec.titles, cold))})
+    return out
+
+
 def install_stop_handlers():
     """SIGINT/SIGTERM set a flag so the loop exits cleanly (close + flush + summary)."""
     import signal

@@ -67,4 +67,4 @@ if ! venv_satisfied; then
   echo "setup.sh: install finished but pins are not satisfied in $VENV" >&2
   exit 1
 fi
-"$VENV/bin/python" -c 'import surprise, numpy, confluent_kafka as ck; print("setup.sh: ok: surprise", surprise.__version__, "numpy", numpy.__version__, "confluent-kafka", ck.version()[0], "librdkafka", ck.libversion()[0])' >&2
+"$VENV/bin/python" -c 'import surprise, numpy, confluent_kafka as ck; print("setup.sh: ok: surprise", surprise.__version__, "numpy", numpy.__version__, "confluent-kafka", ck.__version__, "librdkafka", ck.libversion()[0])' >&2

@@ -1,1 +1,69 @@
-fn main() {}
+//! `recstream`: movie recommendations kept fresh on a Kafka stream.
+//!
+//! The binary only parses arguments and wires the libraries together: the
+//! recommender core (`recstream-core`) trains, evaluates and scores; the data
+//! fetcher (`recstream-datasets`) downloads MovieLens; each subcommand lives
+//! in its own module under `commands/`.
+
+mod args;
+mod commands;
+mod progress;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Movie recommendations kept fresh on a Kafka stream.
+///
+/// Train a surprise-compatible SVD model on MovieLens, evaluate it, and ask
+/// it for the top movies of a user.
+#[derive(Debug, Parser)]
+#[command(name = "recstream", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetch MovieLens 100K or generate synthetic ratings.
+    Data(commands::data::DataArgs),
+    /// Train a model on a ratings file and save it.
+    Train(commands::train::TrainArgs),
+    /// Top movies for one user.
+    Recommend(commands::recommend::RecommendArgs),
+    /// Cross-validate, or train on one file and test on another.
+    Eval(commands::eval::EvalArgs),
+    /// Inspect model files.
+    Model(commands::model::ModelArgs),
+    /// Benchmarks: training speed and memory, top-N latency.
+    Bench(commands::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let result = match cli.command {
+        Command::Data(args) => commands::data::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Recommend(args) => commands::recommend::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Model(args) => commands::model::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

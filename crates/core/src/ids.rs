@@ -9,6 +9,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+/// foldhash with a per-process random seed: several times faster than the
+/// default SipHash on short ids, still unpredictable to whoever sends them.
+type IdHasher = foldhash::fast::RandomState;
+
 /// An id exactly as written in a data file or a request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RawId(Box<str>);
@@ -71,10 +75,40 @@ fn canonical_int(text: &str) -> Option<i64> {
 }
 
 /// A bijection between raw ids and dense indices `0..len`, in order of first appearance.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Most ids in rating data are small integers, so those skip hashing: a flat
+/// table indexed by the integer gives the dense index directly. That is the
+/// lookup every rating line and every request does.
+#[derive(Debug, Clone, Default)]
 pub struct IdMap {
     raw: Vec<RawId>,
-    index: HashMap<RawId, u32>,
+    /// Dense index + 1 of each small canonical integer id (0 = not present).
+    small: Vec<u32>,
+    /// Every other id.
+    index: HashMap<RawId, u32, IdHasher>,
+}
+
+/// Integer ids below this use the flat table (at most 16 MiB of it).
+const SMALL_ID_LIMIT: usize = 1 << 22;
+
+/// The value of a canonical decimal id below [`SMALL_ID_LIMIT`].
+fn small_id(bytes: &[u8]) -> Option<usize> {
+    match bytes {
+        [] => None,
+        [b'0'] => Some(0),
+        [b'0', ..] => None,
+        _ if bytes.len() > 7 => None,
+        _ => {
+            let mut n = 0usize;
+            for &b in bytes {
+                if !b.is_ascii_digit() {
+                    return None;
+                }
+                n = n * 10 + usize::from(b - b'0');
+            }
+            (n < SMALL_ID_LIMIT).then_some(n)
+        }
+    }
 }
 
 impl IdMap {
@@ -86,30 +120,67 @@ impl IdMap {
     /// Builds a map from ids listed in dense-index order. Duplicates are an error
     /// (returned as the offending id) because they would break the bijection.
     pub fn from_ordered(ids: Vec<RawId>) -> Result<Self, RawId> {
-        let mut index = HashMap::with_capacity(ids.len());
-        for (i, id) in ids.iter().enumerate() {
-            if index.insert(id.clone(), i as u32).is_some() {
-                return Err(id.clone());
+        let mut map = IdMap {
+            raw: Vec::with_capacity(ids.len()),
+            ..IdMap::default()
+        };
+        for id in ids {
+            let before = map.len();
+            if map.intern(id.as_str()) as usize != before {
+                return Err(id);
             }
         }
-        Ok(IdMap { raw: ids, index })
+        Ok(map)
     }
 
     /// The dense index of `raw`, assigning the next free one when it is new.
     pub fn intern(&mut self, raw: &str) -> u32 {
+        if let Some(n) = small_id(raw.as_bytes()) {
+            if let Some(&slot) = self.small.get(n)
+                && slot != 0
+            {
+                return slot - 1;
+            }
+            let i = self.push(raw);
+            if self.small.len() <= n {
+                self.small
+                    .resize((n + 1).next_power_of_two().min(SMALL_ID_LIMIT), 0);
+            }
+            self.small[n] = i + 1;
+            return i;
+        }
         if let Some(&i) = self.index.get(raw) {
             return i;
         }
+        let i = self.push(raw);
+        self.index.insert(RawId::new(raw), i);
+        i
+    }
+
+    /// As [`IdMap::intern`], for an id given as bytes; fails only when they
+    /// are not UTF-8 (small integers are recognised without decoding).
+    pub fn intern_bytes(&mut self, raw: &[u8]) -> Result<u32, std::str::Utf8Error> {
+        if let Some(n) = small_id(raw)
+            && let Some(&slot) = self.small.get(n)
+            && slot != 0
+        {
+            return Ok(slot - 1);
+        }
+        Ok(self.intern(std::str::from_utf8(raw)?))
+    }
+
+    fn push(&mut self, raw: &str) -> u32 {
         let i = self.raw.len() as u32;
-        let id = RawId::new(raw);
-        self.raw.push(id.clone());
-        self.index.insert(id, i);
+        self.raw.push(RawId::new(raw));
         i
     }
 
     /// The dense index of an id, if known.
     pub fn get(&self, raw: &str) -> Option<u32> {
-        self.index.get(raw).copied()
+        match small_id(raw.as_bytes()) {
+            Some(n) => self.small.get(n).and_then(|&slot| slot.checked_sub(1)),
+            None => self.index.get(raw).copied(),
+        }
     }
 
     /// The raw id of a dense index.
@@ -130,6 +201,13 @@ impl IdMap {
     /// All raw ids in dense-index order.
     pub fn ids(&self) -> &[RawId] {
         &self.raw
+    }
+}
+
+impl PartialEq for IdMap {
+    /// Two maps are equal when they list the same ids in the same order.
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
     }
 }
 
@@ -177,6 +255,26 @@ mod tests {
         assert_eq!(map.get("c"), None);
         assert_eq!(map.raw(1).map(RawId::as_str), Some("a"));
         assert_eq!(map.len(), 2);
+    }
+
+    #[test]
+    fn small_integers_and_other_ids_live_side_by_side() {
+        let mut map = IdMap::new();
+        let ids = ["196", "0", "007", "4194304", "x", "4194303", "-1"];
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(map.intern(id), i as u32, "{id}");
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(map.get(id), Some(i as u32), "{id}");
+            assert_eq!(map.intern_bytes(id.as_bytes()), Ok(i as u32), "{id}");
+            assert_eq!(map.raw(i as u32).map(RawId::as_str), Some(*id));
+        }
+        assert_eq!(map.get("7"), None);
+        assert_eq!(map.get("195"), None);
+        assert!(map.intern_bytes(b"\xff").is_err());
+        let rebuilt = IdMap::from_ordered(map.ids().to_vec()).unwrap();
+        assert_eq!(rebuilt, map);
+        assert_eq!(rebuilt.get("4194303"), Some(5));
     }
 
     #[test]

@@ -154,6 +154,14 @@ pub fn save(model: &mut Model, path: &Path) -> Result<(), ModelFileError> {
         out.flush().map_err(io_err)?;
     }
     tmp.as_file().sync_all().map_err(io_err)?;
+    // Temporary files are private (0600); a model file is not.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io_err)?;
+    }
     tmp.persist(path).map_err(|e| io_err(e.error))?;
     model.id = model_id(crc);
     Ok(())
@@ -379,7 +387,7 @@ fn le_bytes<T: bytemuck::Pod + ToLe>(values: &[T]) -> Vec<u8> {
 /// Copies a little-endian section into a vector, whatever its alignment.
 fn pod_vec<T: bytemuck::Pod + ToLe>(bytes: &[u8]) -> Result<Vec<T>, String> {
     let size = std::mem::size_of::<T>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(format!(
             "{} bytes is not a whole number of {size}-byte values",
             bytes.len()

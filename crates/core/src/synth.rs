@@ -16,8 +16,11 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use std::collections::HashSet;
 
-use crate::data::{Dataset, Rating};
+use crate::data::{Dataset, Rating, RatingScale};
 use crate::ids::{IdMap, RawId};
+use crate::model::{Model, ModelMeta};
+use crate::seen::SeenItems;
+use crate::svd::{Hyperparams, SvdModel};
 
 /// Size and seed of a synthetic data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +165,66 @@ fn activity(rng: &mut Xoshiro256PlusPlus, users: usize, items: usize, total: usi
         }
     }
     counts
+}
+
+/// A model with random parameters: `users` users who each rated `seen_per_user`
+/// random items, over a catalogue of `items` items with `factors` factors.
+/// For benchmarking the serving path at catalogue sizes we have no data for.
+pub fn random_model(
+    users: usize,
+    items: usize,
+    factors: usize,
+    seen_per_user: usize,
+    seed: u64,
+) -> Model {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let normal = Normal::new(0.0f32, 0.1).ok();
+    let mut draw = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| normal.map_or(0.0, |d| d.sample(&mut rng)))
+            .collect()
+    };
+    let svd = SvdModel {
+        n_factors: factors,
+        global_mean: 3.5,
+        scale: RatingScale::FIVE_STARS,
+        user_bias: draw(users),
+        item_bias: draw(items),
+        user_factors: draw(users * factors),
+        item_factors: draw(items * factors),
+        user_counts: vec![seen_per_user.max(1) as u32; users],
+        item_counts: vec![1; items],
+    };
+    let mut ratings = Vec::with_capacity(users * seen_per_user);
+    for user in 0..users as u32 {
+        for _ in 0..seen_per_user.min(items) {
+            ratings.push(Rating {
+                user,
+                item: rng.random_range(0..items as u32),
+                value: 4.0,
+            });
+        }
+    }
+    Model {
+        meta: ModelMeta {
+            created_unix: 0,
+            params: Hyperparams {
+                n_factors: factors,
+                ..Hyperparams::with_seed(seed)
+            },
+            threads: 1,
+            train_rmse: None,
+            n_ratings: ratings.len() as u64,
+            source: format!("random {users}x{items}x{factors}"),
+            fit_seconds: 0.0,
+        },
+        id: format!("random-{seed}"),
+        users: id_map(users),
+        items: id_map(items),
+        titles: vec![String::new(); items],
+        seen: SeenItems::from_ratings(users, &ratings),
+        svd,
+    }
 }
 
 fn id_map(n: usize) -> IdMap {

@@ -68,6 +68,11 @@ impl Dataset {
     pub fn push(&mut self, user: &str, item: &str, value: f32, timestamp: Option<i64>) {
         let user = self.users.intern(user);
         let item = self.items.intern(item);
+        self.push_indexed(user, item, value, timestamp);
+    }
+
+    /// Adds a rating whose ids are already interned.
+    pub fn push_indexed(&mut self, user: u32, item: u32, value: f32, timestamp: Option<i64>) {
         self.ratings.push(Rating { user, item, value });
         if let Some(ts) = timestamp {
             if self.timestamps.len() + 1 == self.ratings.len() {

@@ -158,8 +158,11 @@ impl TitleLayout {
                 let get = |at: usize| fields.get(at).map(|f| f.trim());
                 let item = get(*id).ok_or("missing item_id column")?;
                 let name = get(*title).ok_or("missing movie_title column")?;
+                // RecBole's year column holds placeholders such as "unkonwn" too.
                 let title = match year.and_then(get) {
-                    Some(y) if !y.is_empty() => format!("{name} ({y})"),
+                    Some(y) if !y.is_empty() && y.bytes().all(|b| b.is_ascii_digit()) => {
+                        format!("{name} ({y})")
+                    }
                     _ => name.to_string(),
                 };
                 non_empty_id(item).map(|id| (id, title))
@@ -204,10 +207,11 @@ mod tests {
 
     #[test]
     fn recbole_titles_get_their_year_back() {
-        let text = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n242\tKolya\t1996\tComedy\n267\tunknown\t\t\n";
+        let text = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n242\tKolya\t1996\tComedy\n267\tunknown\t\t\n268\tunkonwn\tunkonwn\t\n";
         let titles = read(text.as_bytes()).unwrap();
         assert_eq!(titles["242"], "Kolya (1996)");
         assert_eq!(titles["267"], "unknown");
+        assert_eq!(titles["268"], "unkonwn");
     }
 
     #[test]

@@ -220,10 +220,10 @@ fn rank_held_out(
         .iter()
         .filter(|t| t.value >= config.relevance_threshold)
     {
-        if let (Some(u), Some(i)) = (t.user, t.item) {
-            if model.knows_user(u) {
-                relevant.entry(u).or_default().push(i);
-            }
+        if let (Some(u), Some(i)) = (t.user, t.item)
+            && model.knows_user(u)
+        {
+            relevant.entry(u).or_default().push(i);
         }
     }
     let users: Vec<(u32, Vec<u32>)> = relevant.into_iter().collect();

@@ -8,6 +8,7 @@
 
 pub mod kernels;
 pub mod model;
+mod padded;
 pub mod params;
 pub mod train;
 

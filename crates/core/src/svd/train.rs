@@ -11,16 +11,15 @@
 
 use std::time::{Duration, Instant};
 
-use multiversion::multiversion;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
 use crate::data::{Rating, RatingScale};
 
-use super::kernels::{StepRates, sgd_step};
+use super::kernels::{self, Kernel, StepRates, StepRow};
+use super::padded::PaddedMatrix;
 use super::{Hyperparams, SvdModel};
 
 /// Progress of training after one epoch.
@@ -114,11 +113,25 @@ pub fn train(
         });
     }
     let mut model = initial_model(ratings, n_users, n_items, params, options.scale);
+    let k = model.n_factors;
+    let mut user_rows = PaddedMatrix::from_rows(&model.user_factors, k);
+    let mut item_rows = PaddedMatrix::from_rows(&model.item_factors, k);
+    let mut rows = Rows {
+        stride: user_rows.stride(),
+        mu: model.global_mean,
+        user_bias: &mut model.user_bias,
+        user_factors: user_rows.as_mut_slice(),
+        item_bias: &mut model.item_bias,
+        item_factors: item_rows.as_mut_slice(),
+    };
     if options.threads == 1 {
-        train_sequential(&mut model, ratings, params, on_epoch);
+        train_sequential(&mut rows, ratings, params, on_epoch);
     } else {
-        train_blocked(&mut model, ratings, params, options.threads, on_epoch)?;
+        let counts = (&model.user_counts[..], &model.item_counts[..]);
+        train_blocked(rows, counts, ratings, params, options.threads, on_epoch)?;
     }
+    user_rows.write_back(&mut model.user_factors);
+    item_rows.write_back(&mut model.item_factors);
     Ok(model)
 }
 
@@ -168,7 +181,7 @@ fn initial_model(
 
 /// Per-rating SGD over the whole data, reshuffled every epoch.
 fn train_sequential(
-    model: &mut SvdModel,
+    rows: &mut Rows<'_>,
     ratings: &[Rating],
     params: &Hyperparams,
     on_epoch: &mut dyn FnMut(&EpochReport),
@@ -180,10 +193,10 @@ fn train_sequential(
     let mut rng =
         Xoshiro256PlusPlus::seed_from_u64(params.seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
     let mut order = ratings.to_vec();
-    let mut factors = Rows::of(model);
+    let kernel = Kernel::detect();
     for epoch in 1..=params.n_epochs {
-        order.shuffle(&mut rng);
-        let squared = run_epoch(&order, &mut factors, &rates);
+        shuffle(&mut order, &mut rng);
+        let squared = run_epoch(kernel, &order, rows, &rates);
         on_epoch(&EpochReport {
             epoch,
             n_epochs: params.n_epochs,
@@ -196,7 +209,8 @@ fn train_sequential(
 /// Blocked parallel SGD: `threads` strata per epoch, each a set of
 /// `threads` (user block, item block) pairs that share no row.
 fn train_blocked(
-    model: &mut SvdModel,
+    rows: Rows<'_>,
+    (user_counts, item_counts): (&[u32], &[u32]),
     ratings: &[Rating],
     params: &Hyperparams,
     threads: usize,
@@ -212,31 +226,28 @@ fn train_blocked(
             reason: e.to_string(),
         })?;
     let b = threads;
-    let user_bounds = balanced_bounds(&model.user_counts, b);
-    let item_bounds = balanced_bounds(&model.item_counts, b);
+    let user_bounds = balanced_bounds(user_counts, b);
+    let item_bounds = balanced_bounds(item_counts, b);
     let mut buckets = bucketize(ratings, &user_bounds, &item_bounds);
-    let (k, mu) = (model.n_factors, model.global_mean);
+    let (stride, mu) = (rows.stride, rows.mu);
+    let kernel = Kernel::detect();
+    let Rows {
+        user_bias,
+        user_factors,
+        item_bias,
+        item_factors,
+        ..
+    } = rows;
 
     for epoch in 1..=params.n_epochs {
         let mut squared = 0.0;
         for stratum in 0..b {
-            let mut user_rows = split_rows(
-                &mut model.user_factors,
-                &mut model.user_bias,
-                &user_bounds,
-                k,
-                mu,
-            );
-            let mut item_rows: Vec<Option<Rows<'_>>> = split_rows(
-                &mut model.item_factors,
-                &mut model.item_bias,
-                &item_bounds,
-                k,
-                mu,
-            )
-            .into_iter()
-            .map(Some)
-            .collect();
+            let mut user_rows = split_rows(user_factors, user_bias, &user_bounds, stride, mu);
+            let mut item_rows: Vec<Option<Rows<'_>>> =
+                split_rows(item_factors, item_bias, &item_bounds, stride, mu)
+                    .into_iter()
+                    .map(Some)
+                    .collect();
             let mut tasks = Vec::with_capacity(b);
             let stratum_buckets = buckets
                 .iter_mut()
@@ -245,7 +256,7 @@ fn train_blocked(
                 .map(|(_, bucket)| bucket);
             for (t, bucket) in stratum_buckets.enumerate() {
                 let items = item_rows[(t + stratum) % b].take();
-                let users = std::mem::replace(&mut user_rows[t], Rows::empty(k, mu));
+                let users = std::mem::replace(&mut user_rows[t], Rows::empty(stride, mu));
                 let seed = mix_seed(params.seed, epoch, stratum, t);
                 if let Some(items) = items {
                     tasks.push((bucket, users.join(items), seed));
@@ -255,8 +266,8 @@ fn train_blocked(
                 tasks
                     .into_par_iter()
                     .map(|(bucket, mut rows, seed)| {
-                        bucket.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed));
-                        run_epoch(bucket, &mut rows, &rates)
+                        shuffle(bucket, &mut Xoshiro256PlusPlus::seed_from_u64(seed));
+                        run_epoch(kernel, bucket, &mut rows, &rates)
                     })
                     .sum::<f64>()
             });
@@ -273,7 +284,8 @@ fn train_blocked(
 
 /// Mutable views of the rows an epoch (or a block of one) updates.
 struct Rows<'a> {
-    k: usize,
+    /// Floats from one factor row to the next (rows are padded).
+    stride: usize,
     mu: f32,
     user_bias: &'a mut [f32],
     user_factors: &'a mut [f32],
@@ -282,20 +294,9 @@ struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    fn of(model: &'a mut SvdModel) -> Rows<'a> {
+    fn empty(stride: usize, mu: f32) -> Rows<'a> {
         Rows {
-            k: model.n_factors,
-            mu: model.global_mean,
-            user_bias: &mut model.user_bias,
-            user_factors: &mut model.user_factors,
-            item_bias: &mut model.item_bias,
-            item_factors: &mut model.item_factors,
-        }
-    }
-
-    fn empty(k: usize, mu: f32) -> Rows<'a> {
-        Rows {
-            k,
+            stride,
             mu,
             user_bias: &mut [],
             user_factors: &mut [],
@@ -316,24 +317,108 @@ impl<'a> Rows<'a> {
 
 /// One pass of SGD over `order`, whose indices are relative to `rows`.
 /// Returns the sum of squared errors met on the way.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
-fn run_epoch<'a>(order: &[Rating], rows: &mut Rows<'a>, rates: &StepRates) -> f64 {
-    let (k, mu) = (rows.k, rows.mu);
+fn run_epoch(kernel: Kernel, order: &[Rating], rows: &mut Rows<'_>, rates: &StepRates) -> f64 {
+    match kernel {
+        Kernel::Portable => epoch_loop::<0, _>(order, rows, rates, kernels::sgd_step),
+        // SAFETY: `Kernel::detect` only returns this variant when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { run_epoch_avx2(order, rows, rates) },
+        // SAFETY: `Kernel::detect` only returns this variant when the CPU has AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { run_epoch_avx512(order, rows, rates) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_epoch_avx2(order: &[Rating], rows: &mut Rows<'_>, rates: &StepRates) -> f64 {
+    epoch_loop::<0, _>(order, rows, rates, |r, mu, row, rates| {
+        kernels::avx2::sgd_step(r, mu, row, rates)
+    })
+}
+
+/// The AVX-512 epoch, with the register-resident kernel instantiated for the
+/// padded row length (up to 128 factors; longer rows use the general kernel).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn run_epoch_avx512(order: &[Rating], rows: &mut Rows<'_>, rates: &StepRates) -> f64 {
+    use kernels::avx512::{sgd_step, sgd_step_fixed};
+    macro_rules! fixed {
+        ($n:literal) => {
+            epoch_loop::<{ 16 * $n }, _>(order, rows, rates, |r, mu, row, rates| {
+                sgd_step_fixed::<$n>(r, mu, row, rates)
+            })
+        };
+    }
+    // Padded strides are whole multiples of 16 (see `PaddedMatrix`).
+    match rows.stride / 16 {
+        1 => fixed!(1),
+        2 => fixed!(2),
+        3 => fixed!(3),
+        4 => fixed!(4),
+        5 => fixed!(5),
+        6 => fixed!(6),
+        7 => fixed!(7),
+        8 => fixed!(8),
+        _ => epoch_loop::<0, _>(order, rows, rates, |r, mu, row, rates| {
+            sgd_step(r, mu, row, rates)
+        }),
+    }
+}
+
+/// How many ratings ahead the epoch loop prefetches factor rows: one step
+/// is short, and waiting for its rows to come from L2 or L3 was a third of it.
+const PREFETCH_DISTANCE: usize = 6;
+
+/// The epoch loop shared by every kernel (inlined into each, so the SIMD
+/// copies are compiled with their instruction sets enabled). `STRIDE` is the
+/// row stride when known at compile time (it must then equal `rows.stride`),
+/// or 0 to read it from `rows`.
+#[inline(always)]
+fn epoch_loop<const STRIDE: usize, S>(
+    order: &[Rating],
+    rows: &mut Rows<'_>,
+    rates: &StepRates,
+    step: S,
+) -> f64
+where
+    S: Fn(f32, f32, StepRow<'_>, &StepRates) -> f32,
+{
+    debug_assert!(STRIDE == 0 || STRIDE == rows.stride);
+    let stride = if STRIDE == 0 { rows.stride } else { STRIDE };
+    let mu = rows.mu;
+    let span = |index: u32| index as usize * stride..(index as usize + 1) * stride;
     let mut squared = 0.0f64;
-    for r in order {
-        let (u, i) = (r.user as usize, r.item as usize);
-        let err = sgd_step(
-            r.value,
-            mu,
-            &mut rows.user_bias[u],
-            &mut rows.item_bias[i],
-            &mut rows.user_factors[u * k..(u + 1) * k],
-            &mut rows.item_factors[i * k..(i + 1) * k],
-            rates,
-        );
+    for (at, r) in order.iter().enumerate() {
+        if let Some(ahead) = order.get(at + PREFETCH_DISTANCE) {
+            prefetch(rows.user_factors.get(span(ahead.user)));
+            prefetch(rows.item_factors.get(span(ahead.item)));
+        }
+        let row = StepRow {
+            bu: &mut rows.user_bias[r.user as usize],
+            bi: &mut rows.item_bias[r.item as usize],
+            pu: &mut rows.user_factors[span(r.user)],
+            qi: &mut rows.item_factors[span(r.item)],
+        };
+        let err = step(r.value, mu, row, rates);
         squared += f64::from(err * err);
     }
     squared
+}
+
+/// Asks the CPU to bring a row into L1 (a hint with no effect on results).
+#[inline(always)]
+fn prefetch(row: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(row) = row {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        for line in row.chunks(16) {
+            // SAFETY: prefetching is a hint that never faults; the pointer is in bounds.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 /// Cuts `0..counts.len()` into `blocks` contiguous ranges of about equal total
@@ -384,17 +469,17 @@ fn split_rows<'a>(
     factors: &'a mut [f32],
     bias: &'a mut [f32],
     bounds: &[usize],
-    k: usize,
+    stride: usize,
     mu: f32,
 ) -> Vec<Rows<'a>> {
     let mut out = Vec::with_capacity(bounds.len() - 1);
     let (mut factors, mut bias) = (factors, bias);
     for w in bounds.windows(2) {
         let len = w[1] - w[0];
-        let (f_head, f_rest) = std::mem::take(&mut factors).split_at_mut(len * k);
+        let (f_head, f_rest) = std::mem::take(&mut factors).split_at_mut(len * stride);
         let (b_head, b_rest) = std::mem::take(&mut bias).split_at_mut(len);
         out.push(Rows {
-            k,
+            stride,
             mu,
             user_bias: b_head,
             user_factors: f_head,
@@ -405,6 +490,48 @@ fn split_rows<'a>(
         bias = b_rest;
     }
     out
+}
+
+/// Fisher-Yates shuffle drawing each index with one 64x64->128-bit multiply
+/// (Lemire's method without the rejection step: the bias is below n / 2^64).
+/// The random positions are drawn a few swaps ahead and prefetched, since
+/// waiting for them from memory was most of the cost of reshuffling every
+/// epoch.
+fn shuffle<T>(items: &mut [T], rng: &mut Xoshiro256PlusPlus) {
+    const AHEAD: usize = 16;
+    let n = items.len();
+    if n < 2 {
+        return;
+    }
+    let mut draw = |i: usize| ((u128::from(rng.next_u64()) * (i as u128 + 1)) >> 64) as usize;
+    // `ring[i % AHEAD]` holds the partner drawn for position i.
+    let mut ring = [0usize; AHEAD];
+    let first_ahead = n.saturating_sub(AHEAD).max(1);
+    for i in (first_ahead..n).rev() {
+        ring[i % AHEAD] = draw(i);
+    }
+    for i in (1..n).rev() {
+        let j = ring[i % AHEAD];
+        if i > AHEAD {
+            let next = i - AHEAD;
+            let partner = draw(next);
+            ring[next % AHEAD] = partner;
+            prefetch_item(items, partner);
+        }
+        items.swap(i, j);
+    }
+}
+
+#[inline(always)]
+fn prefetch_item<T>(items: &[T], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(item) = items.get(at) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: prefetching is a hint that never faults; the pointer is in bounds.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((item as *const T).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (items, at);
 }
 
 fn mix_seed(seed: u64, epoch: usize, stratum: usize, thread: usize) -> u64 {
@@ -553,6 +680,27 @@ mod tests {
             train(&r, 1, 6, &p, options(0), &mut quiet()).unwrap_err(),
             TrainError::NoThreads
         );
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation_and_moves_things() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut items: Vec<u32> = (0..1000).collect();
+        shuffle(&mut items, &mut rng);
+        assert_ne!(items, (0..1000).collect::<Vec<_>>());
+        let mut sorted = items.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        // Every position is reachable: over many shuffles of 4 items, each lands everywhere.
+        let mut seen = [[false; 4]; 4];
+        for _ in 0..200 {
+            let mut small = [0usize, 1, 2, 3];
+            shuffle(&mut small, &mut rng);
+            for (pos, &v) in small.iter().enumerate() {
+                seen[v][pos] = true;
+            }
+        }
+        assert!(seen.iter().flatten().all(|&s| s));
     }
 
     #[test]

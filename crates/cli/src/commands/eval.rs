@@ -1,0 +1,162 @@
+//! `recstream eval`: k-fold cross-validation or train/test evaluation, as a table or JSON.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use recstream_core::eval::{
+    CvReport, EvalConfig, FoldReport, align_test_set, cross_validate, evaluate_split,
+};
+
+use crate::args::{HyperparamArgs, RatingsFormatArgs};
+
+/// Arguments of `recstream eval`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["ratings", "train"])))]
+pub struct EvalArgs {
+    /// Ratings file to cross-validate.
+    #[arg(long, conflicts_with_all = ["train", "test"])]
+    ratings: Option<PathBuf>,
+
+    /// Number of folds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+    folds: u16,
+
+    /// Training file (with --test) instead of cross-validation.
+    #[arg(long, requires = "test")]
+    train: Option<PathBuf>,
+
+    /// Test file scored by the model trained on --train.
+    #[arg(long, requires = "train")]
+    test: Option<PathBuf>,
+
+    /// Length of the ranked lists for precision@k, recall@k and NDCG@k.
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+
+    /// A held-out rating at or above this counts as relevant.
+    #[arg(long, default_value_t = 4.0)]
+    relevant: f32,
+
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    input: RatingsFormatArgs,
+
+    /// Hyper-parameters; --seed also seeds the fold split.
+    #[command(flatten)]
+    hyper: HyperparamArgs,
+}
+
+/// Runs `recstream eval`.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let params = args.hyper.params();
+    let quiet = args.json;
+    if let (Some(train_path), Some(test_path)) = (&args.train, &args.test) {
+        let train_data = args.input.read(train_path, quiet)?;
+        let test_data = args.input.read(test_path, quiet)?;
+        let config = config(&args, params, args.hyper.scale(&train_data));
+        let test = align_test_set(&train_data, &test_data);
+        let report = evaluate_split(
+            &train_data.ratings,
+            &test,
+            train_data.users.len(),
+            train_data.items.len(),
+            &config,
+        )?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_table(std::slice::from_ref(&report), None, args.k);
+        }
+        return Ok(());
+    }
+    let Some(path) = &args.ratings else {
+        anyhow::bail!("give --ratings FILE for cross-validation, or --train A --test B");
+    };
+    let data = args.input.read(path, quiet)?;
+    let seed = params.seed;
+    let config = config(&args, params, args.hyper.scale(&data));
+    if !quiet {
+        eprintln!("cross-validating SVD on {} folds (seed {seed})", args.folds);
+    }
+    let report = cross_validate(
+        &data,
+        usize::from(args.folds),
+        seed,
+        &config,
+        &mut |fold, r| {
+            if !quiet {
+                eprintln!(
+                    "  fold {}: RMSE {:.4}, MAE {:.4}, fit {:.3} s",
+                    fold + 1,
+                    r.rmse,
+                    r.mae,
+                    r.fit_seconds
+                );
+            }
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report.folds, Some(&report), args.k);
+    }
+    Ok(())
+}
+
+fn config(
+    args: &EvalArgs,
+    params: recstream_core::Hyperparams,
+    scale: recstream_core::RatingScale,
+) -> EvalConfig {
+    EvalConfig {
+        params,
+        threads: args.hyper.threads,
+        scale,
+        k: args.k,
+        relevance_threshold: args.relevant,
+    }
+}
+
+/// A table row: label, the value of a fold, decimals shown.
+type Row = (String, fn(&FoldReport) -> f64, usize);
+
+/// A table in the layout of surprise's `cross_validate(verbose=True)`.
+fn print_table(folds: &[FoldReport], cv: Option<&CvReport>, k: usize) {
+    let rows: [Row; 7] = [
+        ("RMSE".into(), |r| r.rmse, 4),
+        ("MAE".into(), |r| r.mae, 4),
+        (format!("Precision@{k}"), |r| r.precision_at_k, 4),
+        (format!("Recall@{k}"), |r| r.recall_at_k, 4),
+        (format!("NDCG@{k}"), |r| r.ndcg_at_k, 4),
+        ("Fit time (s)".into(), |r| r.fit_seconds, 3),
+        ("Test time (s)".into(), |r| r.test_seconds, 3),
+    ];
+    let mut header = format!("{:<16}", "");
+    if cv.is_some() {
+        for f in 1..=folds.len() {
+            header.push_str(&format!("{:>9}", format!("Fold {f}")));
+        }
+        header.push_str(&format!("{:>9}{:>9}", "Mean", "Std"));
+    } else {
+        header.push_str(&format!("{:>9}", "Test"));
+    }
+    println!("{header}");
+    for (name, get, decimals) in rows {
+        let values: Vec<f64> = folds.iter().map(get).collect();
+        let mut line = format!("{name:<16}");
+        for v in &values {
+            line.push_str(&format!("{v:>9.decimals$}"));
+        }
+        if cv.is_some() {
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+                / values.len() as f64)
+                .sqrt();
+            line.push_str(&format!("{mean:>9.decimals$}{std:>9.decimals$}"));
+        }
+        println!("{line}");
+    }
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand: each parses its own arguments and wires library calls together.
+
+pub mod bench;
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod recommend;
+pub mod train;

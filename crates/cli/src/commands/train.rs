@@ -1,0 +1,97 @@
+//! `recstream train`: fit a model on a ratings file and write it as a `.rsm` file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use recstream_core::data::read_titles;
+use recstream_core::{FitConfig, Model, modelfile};
+
+use crate::args::{HyperparamArgs, RatingsFormatArgs};
+use crate::progress::EpochProgress;
+
+/// Arguments of `recstream train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Ratings file (u.data, ratings.dat, ratings.csv or RecBole .inter).
+    #[arg(long)]
+    pub ratings: PathBuf,
+
+    /// Item file with titles (u.item, movies.dat, movies.csv or RecBole .item).
+    #[arg(long)]
+    pub items: Option<PathBuf>,
+
+    /// Where to write the model.
+    #[arg(long, default_value = "model.rsm")]
+    pub out: PathBuf,
+
+    /// No progress bar and no summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub input: RatingsFormatArgs,
+
+    #[command(flatten)]
+    pub hyper: HyperparamArgs,
+}
+
+/// Trains and saves a model; returns it (with its id) for callers such as `run`.
+pub fn train_model(args: &TrainArgs) -> anyhow::Result<Model> {
+    let started = std::time::Instant::now();
+    let data = args.input.read(&args.ratings, args.quiet)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "ratings read");
+    let titles = match &args.items {
+        Some(path) => Some(
+            read_titles(path).with_context(|| format!("reading titles from {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let params = args.hyper.params();
+    let config = FitConfig {
+        params: params.clone(),
+        threads: args.hyper.threads,
+        scale: Some(args.hyper.scale(&data)),
+        titles: titles.as_ref(),
+        source: args
+            .ratings
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    tracing::debug!(elapsed = ?started.elapsed(), "titles read");
+    let progress = EpochProgress::new(params.n_epochs, args.quiet);
+    let mut model =
+        Model::fit(&data, &config, &mut |report| progress.epoch(report)).context("training")?;
+    progress.finish();
+    tracing::debug!(elapsed = ?started.elapsed(), fit = model.meta.fit_seconds, "model fitted");
+    drop(data);
+    modelfile::save(&mut model, &args.out)
+        .with_context(|| format!("writing the model to {}", args.out.display()))?;
+    tracing::debug!(elapsed = ?started.elapsed(), "model saved");
+    if !args.quiet {
+        let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+        eprintln!(
+            "trained {} factors x {} epochs (seed {}, {} thread{}) in {:.3} s, train RMSE {:.4}",
+            params.n_factors,
+            params.n_epochs,
+            params.seed,
+            args.hyper.threads,
+            if args.hyper.threads == 1 { "" } else { "s" },
+            model.meta.fit_seconds,
+            model.meta.train_rmse.unwrap_or(f64::NAN),
+        );
+        println!(
+            "wrote {} (model {}, {:.1} MiB)",
+            args.out.display(),
+            model.id,
+            size as f64 / 1048576.0
+        );
+    }
+    Ok(model)
+}
+
+/// Runs `recstream train`.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    train_model(&args).map(drop)
+}
