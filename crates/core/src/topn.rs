@@ -3,11 +3,12 @@
 //! Scoring one user against the catalogue is `b_i + q_i · p_u` for every item
 //! `i`. Kept item-major, that is a dot product per item, which vectorises
 //! poorly (a horizontal sum per item). [`ItemIndex`] instead stores the item
-//! factors transposed (factor-major: one contiguous row of all items per
-//! factor), so scoring becomes `scores += p_u[f] * row_f` for each factor: a
-//! pure element-wise multiply-add over a contiguous array, in tiles that stay
-//! in L1 cache. Selection then keeps the best `n` in a small sorted buffer in
-//! one pass, never sorting the whole catalogue.
+//! factors transposed, in blocks of up to 2048 items: inside a block, one
+//! contiguous row per factor. Scoring a block is then `scores += p_u[f] *
+//! row_f` for each factor, a pure element-wise multiply-add whose 8 KiB of
+//! scores stay in L1 while the block streams past once, sequentially (which
+//! matters when a large catalogue does not fit in cache). Selection keeps the
+//! best `n` in a small sorted buffer in one pass, never sorting the catalogue.
 
 use multiversion::multiversion;
 
@@ -27,43 +28,42 @@ pub struct Scored {
 pub struct ItemIndex {
     n_items: usize,
     n_factors: usize,
-    /// `n_factors` rows of `n_items` values.
-    factor_major: Vec<f32>,
-    /// `b_i`, or negative infinity for items that must never be recommended
-    /// (unknown to the model).
+    /// Items per block.
+    tile: usize,
+    /// Blocks of `tile` items; inside each, `n_factors` rows of `tile` values.
+    blocks: Vec<f32>,
+    /// `b_i` per item slot (blocks included), or negative infinity for slots
+    /// that must never be recommended: unknown items and padding.
     bias: Vec<f32>,
 }
 
-/// Items per tile: 8 KiB of scores, which stay in L1 while every factor row
-/// streams past them.
-const TILE: usize = 2048;
+/// Most items per block: 8 KiB of scores, which stay in L1.
+const MAX_TILE: usize = 2048;
 
 impl ItemIndex {
     /// Transposes the item side of `model`. Items the model never saw get a
     /// score of negative infinity and are never selected.
     pub fn build(model: &SvdModel) -> Self {
         let (n_items, k) = (model.n_items(), model.n_factors);
-        let mut factor_major = vec![0.0f32; n_items * k];
-        for i in 0..n_items {
-            for (f, &q) in model.item_factors[i * k..(i + 1) * k].iter().enumerate() {
-                factor_major[f * n_items + i] = q;
-            }
-        }
-        let bias = (0..n_items)
-            .map(|i| {
-                if model.knows_item(i as u32) {
-                    model.item_bias[i]
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-            .collect();
-        ItemIndex {
-            n_items,
+        let tile = n_items.next_multiple_of(16).clamp(16, MAX_TILE);
+        let mut index = ItemIndex {
+            n_items: 0,
             n_factors: k,
-            factor_major,
-            bias,
+            tile,
+            blocks: Vec::new(),
+            bias: Vec::new(),
+        };
+        index.reserve(n_items);
+        index.n_items = n_items;
+        for i in 0..n_items {
+            let bias = if model.knows_item(i as u32) {
+                model.item_bias[i]
+            } else {
+                f32::NEG_INFINITY
+            };
+            index.write(i, bias, &model.item_factors[i * k..(i + 1) * k]);
         }
+        index
     }
 
     /// Number of items.
@@ -72,29 +72,30 @@ impl ItemIndex {
     }
 
     /// Replaces one item's bias and factors (after an online update), making
-    /// it recommendable.
+    /// it recommendable. Items beyond the current end extend the index.
     pub fn set_item(&mut self, item: u32, bias: f32, factors: &[f32]) {
         let i = item as usize;
         if i >= self.n_items {
-            self.grow(i + 1);
+            self.reserve(i + 1);
+            self.n_items = i + 1;
         }
-        self.bias[i] = bias;
-        for (f, &q) in factors.iter().take(self.n_factors).enumerate() {
-            self.factor_major[f * self.n_items + i] = q;
-        }
+        self.write(i, bias, factors);
     }
 
-    /// Makes room for `n_items` items; new ones are not recommendable until set.
-    fn grow(&mut self, n_items: usize) {
-        let k = self.n_factors;
-        let mut factor_major = vec![0.0f32; n_items * k];
-        for f in 0..k {
-            factor_major[f * n_items..f * n_items + self.n_items]
-                .copy_from_slice(&self.factor_major[f * self.n_items..(f + 1) * self.n_items]);
+    /// Makes room for `n_items` item slots, whole blocks at a time.
+    fn reserve(&mut self, n_items: usize) {
+        let blocks = n_items.div_ceil(self.tile);
+        self.blocks.resize(blocks * self.tile * self.n_factors, 0.0);
+        self.bias.resize(blocks * self.tile, f32::NEG_INFINITY);
+    }
+
+    fn write(&mut self, item: usize, bias: f32, factors: &[f32]) {
+        let (block, offset) = (item / self.tile, item % self.tile);
+        self.bias[item] = bias;
+        let base = block * self.n_factors * self.tile + offset;
+        for (f, &q) in factors.iter().take(self.n_factors).enumerate() {
+            self.blocks[base + f * self.tile] = q;
         }
-        self.factor_major = factor_major;
-        self.bias.resize(n_items, f32::NEG_INFINITY);
-        self.n_items = n_items;
     }
 
     /// Writes `b_i + q_i · user_factors` for every item into `scores`.
@@ -102,24 +103,24 @@ impl ItemIndex {
         scores.clear();
         scores.extend_from_slice(&self.bias);
         if user_factors.len() == self.n_factors {
-            score_tiles(&self.factor_major, self.n_items, user_factors, scores);
+            score_blocks(&self.blocks, self.tile, user_factors, scores);
         }
+        scores.truncate(self.n_items);
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
-fn score_tiles(factor_major: &[f32], n_items: usize, user: &[f32], scores: &mut [f32]) {
-    let mut start = 0;
-    while start < n_items {
-        let end = (start + TILE).min(n_items);
-        let tile = &mut scores[start..end];
-        for (f, &p) in user.iter().enumerate() {
-            let row = &factor_major[f * n_items + start..f * n_items + end];
-            for (s, &q) in tile.iter_mut().zip(row) {
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn score_blocks(blocks: &[f32], tile: usize, user: &[f32], scores: &mut [f32]) {
+    let block_len = tile * user.len();
+    for (block, out) in blocks
+        .chunks_exact(block_len)
+        .zip(scores.chunks_exact_mut(tile))
+    {
+        for (&p, row) in user.iter().zip(block.chunks_exact(tile)) {
+            for (s, &q) in out.iter_mut().zip(row) {
                 *s += p * q;
             }
         }
-        start = end;
     }
 }
 
@@ -236,13 +237,17 @@ mod tests {
         let mut index = ItemIndex::build(&m);
         index.set_item(4, 50.0, &[0.0, 0.0]);
         assert_eq!(index.n_items(), 5);
+        index.set_item(40, 60.0, &[0.0, 0.0]);
+        assert_eq!(index.n_items(), 41);
         let mut scores = Vec::new();
         index.score_into(m.user_row(0), &mut scores);
+        assert_eq!(scores.len(), 41);
         assert_eq!(scores[4], 50.0);
+        assert_eq!(scores[40], 60.0);
         assert_eq!(scores[3], f32::NEG_INFINITY);
         let mut out = Vec::new();
-        select_top_n(&mut scores, 1, &[], &mut out);
-        assert_eq!(out[0].item, 4);
+        select_top_n(&mut scores, 2, &[], &mut out);
+        assert_eq!(out.iter().map(|s| s.item).collect::<Vec<_>>(), vec![40, 4]);
     }
 
     #[test]

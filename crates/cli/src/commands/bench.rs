@@ -167,6 +167,7 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
         "items": data.items.len(),
         "load_seconds": load_seconds,
         "threads": args.hyper.threads,
+        "kernel": recstream_core::svd::kernels::kernel_name(),
         "n_factors": params.n_factors,
         "n_epochs": params.n_epochs,
         "fit_seconds": fits,
@@ -178,9 +179,10 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "{label}: {} ratings, {} threads: load {:.2} s, fit median {:.3} s over {} run(s), train RMSE {:.4}, peak RSS {} MiB",
+            "{label}: {} ratings, {} threads ({} kernel): load {:.2} s, fit median {:.3} s over {} run(s), train RMSE {:.4}, peak RSS {} MiB",
             data.len(),
             args.hyper.threads,
+            recstream_core::svd::kernels::kernel_name(),
             load_seconds,
             median(&mut fits),
             args.repeat.max(1),

@@ -2,7 +2,8 @@
 //!
 //! Sequential training is the reference: factors drawn from
 //! `normal(init_mean, init_std_dev)`, biases at zero, then `n_epochs` passes
-//! of per-rating SGD over the ratings in a freshly shuffled order. With more
+//! of per-rating SGD over the ratings in a random order (surprise itself
+//! visits them in file order). With more
 //! than one thread we use blocked SGD (the "DSGD" stratification): users and
 //! items are cut into `t` blocks of roughly equal rating counts, and each
 //! sub-epoch runs `t` blocks that share no user and no item in parallel. No
@@ -179,7 +180,8 @@ fn initial_model(
     }
 }
 
-/// Per-rating SGD over the whole data, reshuffled every epoch.
+/// Per-rating SGD over the whole data in a random order (drawn once, or
+/// again every epoch with `reshuffle`).
 fn train_sequential(
     rows: &mut Rows<'_>,
     ratings: &[Rating],
@@ -195,7 +197,9 @@ fn train_sequential(
     let mut order = ratings.to_vec();
     let kernel = Kernel::detect();
     for epoch in 1..=params.n_epochs {
-        shuffle(&mut order, &mut rng);
+        if epoch == 1 || params.reshuffle {
+            shuffle(&mut order, &mut rng);
+        }
         let squared = run_epoch(kernel, &order, rows, &rates);
         on_epoch(&EpochReport {
             epoch,
@@ -266,7 +270,9 @@ fn train_blocked(
                 tasks
                     .into_par_iter()
                     .map(|(bucket, mut rows, seed)| {
-                        shuffle(bucket, &mut Xoshiro256PlusPlus::seed_from_u64(seed));
+                        if epoch == 1 || params.reshuffle {
+                            shuffle(bucket, &mut Xoshiro256PlusPlus::seed_from_u64(seed));
+                        }
                         run_epoch(kernel, bucket, &mut rows, &rates)
                     })
                     .sum::<f64>()
