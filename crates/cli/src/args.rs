@@ -181,3 +181,47 @@ fn parse_scale(s: &str) -> Result<RatingScale, String> {
     }
     Ok(RatingScale { min, max })
 }
+
+/// Where the Kafka cluster is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "RECSTREAM_BROKERS")]
+    pub brokers: String,
+
+    #[command(flatten)]
+    pub properties: KafkaProperties,
+}
+
+/// librdkafka properties passed through unchanged.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaProperties {
+    /// Any librdkafka property, repeatable: --kafka security.protocol=ssl --kafka sasl.username=me ...
+    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = recstream_stream::kafka::parse_property)]
+    pub kafka: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// The settings every client of this command uses.
+    pub fn settings(&self) -> recstream_stream::kafka::KafkaSettings {
+        self.properties.settings(&self.brokers)
+    }
+}
+
+impl KafkaProperties {
+    /// Settings for `brokers` with these properties.
+    pub fn settings(&self, brokers: &str) -> recstream_stream::kafka::KafkaSettings {
+        recstream_stream::kafka::KafkaSettings {
+            brokers: brokers.to_string(),
+            overrides: self.kafka.clone(),
+        }
+    }
+}
+
+/// A tokio runtime for the streaming commands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

@@ -17,8 +17,9 @@ use tracing_subscriber::EnvFilter;
 
 /// Movie recommendations kept fresh on a Kafka stream.
 ///
-/// Train a surprise-compatible SVD model on MovieLens, evaluate it, and ask
-/// it for the top movies of a user.
+/// `recstream run` starts the whole service (on an embedded broker unless
+/// --brokers is given); `serve` is the worker alone; the other commands
+/// fetch data, train, evaluate and inspect the surprise-compatible SVD model.
 #[derive(Debug, Parser)]
 #[command(name = "recstream", version, about, long_about, max_term_width = 100)]
 struct Cli {
@@ -28,6 +29,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: broker (embedded unless --brokers), model, worker; --demo sends sample requests.
+    Run(commands::run::RunArgs),
+    /// Run the worker on an existing Kafka cluster: requests in, recommendations out.
+    Serve(commands::serve::ServeArgs),
+    /// Write messages to a topic: stdin lines, or generated requests with --uids.
+    Produce(commands::tools::ProduceArgs),
+    /// Print the messages of a topic.
+    Consume(commands::tools::ConsumeArgs),
     /// Fetch MovieLens 100K or generate synthetic ratings.
     Data(commands::data::DataArgs),
     /// Train a model on a ratings file and save it.
@@ -52,6 +61,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Produce(args) => commands::tools::produce(args),
+        Command::Consume(args) => commands::tools::consume(args),
         Command::Data(args) => commands::data::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Recommend(args) => commands::recommend::run(args),

@@ -1,1 +1,27 @@
-//! Kafka streaming layer.
+//! The Kafka streaming layer of recstream: it knows Kafka, and nothing about SGD.
+//!
+//! A worker consumes recommendation requests from one topic, asks the
+//! recommender core for each user's top movies, and produces the replies to
+//! another topic, continuously, committing each input only after its reply
+//! is acknowledged ([`tracker`]). The pieces:
+//!
+//! - [`wire`]: the request, reply and dead-letter formats.
+//! - [`worker`]: the consume → score → deliver pipeline, with backpressure and
+//!   graceful shutdown ([`shutdown`]).
+//! - [`serving`]: the model being served, swappable without a pause.
+//! - [`kafka`]: client settings (our defaults plus `--kafka` overrides) and logging.
+//! - [`metrics`]: Prometheus metrics and health endpoints.
+//! - [`topics`] and [`embedded`]: creating topics, and an in-process broker
+//!   for trying things out.
+//! - [`tools`]: produce and consume from the command line.
+
+pub mod embedded;
+pub mod kafka;
+pub mod metrics;
+pub mod serving;
+pub mod shutdown;
+pub mod tools;
+pub mod topics;
+pub mod tracker;
+pub mod wire;
+pub mod worker;

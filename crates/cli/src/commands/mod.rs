@@ -5,4 +5,7 @@ pub mod data;
 pub mod eval;
 pub mod model;
 pub mod recommend;
+pub mod run;
+pub mod serve;
+pub mod tools;
 pub mod train;

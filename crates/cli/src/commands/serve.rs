@@ -1,0 +1,174 @@
+//! `recstream serve`: the long-running worker, on a Kafka cluster you already run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use recstream_core::recommend::MAX_N;
+use recstream_core::{Recommender, modelfile};
+use recstream_stream::kafka::KafkaSettings;
+use recstream_stream::metrics::Health;
+use recstream_stream::serving::ServingModel;
+use recstream_stream::topics::{TopicSpec, ensure_topics};
+use recstream_stream::worker::{self, WorkerConfig, WorkerSummary};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{KafkaArgs, runtime};
+
+/// Arguments of `recstream serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+
+    /// Model file written by `recstream train`.
+    #[arg(long, default_value = "model.rsm")]
+    model: PathBuf,
+
+    #[command(flatten)]
+    worker: WorkerArgs,
+
+    /// Create the three topics first if they do not exist (clusters usually manage their own).
+    #[arg(long)]
+    create_topics: bool,
+
+    /// Partitions of the topics --create-topics creates.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+/// Worker options shared by `serve` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Topic the requests arrive on.
+    #[arg(long, default_value = "quickstart-events")]
+    pub input_topic: String,
+
+    /// Topic the replies are written to.
+    #[arg(long, default_value = "recommendation-events")]
+    pub output_topic: String,
+
+    /// Topic invalid requests are written to, with the reason.
+    #[arg(long, default_value = "recommendation-events-dlq")]
+    pub dlq_topic: String,
+
+    /// Consumer group; workers with the same group share the input partitions.
+    #[arg(long, default_value = "recstream")]
+    pub group_id: String,
+
+    /// Recommendations per reply when the request has no "n".
+    #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=MAX_N as i64))]
+    pub n: u16,
+
+    /// Serve Prometheus metrics on /metrics and health on /healthz, /readyz at this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Most replies sent but not yet acknowledged (backpressure beyond that).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+
+    /// Most requests scored together.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+
+    /// Threads scoring requests (default: one per core).
+    #[arg(long)]
+    pub scoring_threads: Option<usize>,
+
+    /// Requests larger than this many bytes go to the dead-letter topic.
+    #[arg(long, default_value_t = recstream_stream::wire::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+
+    /// Seconds shutdown waits for the last replies to be acknowledged.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout: u64,
+}
+
+impl WorkerArgs {
+    /// The worker configuration for `kafka`.
+    pub fn config(&self, kafka: KafkaSettings) -> WorkerConfig {
+        let defaults = WorkerConfig::new(kafka);
+        WorkerConfig {
+            input_topic: self.input_topic.clone(),
+            output_topic: self.output_topic.clone(),
+            dlq_topic: self.dlq_topic.clone(),
+            group_id: self.group_id.clone(),
+            default_n: usize::from(self.n),
+            max_request_bytes: self.max_request_bytes,
+            max_in_flight: self.max_in_flight.max(1),
+            batch_size: self.batch_size.max(1),
+            scoring_threads: self.scoring_threads.unwrap_or(defaults.scoring_threads),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            ..defaults
+        }
+    }
+
+    /// The three topics with `partitions` partitions (replies and dead letters too).
+    pub fn topics(&self, partitions: i32) -> Vec<TopicSpec> {
+        [&self.input_topic, &self.output_topic, &self.dlq_topic]
+            .into_iter()
+            .map(|name| TopicSpec::new(name.clone(), partitions))
+            .collect()
+    }
+}
+
+/// Loads and verifies a model file for serving.
+pub fn load_model(path: &std::path::Path) -> anyhow::Result<Arc<ServingModel>> {
+    let model =
+        modelfile::load(path).with_context(|| format!("loading the model {}", path.display()))?;
+    tracing::info!(model = %model.id, users = model.users.len(), items = model.items.len(), "model loaded");
+    Ok(ServingModel::new(Recommender::new(model)))
+}
+
+/// Starts the metrics server when an address is given.
+pub async fn start_metrics(
+    addr: Option<SocketAddr>,
+    health: Arc<Health>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<SocketAddr>> {
+    match addr {
+        None => Ok(None),
+        Some(addr) => {
+            let bound = recstream_stream::metrics::serve(addr, health, shutdown.clone())
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            tracing::info!("metrics on http://{bound}/metrics, health on /healthz and /readyz");
+            Ok(Some(bound))
+        }
+    }
+}
+
+/// Runs the worker until Ctrl-C or SIGTERM.
+pub async fn serve_until_stopped(
+    config: WorkerConfig,
+    model: Arc<ServingModel>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<WorkerSummary> {
+    worker::run(config, model, health, shutdown)
+        .await
+        .context("running the worker")
+}
+
+/// Runs `recstream serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let model = load_model(&args.model)?;
+    runtime()?.block_on(async {
+        let shutdown = recstream_stream::shutdown::on_signals();
+        let settings = args.kafka.settings();
+        if args.create_topics {
+            ensure_topics(&settings, &args.worker.topics(args.partitions))
+                .await
+                .context("creating the topics")?;
+        }
+        let health = Arc::new(Health::default());
+        start_metrics(args.worker.metrics_addr, health.clone(), &shutdown).await?;
+        serve_until_stopped(args.worker.config(settings), model, health, shutdown)
+            .await
+            .map(drop)
+    })
+}

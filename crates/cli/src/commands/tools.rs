@@ -1,0 +1,181 @@
+//! `recstream produce` and `recstream consume`: the notebook producer and the downstream consumer, as commands.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use recstream_stream::tools::{self, ConsumeLimits, Load, StartAt};
+
+use crate::args::{KafkaArgs, runtime};
+
+/// Arguments of `recstream produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+
+    /// Topic to write to.
+    #[arg(long, default_value = "quickstart-events")]
+    topic: String,
+
+    /// Generate requests for random users in this range (e.g. 1..943) instead of reading stdin.
+    #[arg(long, value_name = "FIRST..LAST", value_parser = parse_range)]
+    uids: Option<(u64, u64)>,
+
+    /// With --uids: requests per second (as fast as possible when omitted).
+    #[arg(long, requires = "uids")]
+    rate: Option<f64>,
+
+    /// With --uids: how many requests.
+    #[arg(long, requires = "uids", default_value_t = 1000)]
+    count: u64,
+
+    /// With --uids: prefix of the generated request ids.
+    #[arg(long, default_value = "load")]
+    id_prefix: String,
+}
+
+/// Arguments of `recstream consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+
+    /// Topic to read.
+    #[arg(long, default_value = "recommendation-events")]
+    topic: String,
+
+    /// Start from the oldest message instead of new ones only.
+    #[arg(long, conflicts_with = "group")]
+    from_beginning: bool,
+
+    /// Read as this consumer group, committing what was read.
+    #[arg(long)]
+    group: Option<String>,
+
+    /// Stop after this many messages.
+    #[arg(long)]
+    max_messages: Option<u64>,
+
+    /// Stop after this many seconds without a message.
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+
+    /// What to print per message.
+    #[arg(long, value_enum, default_value = "payload")]
+    format: PrintFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PrintFormat {
+    /// The payload, one message per line.
+    Payload,
+    /// A JSON object with topic, partition, offset, timestamp, key and payload.
+    Json,
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or("expected FIRST..LAST, e.g. 1..943")?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{v:?} is not a user id"))
+    };
+    let (a, b) = (parse(a)?, parse(b.trim_start_matches('='))?);
+    if a > b {
+        return Err("FIRST must not exceed LAST".into());
+    }
+    Ok((a, b))
+}
+
+/// Runs `recstream produce`.
+pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let shutdown = recstream_stream::shutdown::on_signals();
+        let settings = args.kafka.settings();
+        let report = match args.uids {
+            Some((first_uid, last_uid)) => {
+                let load = Load {
+                    first_uid,
+                    last_uid,
+                    rate: args.rate,
+                    count: args.count,
+                    id_prefix: args.id_prefix.clone(),
+                };
+                tools::produce_load(&settings, &args.topic, &load, shutdown).await
+            }
+            None => {
+                let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+                tools::produce_lines(&settings, &args.topic, stdin, shutdown).await
+            }
+        }
+        .context("producing")?;
+        eprintln!(
+            "produced {} message(s) to {} in {:.2} s ({:.0}/s){}",
+            report.delivered,
+            args.topic,
+            report.elapsed.as_secs_f64(),
+            report.rate(),
+            if report.failed > 0 {
+                format!(", {} failed", report.failed)
+            } else {
+                String::new()
+            }
+        );
+        anyhow::ensure!(
+            report.failed == 0,
+            "{} message(s) could not be delivered",
+            report.failed
+        );
+        Ok(())
+    })
+}
+
+/// Runs `recstream consume`.
+pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let shutdown = recstream_stream::shutdown::on_signals();
+        let start = match (&args.group, args.from_beginning) {
+            (Some(group), _) => StartAt::Group(group.clone()),
+            (None, true) => StartAt::Beginning,
+            (None, false) => StartAt::End,
+        };
+        let limits = ConsumeLimits {
+            max_messages: args.max_messages,
+            idle_timeout: args.idle_timeout.map(Duration::from_secs_f64),
+        };
+        let stdout = std::io::stdout();
+        let mut out = std::io::LineWriter::new(stdout.lock());
+        let mut write_error = None;
+        let seen = tools::consume(
+            &args.kafka.settings(),
+            &args.topic,
+            start,
+            limits,
+            shutdown,
+            |message| {
+                let printed = tools::Printed::from(message);
+                let line = match args.format {
+                    PrintFormat::Payload => printed.payload.unwrap_or_default(),
+                    PrintFormat::Json => serde_json::to_string(&printed).unwrap_or_default(),
+                };
+                if let Err(e) = writeln!(out, "{line}") {
+                    write_error.get_or_insert(e);
+                }
+            },
+        )
+        .await
+        .context("consuming")?;
+        if let Some(e) = write_error {
+            // A closed pipe (| head) is a normal way to stop reading.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e).context("writing to stdout");
+            }
+        }
+        eprintln!("consumed {seen} message(s) from {}", args.topic);
+        Ok(())
+    })
+}

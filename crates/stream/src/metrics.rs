@@ -1,0 +1,116 @@
+//! Metrics and health: Prometheus text on `/metrics`, liveness on `/healthz`, readiness on `/readyz`.
+//!
+//! Counters and histograms go through the `metrics` facade, so the worker
+//! code only names what it counts; this module installs the Prometheus
+//! recorder (once per process) and serves it over HTTP on an address the
+//! operator chooses (`--metrics-addr`, loopback by default).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Requests read from the input topic.
+pub const REQUESTS_CONSUMED: &str = "recstream_requests_consumed_total";
+/// Replies acknowledged by the broker.
+pub const REPLIES_PRODUCED: &str = "recstream_replies_produced_total";
+/// Dead letters acknowledged by the broker, by `reason`.
+pub const DEAD_LETTERS: &str = "recstream_dead_letters_total";
+/// Cold-start answers (unknown users) among the replies.
+pub const COLD_STARTS: &str = "recstream_cold_start_replies_total";
+/// Outputs that had to be sent again after a delivery failure.
+pub const DELIVERY_RETRIES: &str = "recstream_delivery_retries_total";
+/// Next offset committed (stored for commit) per `partition`.
+pub const COMMITTED_OFFSET: &str = "recstream_committed_offset";
+/// High watermark minus committed offset per `partition`.
+pub const CONSUMER_LAG: &str = "recstream_consumer_lag";
+/// Outputs sent and not yet acknowledged.
+pub const IN_FLIGHT: &str = "recstream_in_flight";
+/// Partitions currently assigned to this worker.
+pub const ASSIGNED_PARTITIONS: &str = "recstream_assigned_partitions";
+/// Request timestamp to acknowledged reply, in seconds.
+pub const LATENCY: &str = "recstream_request_latency_seconds";
+/// Model currently serving, as a `version` label on a gauge of 1.
+pub const MODEL_INFO: &str = "recstream_model_info";
+
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(LATENCY.to_string()), &LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is installed (embedding applications):
+                // keep a private one so rendering still works.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// Liveness and readiness flags.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    /// Marks the worker ready (model loaded, group joined) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// True when ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `shutdown`.
+/// Returns the address actually bound (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let handle = recorder();
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/healthz", get(|| std::future::ready("ok\n")))
+        .route("/readyz", get(ready))
+        .with_state(health);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::warn!("metrics server stopped: {e}");
+        }
+    });
+    Ok(bound)
+}
+
+async fn ready(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {
+    if health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}

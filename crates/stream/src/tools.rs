@@ -1,0 +1,318 @@
+//! Produce and consume from the command line, standing in for the reference design's notebook producer and downstream consumer.
+//!
+//! [`produce_lines`] sends one message per input line; [`produce_load`]
+//! generates requests for random users at a steady rate (for demos, tests and
+//! benchmarks); [`consume`] prints what arrives on a topic. They use the same
+//! client settings as the worker, so `--kafka` options apply here too.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rand::Rng;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{KafkaSettings, LoggingContext};
+
+/// Messages sent and acknowledged, and the wall time it took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProduceReport {
+    /// Messages acknowledged by the broker.
+    pub delivered: u64,
+    /// Messages that could not be delivered.
+    pub failed: u64,
+    /// From the first send to the last acknowledgement.
+    pub elapsed: Duration,
+}
+
+impl ProduceReport {
+    /// Delivered messages per second.
+    pub fn rate(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Sends messages while keeping at most `window` unacknowledged.
+struct Sender {
+    producer: FutureProducer<LoggingContext>,
+    topic: String,
+    window: usize,
+    pending: VecDeque<rdkafka::producer::DeliveryFuture>,
+    report: ProduceReport,
+    started: Instant,
+}
+
+impl Sender {
+    fn new(settings: &KafkaSettings, topic: &str) -> Result<Self, KafkaError> {
+        Ok(Sender {
+            producer: settings
+                .producer()
+                .create_with_context(LoggingContext::new("producer"))?,
+            topic: topic.to_string(),
+            window: 10_000,
+            pending: VecDeque::new(),
+            report: ProduceReport {
+                delivered: 0,
+                failed: 0,
+                elapsed: Duration::ZERO,
+            },
+            started: Instant::now(),
+        })
+    }
+
+    async fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) {
+        while self.pending.len() >= self.window {
+            settle_one(&mut self.pending, &mut self.report).await;
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    self.pending.push_back(delivery);
+                    return;
+                }
+                Err((_, returned)) => {
+                    // Queue full: wait for acknowledgements, then try again.
+                    record = returned;
+                    if self.pending.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    } else {
+                        settle_one(&mut self.pending, &mut self.report).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish(mut self) -> ProduceReport {
+        while !self.pending.is_empty() {
+            settle_one(&mut self.pending, &mut self.report).await;
+        }
+        self.report.elapsed = self.started.elapsed();
+        self.report
+    }
+}
+
+/// Waits for the oldest unacknowledged message and counts the outcome.
+async fn settle_one(
+    pending: &mut VecDeque<rdkafka::producer::DeliveryFuture>,
+    report: &mut ProduceReport,
+) {
+    let Some(delivery) = pending.pop_front() else {
+        return;
+    };
+    match delivery.await {
+        Ok(Ok(_)) => report.delivered += 1,
+        Ok(Err((e, _))) => {
+            report.failed += 1;
+            tracing::warn!("a message was not delivered: {e}");
+        }
+        Err(_) => report.failed += 1,
+    }
+}
+
+/// Sends one message per non-empty line of `input` to `topic`.
+pub async fn produce_lines<R: tokio::io::AsyncBufRead + Unpin>(
+    settings: &KafkaSettings,
+    topic: &str,
+    input: R,
+    shutdown: CancellationToken,
+) -> Result<ProduceReport, KafkaError> {
+    let mut sender = Sender::new(settings, topic)?;
+    let mut lines = input.lines();
+    loop {
+        let line = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            line = lines.next_line() => line,
+        };
+        match line {
+            Ok(Some(line)) if line.trim().is_empty() => continue,
+            Ok(Some(line)) => sender.send(None, line.as_bytes()).await,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!("stopped reading input: {e}");
+                break;
+            }
+        }
+    }
+    Ok(sender.finish().await)
+}
+
+/// A generated request load.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Lowest user id.
+    pub first_uid: u64,
+    /// Highest user id.
+    pub last_uid: u64,
+    /// Messages per second, or as fast as possible when `None`.
+    pub rate: Option<f64>,
+    /// How many requests.
+    pub count: u64,
+    /// Prefix of the generated `request_id`s (`<prefix>-<n>`).
+    pub id_prefix: String,
+}
+
+/// Sends `load.count` requests `{"uid": U, "request_id": "<prefix>-<n>"}`
+/// for uniformly random users, at `load.rate` per second if given.
+pub async fn produce_load(
+    settings: &KafkaSettings,
+    topic: &str,
+    load: &Load,
+    shutdown: CancellationToken,
+) -> Result<ProduceReport, KafkaError> {
+    let mut sender = Sender::new(settings, topic)?;
+    let started = Instant::now();
+    let mut rng = rand::rng();
+    for n in 0..load.count {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if let Some(rate) = load.rate.filter(|r| *r > 0.0) {
+            let due = started + Duration::from_secs_f64(n as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        }
+        let uid = rng.random_range(load.first_uid..=load.last_uid.max(load.first_uid));
+        let payload = format!(r#"{{"uid":{uid},"request_id":"{}-{n}"}}"#, load.id_prefix);
+        sender
+            .send(Some(uid.to_string().as_bytes()), payload.as_bytes())
+            .await;
+    }
+    Ok(sender.finish().await)
+}
+
+/// Where a consumer starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest retained message of every partition.
+    Beginning,
+    /// Only messages produced from now on.
+    End,
+    /// The committed offsets of a consumer group (earliest when none).
+    Group(String),
+}
+
+/// A message as the consume tool prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Printed {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Milliseconds since the epoch, if the message has a timestamp.
+    pub timestamp: Option<i64>,
+    /// Key, lossily decoded as UTF-8.
+    pub key: Option<String>,
+    /// Payload, lossily decoded as UTF-8.
+    pub payload: Option<String>,
+}
+
+impl From<&OwnedMessage> for Printed {
+    fn from(m: &OwnedMessage) -> Self {
+        Printed {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: m.payload().map(|p| String::from_utf8_lossy(p).into_owned()),
+        }
+    }
+}
+
+/// Limits of a consume run.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumeLimits {
+    /// Stop after this many messages.
+    pub max_messages: Option<u64>,
+    /// Stop after this long without a message.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Calls `each` for every message on `topic` until a limit or `shutdown`.
+/// Returns the number of messages seen.
+pub async fn consume(
+    settings: &KafkaSettings,
+    topic: &str,
+    start: StartAt,
+    limits: ConsumeLimits,
+    shutdown: CancellationToken,
+    mut each: impl FnMut(&OwnedMessage),
+) -> Result<u64, KafkaError> {
+    let consumer: StreamConsumer<LoggingContext> = match &start {
+        StartAt::Group(group) => {
+            let consumer: StreamConsumer<LoggingContext> = settings
+                .reader(group)
+                .set("enable.auto.commit", "true")
+                .create_with_context(LoggingContext::new("consumer"))?;
+            consumer.subscribe(&[topic])?;
+            consumer
+        }
+        StartAt::Beginning | StartAt::End => {
+            let group = format!("recstream-consume-{}", rand::random::<u32>());
+            let consumer: StreamConsumer<LoggingContext> = settings
+                .reader(&group)
+                .create_with_context(LoggingContext::new("consumer"))?;
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            let partitions = metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or(0);
+            let offset = if start == StartAt::Beginning {
+                Offset::Beginning
+            } else {
+                Offset::End
+            };
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions as i32 {
+                tpl.add_partition_offset(topic, p, offset)?;
+            }
+            consumer.assign(&tpl)?;
+            consumer
+        }
+    };
+    let mut stream = consumer.stream();
+    let mut seen = 0u64;
+    loop {
+        if limits.max_messages.is_some_and(|max| seen >= max) {
+            break;
+        }
+        let idle = async {
+            match limits.idle_timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = idle => break,
+            next = stream.next() => next,
+        };
+        match next {
+            Some(Ok(message)) => {
+                seen += 1;
+                each(&message.detach());
+            }
+            Some(Err(e)) => tracing::warn!("consumer error: {e}; continuing"),
+            None => break,
+        }
+    }
+    Ok(seen)
+}

@@ -1,0 +1,328 @@
+//! Stage three: produce the outputs, and commit an input only after its output is acknowledged.
+//!
+//! This is where at-least-once is decided. Each output is sent with the
+//! producer (idempotent, `acks=all`); its input offset is registered with the
+//! [`OffsetTracker`] when sent and released when the broker acknowledges it.
+//! Every 100 ms the offsets the tracker allows are *stored* on the consumer,
+//! which commits them in the background (and on rebalance and close). An
+//! output whose delivery fails, for instance because the broker stayed away
+//! longer than `message.timeout.ms`, is sent again until it succeeds or the
+//! worker stops; its input is then simply not committed, and a restarted
+//! worker answers it again.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::stream::FuturesUnordered;
+use futures::{Future, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::future_producer::Delivery;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::context::{RebalanceNotice, WorkerContext};
+use super::score::{Destination, Output, Scored};
+use super::{WorkerConfig, WorkerSummary};
+use crate::kafka::LoggingContext;
+use crate::metrics as m;
+use crate::tracker::{OffsetTracker, Ticket};
+
+type DeliveryResult =
+    Result<Result<Delivery, (KafkaError, OwnedMessage)>, futures::channel::oneshot::Canceled>;
+type Pending = Pin<Box<dyn Future<Output = (Ticket, Output, DeliveryResult)> + Send>>;
+
+/// Everything the stage keeps between messages.
+struct Deliverer {
+    producer: FutureProducer<LoggingContext>,
+    consumer: Arc<StreamConsumer<WorkerContext>>,
+    input_topic: String,
+    output_topic: String,
+    dlq_topic: String,
+    tracker: OffsetTracker,
+    pending: FuturesUnordered<Pending>,
+    retry: VecDeque<(Ticket, Output)>,
+    summary: WorkerSummary,
+    last_warning: Option<Instant>,
+}
+
+/// Delivers until the input channel closes and every output is acknowledged
+/// (or `drain_timeout` after shutdown), then commits.
+pub(crate) async fn run(
+    mut scored: mpsc::Receiver<Vec<Scored>>,
+    producer: FutureProducer<LoggingContext>,
+    consumer: Arc<StreamConsumer<WorkerContext>>,
+    config: &WorkerConfig,
+    shutdown: CancellationToken,
+) -> WorkerSummary {
+    let mut stage = Deliverer {
+        producer,
+        consumer,
+        input_topic: config.input_topic.clone(),
+        output_topic: config.output_topic.clone(),
+        dlq_topic: config.dlq_topic.clone(),
+        tracker: OffsetTracker::new(),
+        pending: FuturesUnordered::new(),
+        retry: VecDeque::new(),
+        summary: WorkerSummary::default(),
+        last_warning: None,
+    };
+    let mut open = true;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let unacknowledged = stage.pending.len() + stage.retry.len();
+        if !open && unacknowledged == 0 {
+            break;
+        }
+        let has_room = unacknowledged < config.max_in_flight;
+        let give_up = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            batch = scored.recv(), if open && has_room => match batch {
+                Some(items) => {
+                    for item in items {
+                        stage.accept(item);
+                    }
+                }
+                None => {
+                    open = false;
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.drain_timeout);
+                }
+            },
+            Some(done) = stage.pending.next(), if !stage.pending.is_empty() => stage.completed(done),
+            _ = tick.tick() => {
+                stage.resend();
+                stage.store_offsets(false);
+                metrics::gauge!(m::IN_FLIGHT).set(unacknowledged as f64);
+            }
+            _ = shutdown.cancelled(), if deadline.is_none() => {
+                deadline = Some(tokio::time::Instant::now() + config.drain_timeout);
+            }
+            _ = give_up => {
+                stage.summary.abandoned = unacknowledged as u64;
+                tracing::warn!(
+                    unacknowledged,
+                    "shutdown: gave up waiting for the broker; those requests stay uncommitted and will be answered after a restart"
+                );
+                break;
+            }
+        }
+    }
+    stage.store_offsets(true);
+    let Deliverer {
+        consumer, summary, ..
+    } = stage;
+    commit(consumer).await;
+    summary
+}
+
+impl Deliverer {
+    fn accept(&mut self, item: Scored) {
+        match item {
+            Scored::Rebalance(RebalanceNotice::Assigned(partitions)) => {
+                partitions.iter().for_each(|&p| self.tracker.assign(p));
+            }
+            Scored::Rebalance(RebalanceNotice::Revoked(partitions)) => {
+                partitions.iter().for_each(|&p| self.tracker.revoke(p));
+            }
+            Scored::Output(output) => {
+                let ticket = self
+                    .tracker
+                    .start(output.position.partition, output.position.offset);
+                self.send(ticket, output);
+            }
+        }
+    }
+
+    fn send(&mut self, ticket: Ticket, output: Output) {
+        let topic = match output.destination {
+            Destination::Reply { .. } => &self.output_topic,
+            Destination::DeadLetter(_) => &self.dlq_topic,
+        };
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).payload(&output.payload);
+        if let Some(key) = &output.key {
+            record = record.key(key);
+        }
+        match self.producer.send_result(record) {
+            Ok(delivery) => {
+                self.pending.push(Box::pin(async move {
+                    let result = delivery.await;
+                    (ticket, output, result)
+                }));
+            }
+            Err((error, _record)) => {
+                if !matches!(
+                    error,
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                ) {
+                    self.warn(&format!("cannot queue an output ({error}); retrying"));
+                }
+                self.retry.push_back((ticket, output));
+            }
+        }
+    }
+
+    fn completed(&mut self, (ticket, output, result): (Ticket, Output, DeliveryResult)) {
+        match result {
+            Ok(Ok(_delivery)) => {
+                self.tracker.finish(ticket);
+                match output.destination {
+                    Destination::Reply { cold_start } => {
+                        self.summary.replies += 1;
+                        metrics::counter!(m::REPLIES_PRODUCED).increment(1);
+                        if cold_start {
+                            metrics::counter!(m::COLD_STARTS).increment(1);
+                        }
+                    }
+                    Destination::DeadLetter(code) => {
+                        self.summary.dead_letters += 1;
+                        metrics::counter!(m::DEAD_LETTERS, "reason" => code.as_str()).increment(1);
+                    }
+                }
+                if let Some(sent_ms) = output.request_timestamp_ms {
+                    let now_ms = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    if sent_ms > 0 && now_ms >= sent_ms {
+                        metrics::histogram!(m::LATENCY).record((now_ms - sent_ms) as f64 / 1000.0);
+                    }
+                }
+            }
+            Ok(Err((error, _message))) => {
+                self.warn(&format!("delivery failed ({error}); sending again"));
+                self.summary.retries += 1;
+                metrics::counter!(m::DELIVERY_RETRIES).increment(1);
+                self.retry.push_back((ticket, output));
+            }
+            Err(_cancelled) => {
+                self.summary.retries += 1;
+                self.retry.push_back((ticket, output));
+            }
+        }
+    }
+
+    /// Sends again what failed, oldest first, until the producer queue is full.
+    fn resend(&mut self) {
+        let waiting = self.retry.len();
+        for _ in 0..waiting {
+            let Some((ticket, output)) = self.retry.pop_front() else {
+                break;
+            };
+            self.send(ticket, output);
+        }
+    }
+
+    /// Stores the offsets the tracker allows; with `all`, every partition's
+    /// current one (for the final commit), not only those that moved.
+    fn store_offsets(&mut self, all: bool) {
+        let offsets = if all {
+            self.tracker.committable()
+        } else {
+            self.tracker.take_committable()
+        };
+        if offsets.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, offset) in &offsets {
+            if tpl
+                .add_partition_offset(&self.input_topic, partition, Offset::Offset(offset))
+                .is_err()
+            {
+                continue;
+            }
+        }
+        match self.consumer.store_offsets(&tpl) {
+            Ok(()) => {
+                for (partition, offset) in offsets {
+                    metrics::gauge!(m::COMMITTED_OFFSET, "partition" => partition.to_string())
+                        .set(offset as f64);
+                }
+            }
+            // Typically a partition revoked a moment ago: its new owner answers
+            // the uncommitted requests again.
+            Err(e) => tracing::debug!("offsets not stored ({e}); partition no longer assigned?"),
+        }
+    }
+
+    fn warn(&mut self, message: &str) {
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5))
+        {
+            self.last_warning = Some(now);
+            tracing::warn!(
+                unacknowledged = self.pending.len() + self.retry.len(),
+                "{message}"
+            );
+        }
+    }
+}
+
+/// Commits the stored offsets synchronously (the last act of a worker).
+async fn commit(consumer: Arc<StreamConsumer<WorkerContext>>) {
+    let committed =
+        tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
+    match committed {
+        Ok(Ok(())) => tracing::info!("offsets committed"),
+        Ok(Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset))) => {}
+        Ok(Err(e)) => {
+            tracing::warn!("final commit failed ({e}); uncommitted requests will be answered again")
+        }
+        Err(e) => tracing::warn!("final commit did not run: {e}"),
+    }
+}
+
+/// Publishes consumer lag per assigned partition every few seconds.
+pub(crate) async fn report_lag(
+    consumer: Arc<StreamConsumer<WorkerContext>>,
+    topic: String,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let consumer = consumer.clone();
+        let topic = topic.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let committed = consumer.committed(Duration::from_secs(2)).ok()?;
+            let mut lags = Vec::new();
+            for element in committed.elements().iter().filter(|e| e.topic() == topic) {
+                let partition = element.partition();
+                let Ok((_low, high)) =
+                    consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2))
+                else {
+                    continue;
+                };
+                let done = match element.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                lags.push((partition, (high - done).max(0)));
+            }
+            Some(lags)
+        })
+        .await;
+        if let Ok(Some(lags)) = measured {
+            for (partition, lag) in lags {
+                metrics::gauge!(m::CONSUMER_LAG, "partition" => partition.to_string())
+                    .set(lag as f64);
+            }
+        }
+    }
+}

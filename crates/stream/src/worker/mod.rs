@@ -1,0 +1,220 @@
+//! The serving worker: requests in, recommendations out, at least once.
+//!
+//! Three stages joined by bounded channels, each doing one thing:
+//!
+//! ```text
+//!  consume ──batches──▶ score ──scored──▶ deliver
+//!  (Kafka consumer)     (thread pool)     (producer, offsets)
+//! ```
+//!
+//! - [`consume`] reads messages as they arrive and groups whatever is already
+//!   buffered into a batch (per-event latency, batched only for throughput).
+//!   Rebalance notices travel down the same channel, in order.
+//! - [`score`] parses and scores a batch on a dedicated thread pool (never on
+//!   the async reactor), producing a reply or a dead letter per message.
+//! - [`deliver`] produces the outputs and, once the broker acknowledges them,
+//!   lets their input offsets be committed through the [`OffsetTracker`]:
+//!   the at-least-once rule lives there and only there.
+//!
+//! Backpressure: the channels are bounded and `deliver` stops taking work
+//! when `max_in_flight` outputs are unacknowledged, so a slow or absent
+//! broker stalls consumption instead of growing memory. Shutdown: the
+//! token stops `consume`; the channels drain; `deliver` waits for the last
+//! acknowledgements (up to `drain_timeout`), commits, and returns.
+//!
+//! [`OffsetTracker`]: crate::tracker::OffsetTracker
+
+mod consume;
+mod context;
+mod deliver;
+mod score;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{KafkaSettings, LoggingContext};
+use crate::metrics::Health;
+use crate::serving::ServingModel;
+use crate::wire::DEFAULT_MAX_REQUEST_BYTES;
+
+pub use context::WorkerContext;
+
+/// Everything a worker needs to know besides the model.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Broker list and client overrides.
+    pub kafka: KafkaSettings,
+    /// Topic the requests arrive on.
+    pub input_topic: String,
+    /// Topic the replies go to.
+    pub output_topic: String,
+    /// Topic invalid requests go to.
+    pub dlq_topic: String,
+    /// Consumer group shared by all workers.
+    pub group_id: String,
+    /// Recommendations per reply when the request does not say.
+    pub default_n: usize,
+    /// Requests larger than this are dead-lettered.
+    pub max_request_bytes: usize,
+    /// Most outputs sent but not yet acknowledged.
+    pub max_in_flight: usize,
+    /// Most messages scored together.
+    pub batch_size: usize,
+    /// Threads that score requests.
+    pub scoring_threads: usize,
+    /// How long shutdown waits for the last acknowledgements.
+    pub drain_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults for the given brokers: the reference design's topic names,
+    /// group `recstream`, 10 recommendations, every core for scoring.
+    pub fn new(kafka: KafkaSettings) -> Self {
+        WorkerConfig {
+            kafka,
+            input_topic: "quickstart-events".into(),
+            output_topic: "recommendation-events".into(),
+            dlq_topic: "recommendation-events-dlq".into(),
+            group_id: "recstream".into(),
+            default_n: 10,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_in_flight: 10_000,
+            batch_size: 256,
+            scoring_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a worker did, reported when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    /// Messages read from the input topic.
+    pub consumed: u64,
+    /// Replies acknowledged.
+    pub replies: u64,
+    /// Dead letters acknowledged.
+    pub dead_letters: u64,
+    /// Outputs sent again after a failed delivery.
+    pub retries: u64,
+    /// Outputs still unacknowledged when shutdown gave up waiting (their
+    /// requests will be answered again after a restart).
+    pub abandoned: u64,
+}
+
+/// Why a worker could not start or went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A Kafka client could not be created or subscribed.
+    #[error("Kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The scoring thread pool could not start.
+    #[error("cannot start the scoring threads: {0}")]
+    ThreadPool(String),
+    /// A stage stopped unexpectedly.
+    #[error("worker stage failed: {0}")]
+    Stage(String),
+}
+
+/// A messages's place in its input topic, carried through the stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Runs a worker until `shutdown` is cancelled, then drains and commits.
+pub async fn run(
+    config: WorkerConfig,
+    model: Arc<ServingModel>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<WorkerSummary, WorkerError> {
+    crate::metrics::recorder();
+    let consumer: StreamConsumer<WorkerContext> = config
+        .kafka
+        .consumer(&config.group_id)
+        .create_with_context(WorkerContext::new(
+            config.input_topic.clone(),
+            health.clone(),
+        ))?;
+    let consumer = Arc::new(consumer);
+    let producer: FutureProducer<LoggingContext> = config
+        .kafka
+        .producer()
+        .create_with_context(LoggingContext::new("producer"))?;
+    consumer.subscribe(&[config.input_topic.as_str()])?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.scoring_threads.max(1))
+        .thread_name(|i| format!("recstream-score-{i}"))
+        .build()
+        .map_err(|e| WorkerError::ThreadPool(e.to_string()))?;
+    tracing::info!(
+        brokers = %config.kafka.brokers,
+        input = %config.input_topic,
+        output = %config.output_topic,
+        dlq = %config.dlq_topic,
+        group = %config.group_id,
+        model = %model.current().version(),
+        "worker started"
+    );
+
+    let capacity = (config.max_in_flight / config.batch_size.max(1)).max(2);
+    let (batches_tx, batches_rx) = tokio::sync::mpsc::channel(capacity);
+    let (scored_tx, scored_rx) = tokio::sync::mpsc::channel(capacity);
+    let consumed = tokio::spawn(consume::run(
+        consumer.clone(),
+        batches_tx,
+        config.batch_size,
+        shutdown.clone(),
+    ));
+    let scored = tokio::spawn(score::run(
+        batches_rx,
+        scored_tx,
+        model,
+        pool,
+        score::Rules::from(&config),
+    ));
+    let lag = tokio::spawn(deliver::report_lag(
+        consumer.clone(),
+        config.input_topic.clone(),
+        shutdown.clone(),
+    ));
+    let summary = deliver::run(
+        scored_rx,
+        producer,
+        consumer.clone(),
+        &config,
+        shutdown.clone(),
+    )
+    .await;
+
+    let consumed = consumed
+        .await
+        .map_err(|e| WorkerError::Stage(format!("consume: {e}")))?;
+    scored
+        .await
+        .map_err(|e| WorkerError::Stage(format!("score: {e}")))?;
+    lag.abort();
+    health.set_ready(false);
+    let summary = WorkerSummary {
+        consumed,
+        ..summary
+    };
+    tracing::info!(
+        consumed = summary.consumed,
+        replies = summary.replies,
+        dead_letters = summary.dead_letters,
+        retries = summary.retries,
+        abandoned = summary.abandoned,
+        "worker stopped"
+    );
+    // Leave the group now rather than when the last reference goes.
+    drop(consumer);
+    Ok(summary)
+}
