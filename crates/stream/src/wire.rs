@@ -167,10 +167,9 @@ pub fn parse_request(payload: Option<&[u8]>, max_bytes: usize) -> Result<Request
 
 fn describe(value: &Value) -> String {
     let text = value.to_string();
-    if text.len() > 40 {
-        format!("{}...", &text[..text.floor_char_boundary(40)])
-    } else {
-        text
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
     }
 }
 
