@@ -148,6 +148,12 @@ impl LoggingContext {
 
 impl ClientContext for LoggingContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // `--kafka` settings reach every client, so a consumer property on
+        // the producer is expected, not worth a warning.
+        if facility == "CONFWARN" {
+            tracing::debug!(target: "librdkafka", role = self.role, facility, "{message}");
+            return;
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert

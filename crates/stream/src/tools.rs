@@ -76,6 +76,10 @@ impl Sender {
         if let Some(key) = key {
             record = record.key(key);
         }
+        if self.report.delivered == 0 && self.pending.is_empty() {
+            // Rates count from the first message, not from connecting.
+            self.started = Instant::now();
+        }
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => {

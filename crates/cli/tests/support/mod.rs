@@ -1,0 +1,328 @@
+//! Test support: a real Kafka-protocol broker process (Tansu), the
+//! `recstream` binary as child processes, and helpers to produce requests and
+//! read replies with an independent Kafka client.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+pub const IN: &str = "quickstart-events";
+pub const OUT: &str = "recommendation-events";
+pub const DLQ: &str = "recommendation-events-dlq";
+
+/// Broker-backed tests run one at a time: each starts a broker and workers,
+/// and two cores do not run several such setups reliably at once.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The `tansu` binary, or `None` (after saying so loudly) outside CI.
+pub fn tansu_binary() -> Option<PathBuf> {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("tansu")).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(std::env::var_os("CARGO_HOME").map(|h| PathBuf::from(h).join("bin/tansu")))
+        .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("the tansu broker is not installed; scripts/test installs it (cargo install tansu --locked --features dynostore)");
+    }
+    eprintln!("\n!!!!! SKIPPING: the tansu broker is not installed; run scripts/test, which installs it !!!!!\n");
+    None
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A Tansu broker process on a loopback port, in-memory storage; killed on drop.
+pub struct Tansu {
+    child: Child,
+    pub bootstrap: String,
+}
+
+impl Tansu {
+    pub fn start(binary: &Path, logs: &Path) -> Tansu {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(logs.join("tansu.log")).expect("tansu log");
+        let child = Command::new(binary)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Tansu { child, bootstrap: format!("127.0.0.1:{port}") }
+    }
+
+    pub fn create_topics(&self, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().expect("admin client");
+        let topics: Vec<NewTopic<'_>> =
+            [IN, OUT, DLQ].iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let results = runtime
+            .block_on(admin.create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)))))
+            .expect("create topics");
+        for result in results {
+            result.expect("topic created");
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn recstream_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_recstream"))
+}
+
+/// Trains a small model on synthetic data with the real binary.
+pub fn synthetic_model(dir: &Path) -> PathBuf {
+    let ratings = dir.join("ratings.tsv");
+    let model = dir.join("model.rsm");
+    let status = Command::new(recstream_binary())
+        .args(["data", "synth", "--users", "500", "--items", "400", "--ratings", "20000", "--seed", "3", "--out"])
+        .arg(&ratings)
+        .stdout(Stdio::null())
+        .status()
+        .expect("synth");
+    assert!(status.success());
+    let status = Command::new(recstream_binary())
+        .args(["train", "--quiet", "--seed", "1", "--n-factors", "16", "--n-epochs", "5", "--ratings"])
+        .arg(&ratings)
+        .arg("--out")
+        .arg(&model)
+        .status()
+        .expect("train");
+    assert!(status.success());
+    model
+}
+
+/// A `recstream serve` process; killed (SIGKILL) on drop if still running.
+pub struct Worker {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+/// Consumer settings that make group membership quick to settle on Tansu.
+pub const FAST_GROUP: [&str; 4] = ["--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000"];
+
+impl Worker {
+    pub fn start(bootstrap: &str, model: &Path, group: &str, logs: &Path, name: &str, extra: &[&str]) -> Worker {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("worker log");
+        let child = Command::new(recstream_binary())
+            .args(["serve", "--brokers", bootstrap, "--group-id", group, "--model"])
+            .arg(model)
+            .args(FAST_GROUP)
+            .args(extra)
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start recstream serve");
+        Worker { child, log }
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status, started.elapsed());
+            }
+            assert!(Instant::now() < deadline, "worker did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the worker logged a non-empty partition assignment.
+    pub fn wait_assigned(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().lines().any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]")) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// Produces requests `{"uid": U, "request_id": "<prefix>-<i>"}` (and any extra raw messages).
+pub fn produce(bootstrap: &str, topic: &str, messages: &[Vec<u8>]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let keys: Vec<String> = (0..messages.len()).map(|i| format!("k{}", i % 101)).collect();
+        let mut pending = Vec::with_capacity(messages.len());
+        for (payload, key) in messages.iter().zip(&keys) {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            pending.push(producer.send(record, Duration::from_secs(60)));
+        }
+        for result in futures::future::join_all(pending).await {
+            result.expect("request delivered to the broker");
+        }
+    });
+}
+
+pub fn requests(prefix: &str, count: usize, users: usize) -> Vec<Vec<u8>> {
+    (0..count).map(|i| format!(r#"{{"uid": {}, "request_id": "{prefix}-{i}"}}"#, 1 + i % users).into_bytes()).collect()
+}
+
+/// Every message of a topic, read from the beginning until `done` says so or the timeout passes.
+pub fn read_topic(bootstrap: &str, topic: &str, timeout: Duration, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while !done(&out) && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let value = serde_json::from_slice(message.payload().unwrap_or_default()).unwrap_or(Value::Null);
+            out.push(value);
+        }
+    }
+    out
+}
+
+/// Replies per request id.
+pub fn replies_per_request(replies: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for reply in replies {
+        if let Some(id) = reply["request_id"].as_str() {
+            *counts.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Reads replies until every id in `ids` has at least one.
+pub fn wait_for_replies(bootstrap: &str, ids: &HashSet<String>, timeout: Duration) -> Vec<Value> {
+    read_topic(bootstrap, OUT, timeout, |replies| {
+        replies.len() >= ids.len() && {
+            let seen: HashSet<&str> = replies.iter().filter_map(|r| r["request_id"].as_str()).collect();
+            ids.iter().all(|id| seen.contains(id.as_str()))
+        }
+    })
+}
+
+pub fn ids(prefix: &str, count: usize) -> HashSet<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Committed offsets of `group` on the input topic, and each partition's end
+/// (one past its last message). The end is found by reading the partition,
+/// not from the broker's high watermark: Tansu 0.6 reports the base offset of
+/// the last batch plus one there.
+pub fn committed_vs_end(bootstrap: &str, group: &str, partitions: i32) -> Vec<(i64, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(IN, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let ends = end_offsets(bootstrap, IN, partitions);
+    (0..partitions)
+        .map(|p| {
+            let offset = match committed.find_partition(IN, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            };
+            (offset, ends[p as usize])
+        })
+        .collect()
+}
+
+/// One past the last offset of each partition, by reading it all.
+pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "end-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut ends = vec![0i64; partitions as usize];
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(3) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let end = &mut ends[message.partition() as usize];
+            *end = (*end).max(message.offset() + 1);
+            quiet_since = Instant::now();
+        }
+    }
+    ends
+}
