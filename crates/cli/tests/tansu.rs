@@ -34,18 +34,34 @@ fn setup() -> Option<Setup> {
     let broker = Tansu::start(&binary, dir.path());
     broker.create_topics(4);
     let model = synthetic_model(dir.path());
-    Some(Setup { workers: Vec::new(), broker, model, dir })
+    Some(Setup {
+        workers: Vec::new(),
+        broker,
+        model,
+        dir,
+    })
 }
 
 impl Setup {
     fn worker(&mut self, group: &str, name: &str) -> usize {
-        let worker = Worker::start(&self.broker.bootstrap, &self.model, group, self.dir.path(), name, &[]);
+        let worker = Worker::start(
+            &self.broker.bootstrap,
+            &self.model,
+            group,
+            self.dir.path(),
+            name,
+            &[],
+        );
         self.workers.push(worker);
         self.workers.len() - 1
     }
 
     fn logs(&self) -> String {
-        self.workers.iter().map(|w| w.log_text()).collect::<Vec<_>>().join("\n---\n")
+        self.workers
+            .iter()
+            .map(|w| w.log_text())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
     }
 }
 
@@ -65,12 +81,18 @@ fn ten_thousand_requests_over_four_partitions_are_each_answered_exactly_once() {
     let replies = wait_for_replies(&s.broker.bootstrap, &wanted, LONG);
     // Let any (unexpected) extra reply arrive before counting.
     std::thread::sleep(Duration::from_secs(2));
-    let replies = read_topic(&s.broker.bootstrap, OUT, Duration::from_secs(30), |r| r.len() >= replies.len() + 1);
+    let replies = read_topic(&s.broker.bootstrap, OUT, Duration::from_secs(30), |r| {
+        r.len() >= replies.len() + 1
+    });
     let counts = replies_per_request(&replies);
     assert_eq!(counts.len(), 10_000, "every request answered\n{}", s.logs());
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
     assert_eq!(duplicates, 0, "no duplicates without a crash");
-    assert!(replies.iter().all(|r| !r["recommendations"].as_array().unwrap().is_empty()));
+    assert!(
+        replies
+            .iter()
+            .all(|r| !r["recommendations"].as_array().unwrap().is_empty())
+    );
     let letters = read_topic(&s.broker.bootstrap, DLQ, Duration::from_secs(2), |_| false);
     assert!(letters.is_empty(), "no dead letters for valid requests");
 }
@@ -81,7 +103,13 @@ fn two_hundred_invalid_messages_go_to_the_dead_letter_topic_and_the_worker_lives
     let Some(mut s) = setup() else { return };
     s.worker("g-dlq", "worker");
     let mut messages = requests("v", 1000, 600);
-    let bad: [&[u8]; 5] = [b"{not json", b"\xc3\x28 invalid utf-8", br#"{"uid": null}"#, br#"{"uid": 7, "n": 1000}"#, b"[]"];
+    let bad: [&[u8]; 5] = [
+        b"{not json",
+        b"\xc3\x28 invalid utf-8",
+        br#"{"uid": null}"#,
+        br#"{"uid": 7, "n": 1000}"#,
+        b"[]",
+    ];
     for i in 0..200 {
         messages.insert(i * 5, bad[i % bad.len()].to_vec());
     }
@@ -90,14 +118,32 @@ fn two_hundred_invalid_messages_go_to_the_dead_letter_topic_and_the_worker_lives
     assert_eq!(replies_per_request(&replies).len(), 1000, "{}", s.logs());
     let letters = read_topic(&s.broker.bootstrap, DLQ, LONG, |l| l.len() >= 200);
     assert_eq!(letters.len(), 200);
-    let reasons: std::collections::HashSet<&str> = letters.iter().filter_map(|l| l["reason"].as_str()).collect();
-    assert_eq!(reasons, ["invalid_json", "not_utf8", "missing_uid", "invalid_n", "not_an_object"].into_iter().collect());
+    let reasons: std::collections::HashSet<&str> = letters
+        .iter()
+        .filter_map(|l| l["reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "invalid_json",
+            "not_utf8",
+            "missing_uid",
+            "invalid_n",
+            "not_an_object"
+        ]
+        .into_iter()
+        .collect()
+    );
     assert!(letters.iter().any(|l| l["payload_encoding"] == "base64"));
 
     // Still alive and answering.
     produce(&s.broker.bootstrap, IN, &requests("after", 50, 600));
     let replies = wait_for_replies(&s.broker.bootstrap, &ids("after", 50), LONG);
-    assert!(ids("after", 50).iter().all(|id| replies_per_request(&replies).contains_key(id)));
+    assert!(
+        ids("after", 50)
+            .iter()
+            .all(|id| replies_per_request(&replies).contains_key(id))
+    );
 }
 
 #[test]
@@ -115,7 +161,12 @@ fn kill_9_in_the_middle_of_the_stream_then_a_restart_loses_no_request() {
     s.worker("g-crash", "second");
     let replies = wait_for_replies(&s.broker.bootstrap, &ids("k", 10_000), LONG);
     let counts = replies_per_request(&replies);
-    assert_eq!(counts.len(), 10_000, "every request answered after the crash\n{}", s.logs());
+    assert_eq!(
+        counts.len(),
+        10_000,
+        "every request answered after the crash\n{}",
+        s.logs()
+    );
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
     eprintln!("kill -9 test: {duplicates} duplicate replies (allowed under at-least-once)");
 }
@@ -126,15 +177,31 @@ fn two_workers_share_the_partitions_and_one_can_die() {
     let Some(mut s) = setup() else { return };
     let a = s.worker("g-pair", "a");
     let b = s.worker("g-pair", "b");
-    assert!(s.workers[a].wait_assigned(Duration::from_secs(60)), "a got partitions\n{}", s.logs());
-    assert!(s.workers[b].wait_assigned(Duration::from_secs(60)), "b got partitions\n{}", s.logs());
+    assert!(
+        s.workers[a].wait_assigned(Duration::from_secs(60)),
+        "a got partitions\n{}",
+        s.logs()
+    );
+    assert!(
+        s.workers[b].wait_assigned(Duration::from_secs(60)),
+        "b got partitions\n{}",
+        s.logs()
+    );
     produce(&s.broker.bootstrap, IN, &requests("p", 6000, 600));
     read_topic(&s.broker.bootstrap, OUT, LONG, |r| r.len() >= 1500);
     s.workers[b].kill_9();
     let replies = wait_for_replies(&s.broker.bootstrap, &ids("p", 6000), LONG);
-    assert_eq!(replies_per_request(&replies).len(), 6000, "the survivor took over\n{}", s.logs());
+    assert_eq!(
+        replies_per_request(&replies).len(),
+        6000,
+        "the survivor took over\n{}",
+        s.logs()
+    );
     let both = s.logs();
-    assert!(both.matches("partitions assigned").count() >= 3, "a rebalance followed the death\n{both}");
+    assert!(
+        both.matches("partitions assigned").count() >= 3,
+        "a rebalance followed the death\n{both}"
+    );
 }
 
 #[test]
@@ -148,6 +215,11 @@ fn sigterm_drains_commits_and_exits_zero_within_seconds() {
     assert!(status.success(), "exit status {status}\n{}", s.logs());
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     for (committed, end) in committed_vs_end(&s.broker.bootstrap, "g-term", 4) {
-        assert_eq!(committed, end, "every answered request is committed\n{}", s.logs());
+        assert_eq!(
+            committed,
+            end,
+            "every answered request is committed\n{}",
+            s.logs()
+        );
     }
 }

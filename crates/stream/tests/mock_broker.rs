@@ -31,9 +31,18 @@ const OUT: &str = "replies";
 const DLQ: &str = "dead-letters";
 
 fn model() -> Arc<ServingModel> {
-    let data = generate(&SyntheticSpec { users: 200, items: 300, ratings: 8000, seed: 1 });
+    let data = generate(&SyntheticSpec {
+        users: 200,
+        items: 300,
+        ratings: 8000,
+        seed: 1,
+    });
     let config = FitConfig {
-        params: Hyperparams { n_factors: 8, n_epochs: 5, ..Hyperparams::with_seed(2) },
+        params: Hyperparams {
+            n_factors: 8,
+            n_epochs: 5,
+            ..Hyperparams::with_seed(2)
+        },
         threads: 1,
         scale: None,
         titles: None,
@@ -52,7 +61,9 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
     cluster
 }
 
-fn settings(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> KafkaSettings {
+fn settings(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) -> KafkaSettings {
     KafkaSettings::new(cluster.bootstrap_servers())
         .with("session.timeout.ms", "6000")
         .with("heartbeat.interval.ms", "500")
@@ -78,14 +89,23 @@ struct RunningWorker {
 
 fn start_worker(config: WorkerConfig, model: Arc<ServingModel>) -> RunningWorker {
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(worker::run(config, model, Arc::new(Health::default()), shutdown.clone()));
+    let task = tokio::spawn(worker::run(
+        config,
+        model,
+        Arc::new(Health::default()),
+        shutdown.clone(),
+    ));
     RunningWorker { shutdown, task }
 }
 
 impl RunningWorker {
     async fn stop(self) -> WorkerSummary {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("stops in time").unwrap().unwrap()
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stops in time")
+            .unwrap()
+            .unwrap()
     }
 }
 
@@ -104,17 +124,29 @@ async fn produce(settings: &KafkaSettings, topic: &str, messages: &[Vec<u8>]) {
 
 fn requests(prefix: &str, count: usize) -> Vec<Vec<u8>> {
     (0..count)
-        .map(|i| format!(r#"{{"uid": {}, "request_id": "{prefix}-{i}"}}"#, 1 + i % 250).into_bytes())
+        .map(|i| {
+            format!(
+                r#"{{"uid": {}, "request_id": "{prefix}-{i}"}}"#,
+                1 + i % 250
+            )
+            .into_bytes()
+        })
         .collect()
 }
 
 /// Reads a topic from the beginning until it holds `expected` distinct
 /// request ids (duplicates allowed), or until the timeout.
-fn read_all(settings: &KafkaSettings, topic: &str, expected: usize, timeout: Duration) -> Vec<Value> {
+fn read_all(
+    settings: &KafkaSettings,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Value> {
     let consumer: BaseConsumer = settings.reader("reader").create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..4 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + timeout;
@@ -122,9 +154,13 @@ fn read_all(settings: &KafkaSettings, topic: &str, expected: usize, timeout: Dur
     let mut distinct = std::collections::HashSet::new();
     while distinct.len() < expected && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let value: Value = serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
+            let value: Value =
+                serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
             // Dead letters have no request id: count each one.
-            let id = value["request_id"].as_str().map_or_else(|| format!("{}@{}", value["offset"], value["partition"]), str::to_string);
+            let id = value["request_id"].as_str().map_or_else(
+                || format!("{}@{}", value["offset"], value["partition"]),
+                str::to_string,
+            );
             distinct.insert(id);
             out.push(value);
         }
@@ -136,7 +172,9 @@ fn read_all(settings: &KafkaSettings, topic: &str, expected: usize, timeout: Dur
 fn count_by_request(replies: &[Value]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for reply in replies {
-        *counts.entry(reply["request_id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+        *counts
+            .entry(reply["request_id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
     }
     counts
 }
@@ -148,14 +186,18 @@ fn committed_and_end(settings: &KafkaSettings, group: &str) -> Vec<(i64, i64)> {
     for p in 0..4 {
         tpl.add_partition(IN, p);
     }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
     (0..4)
         .map(|p| {
             let offset = match committed.find_partition(IN, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => o,
                 _ => -1,
             };
-            let (_, high) = consumer.fetch_watermarks(IN, p, Duration::from_secs(5)).unwrap();
+            let (_, high) = consumer
+                .fetch_watermarks(IN, p, Duration::from_secs(5))
+                .unwrap();
             (offset, high)
         })
         .collect()
@@ -172,7 +214,10 @@ async fn every_request_gets_exactly_one_reply_and_every_offset_is_committed() {
 
     let counts = count_by_request(&replies);
     assert_eq!(counts.len(), 2000, "every request answered");
-    assert!(counts.values().all(|&c| c == 1), "no duplicates without a crash");
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "no duplicates without a crash"
+    );
     for reply in &replies {
         let recs = reply["recommendations"].as_array().unwrap();
         assert!(!recs.is_empty());
@@ -180,7 +225,15 @@ async fn every_request_gets_exactly_one_reply_and_every_offset_is_committed() {
         let scores: Vec<f64> = recs.iter().map(|r| r["score"].as_f64().unwrap()).collect();
         assert!(scores.windows(2).all(|w| w[0] >= w[1]));
     }
-    assert_eq!((summary.consumed, summary.replies, summary.dead_letters, summary.abandoned), (2000, 2000, 0, 0));
+    assert_eq!(
+        (
+            summary.consumed,
+            summary.replies,
+            summary.dead_letters,
+            summary.abandoned
+        ),
+        (2000, 2000, 0, 0)
+    );
     for (committed, end) in committed_and_end(&settings, "g1") {
         assert_eq!(committed, end, "graceful shutdown commits everything");
     }
@@ -214,11 +267,22 @@ async fn invalid_messages_are_dead_lettered_and_the_worker_keeps_answering() {
     assert_eq!(letters.len(), 200);
     let mut reasons: HashMap<String, usize> = HashMap::new();
     for letter in &letters {
-        *reasons.entry(letter["reason"].as_str().unwrap().to_string()).or_default() += 1;
+        *reasons
+            .entry(letter["reason"].as_str().unwrap().to_string())
+            .or_default() += 1;
         assert_eq!(letter["topic"], IN);
         assert!(letter["offset"].as_i64().unwrap() >= 0);
     }
-    for reason in ["invalid_json", "not_utf8", "missing_uid", "invalid_uid", "invalid_n", "not_an_object", "too_large", "empty"] {
+    for reason in [
+        "invalid_json",
+        "not_utf8",
+        "missing_uid",
+        "invalid_uid",
+        "invalid_n",
+        "not_an_object",
+        "too_large",
+        "empty",
+    ] {
         assert_eq!(reasons.get(reason), Some(&25), "{reason}: {reasons:?}");
     }
     assert_eq!((summary.replies, summary.dead_letters), (500, 200));
@@ -242,7 +306,11 @@ async fn a_broker_outage_in_the_middle_of_the_stream_loses_no_request() {
     let summary = worker.stop().await;
 
     let counts = count_by_request(&all);
-    assert_eq!(counts.len(), 2000, "every request answered after the outage");
+    assert_eq!(
+        counts.len(),
+        2000,
+        "every request answered after the outage"
+    );
     assert!(counts.values().all(|&c| c >= 1));
     assert!(summary.replies >= 2000);
 }
@@ -252,7 +320,10 @@ async fn failed_produce_requests_are_retried_until_delivered() {
     let cluster = cluster();
     let settings = settings(&cluster);
     produce(&settings, IN, &requests("e", 300)).await;
-    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 20]);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 20],
+    );
     let worker = start_worker(config(&settings, "g4"), model());
     let replies = read_all(&settings, OUT, 300, Duration::from_secs(60));
     let summary = worker.stop().await;
@@ -269,7 +340,11 @@ async fn after_a_graceful_stop_a_restarted_worker_has_nothing_to_redo() {
     read_all(&settings, OUT, 400, Duration::from_secs(60));
     let started = Instant::now();
     let first = worker.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
     assert_eq!(first.replies, 400);
 
     let again = start_worker(config(&settings, "g5"), model());

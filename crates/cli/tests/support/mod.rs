@@ -33,7 +33,11 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// The `tansu` binary, or `None` (after saying so loudly) outside CI.
 pub fn tansu_binary() -> Option<PathBuf> {
     let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("tansu")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("tansu"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default()
         .into_iter()
         .chain(std::env::var_os("CARGO_HOME").map(|h| PathBuf::from(h).join("bin/tansu")))
@@ -44,9 +48,13 @@ pub fn tansu_binary() -> Option<PathBuf> {
         }
     }
     if std::env::var_os("CI").is_some() {
-        panic!("the tansu broker is not installed; scripts/test installs it (cargo install tansu --locked --features dynostore)");
+        panic!(
+            "the tansu broker is not installed; scripts/test installs it (cargo install tansu --locked --features dynostore)"
+        );
     }
-    eprintln!("\n!!!!! SKIPPING: the tansu broker is not installed; run scripts/test, which installs it !!!!!\n");
+    eprintln!(
+        "\n!!!!! SKIPPING: the tansu broker is not installed; run scripts/test, which installs it !!!!!\n"
+    );
     None
 }
 
@@ -68,27 +76,48 @@ impl Tansu {
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::fs::File::create(logs.join("tansu.log")).expect("tansu log");
         let child = Command::new(binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start tansu");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start listening on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Tansu { child, bootstrap: format!("127.0.0.1:{port}") }
+        Tansu {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+        }
     }
 
     pub fn create_topics(&self, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().expect("admin client");
-        let topics: Vec<NewTopic<'_>> =
-            [IN, OUT, DLQ].iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("admin client");
+        let topics: Vec<NewTopic<'_>> = [IN, OUT, DLQ]
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let results = runtime
-            .block_on(admin.create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)))))
+            .block_on(admin.create_topics(
+                &topics,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+            ))
             .expect("create topics");
         for result in results {
             result.expect("topic created");
@@ -112,14 +141,36 @@ pub fn synthetic_model(dir: &Path) -> PathBuf {
     let ratings = dir.join("ratings.tsv");
     let model = dir.join("model.rsm");
     let status = Command::new(recstream_binary())
-        .args(["data", "synth", "--users", "500", "--items", "400", "--ratings", "20000", "--seed", "3", "--out"])
+        .args([
+            "data",
+            "synth",
+            "--users",
+            "500",
+            "--items",
+            "400",
+            "--ratings",
+            "20000",
+            "--seed",
+            "3",
+            "--out",
+        ])
         .arg(&ratings)
         .stdout(Stdio::null())
         .status()
         .expect("synth");
     assert!(status.success());
     let status = Command::new(recstream_binary())
-        .args(["train", "--quiet", "--seed", "1", "--n-factors", "16", "--n-epochs", "5", "--ratings"])
+        .args([
+            "train",
+            "--quiet",
+            "--seed",
+            "1",
+            "--n-factors",
+            "16",
+            "--n-epochs",
+            "5",
+            "--ratings",
+        ])
         .arg(&ratings)
         .arg("--out")
         .arg(&model)
@@ -136,14 +187,33 @@ pub struct Worker {
 }
 
 /// Consumer settings that make group membership quick to settle on Tansu.
-pub const FAST_GROUP: [&str; 4] = ["--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=1000"];
+pub const FAST_GROUP: [&str; 4] = [
+    "--kafka",
+    "session.timeout.ms=6000",
+    "--kafka",
+    "heartbeat.interval.ms=1000",
+];
 
 impl Worker {
-    pub fn start(bootstrap: &str, model: &Path, group: &str, logs: &Path, name: &str, extra: &[&str]) -> Worker {
+    pub fn start(
+        bootstrap: &str,
+        model: &Path,
+        group: &str,
+        logs: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Worker {
         let log = logs.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("worker log");
         let child = Command::new(recstream_binary())
-            .args(["serve", "--brokers", bootstrap, "--group-id", group, "--model"])
+            .args([
+                "serve",
+                "--brokers",
+                bootstrap,
+                "--group-id",
+                group,
+                "--model",
+            ])
             .arg(model)
             .args(FAST_GROUP)
             .args(extra)
@@ -170,7 +240,10 @@ impl Worker {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return (status, started.elapsed());
             }
-            assert!(Instant::now() < deadline, "worker did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "worker did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -183,7 +256,11 @@ impl Worker {
     pub fn wait_assigned(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.log_text().lines().any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]")) {
+            if self
+                .log_text()
+                .lines()
+                .any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]"))
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -207,7 +284,9 @@ pub fn produce(bootstrap: &str, topic: &str, messages: &[Vec<u8>]) {
         .expect("producer");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let keys: Vec<String> = (0..messages.len()).map(|i| format!("k{}", i % 101)).collect();
+        let keys: Vec<String> = (0..messages.len())
+            .map(|i| format!("k{}", i % 101))
+            .collect();
         let mut pending = Vec::with_capacity(messages.len());
         for (payload, key) in messages.iter().zip(&keys) {
             let record = FutureRecord::to(topic).key(key).payload(payload);
@@ -220,29 +299,49 @@ pub fn produce(bootstrap: &str, topic: &str, messages: &[Vec<u8>]) {
 }
 
 pub fn requests(prefix: &str, count: usize, users: usize) -> Vec<Vec<u8>> {
-    (0..count).map(|i| format!(r#"{{"uid": {}, "request_id": "{prefix}-{i}"}}"#, 1 + i % users).into_bytes()).collect()
+    (0..count)
+        .map(|i| {
+            format!(
+                r#"{{"uid": {}, "request_id": "{prefix}-{i}"}}"#,
+                1 + i % users
+            )
+            .into_bytes()
+        })
+        .collect()
 }
 
 /// Every message of a topic, read from the beginning until `done` says so or the timeout passes.
-pub fn read_topic(bootstrap: &str, topic: &str, timeout: Duration, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[Value]) -> bool,
+) -> Vec<Value> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
         .create()
         .expect("reader");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while !done(&out) && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let value = serde_json::from_slice(message.payload().unwrap_or_default()).unwrap_or(Value::Null);
+            let value = serde_json::from_slice(message.payload().unwrap_or_default())
+                .unwrap_or(Value::Null);
             out.push(value);
         }
     }
@@ -264,7 +363,10 @@ pub fn replies_per_request(replies: &[Value]) -> HashMap<String, usize> {
 pub fn wait_for_replies(bootstrap: &str, ids: &HashSet<String>, timeout: Duration) -> Vec<Value> {
     read_topic(bootstrap, OUT, timeout, |replies| {
         replies.len() >= ids.len() && {
-            let seen: HashSet<&str> = replies.iter().filter_map(|r| r["request_id"].as_str()).collect();
+            let seen: HashSet<&str> = replies
+                .iter()
+                .filter_map(|r| r["request_id"].as_str())
+                .collect();
             ids.iter().all(|id| seen.contains(id.as_str()))
         }
     })
@@ -289,7 +391,9 @@ pub fn committed_vs_end(bootstrap: &str, group: &str, partitions: i32) -> Vec<(i
     for p in 0..partitions {
         tpl.add_partition(IN, p);
     }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
     let ends = end_offsets(bootstrap, IN, partitions);
     (0..partitions)
         .map(|p| {
@@ -312,7 +416,8 @@ pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
         .expect("reader");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
     let mut ends = vec![0i64; partitions as usize];

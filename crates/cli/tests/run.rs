@@ -1,0 +1,81 @@
+//! `recstream run` on its embedded broker, talked to by an outside Kafka client.
+//!
+//! This is the README's promise: one command starts a broker, a model and a
+//! worker, and any Kafka client in another process can produce a request and
+//! read the reply. Here the other process is this test, with its own client.
+
+// Test helpers may panic: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[test]
+fn run_serves_an_outside_client_through_its_embedded_broker_and_stops_on_sigterm() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = synthetic_model(dir.path());
+    let mut child = Command::new(recstream_binary())
+        .args(["run", "--metrics-addr", "127.0.0.1:0", "--model"])
+        .arg(&model)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start recstream run");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let broker = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.trim().strip_prefix("broker").map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .expect("run prints the broker address");
+    assert!(broker.starts_with("127.0.0.1:"), "{broker}");
+
+    produce(
+        &broker,
+        IN,
+        &[
+            br#"{"uid": 7, "request_id": "outside-1"}"#.to_vec(),
+            b"garbage".to_vec(),
+        ],
+    );
+    let replies = read_topic(&broker, OUT, Duration::from_secs(60), |r| !r.is_empty());
+    assert_eq!(replies.len(), 1, "one reply");
+    assert_eq!(replies[0]["request_id"], "outside-1");
+    assert_eq!(replies[0]["uid"], 7);
+    assert_eq!(
+        replies[0]["recommendations"].as_array().map(Vec::len),
+        Some(10)
+    );
+    let letters = read_topic(&broker, DLQ, Duration::from_secs(30), |l| !l.is_empty());
+    assert_eq!(letters[0]["reason"], "invalid_json");
+
+    let started = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "run did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
