@@ -78,8 +78,11 @@ impl KafkaSettings {
             ("auto.commit.interval.ms", "1000"),
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
-            // Bounded prefetch: at most 16 MiB of unprocessed input in memory.
-            ("queued.max.messages.kbytes", "16384"),
+            // Bounded prefetch: at most 4 MiB (or 20,000 messages a
+            // partition) of unprocessed input in memory. Measured: more
+            // prefetch buys no throughput here and costs resident memory.
+            ("queued.max.messages.kbytes", "4096"),
+            ("queued.min.messages", "20000"),
             ("fetch.wait.max.ms", "10"),
         ]);
         // The group id given explicitly wins over a `--kafka group.id=...`.

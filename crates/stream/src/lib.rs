@@ -13,10 +13,12 @@
 //! - [`metrics`]: Prometheus metrics and health endpoints.
 //! - [`topics`] and [`embedded`]: creating topics, and an in-process broker
 //!   for trying things out.
-//! - [`tools`]: produce and consume from the command line.
+//! - [`tools`]: produce and consume from the command line; [`measure`]:
+//!   throughput and latency as a client sees them.
 
 pub mod embedded;
 pub mod kafka;
+pub mod measure;
 pub mod metrics;
 pub mod serving;
 pub mod shutdown;

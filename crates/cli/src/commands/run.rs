@@ -67,7 +67,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, Some(broker)) => broker.bootstrap_servers().to_string(),
         (None, None) => anyhow::bail!("no broker"),
     };
-    let settings = args.properties.settings(&brokers);
+    let mut settings = args.properties.settings(&brokers);
+    if embedded.is_some() {
+        // The in-process broker does not end a consumer's fetch wait when data
+        // arrives, and latency matters more than batching for trying things
+        // out: short fetch waits and no producer linger (--kafka still wins).
+        let low_latency = [("fetch.wait.max.ms", "1"), ("linger.ms", "0")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        settings.overrides.splice(0..0, low_latency);
+    }
     let result = runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
         if args.brokers.is_some() {

@@ -68,7 +68,7 @@ pub struct WorkerArgs {
     pub metrics_addr: Option<SocketAddr>,
 
     /// Most replies sent but not yet acknowledged (backpressure beyond that).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 4_000)]
     pub max_in_flight: usize,
 
     /// Most requests scored together.

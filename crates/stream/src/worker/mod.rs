@@ -83,7 +83,7 @@ impl WorkerConfig {
             group_id: "recstream".into(),
             default_n: 10,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_in_flight: 10_000,
+            max_in_flight: 4_000,
             batch_size: 256,
             scoring_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             drain_timeout: Duration::from_secs(10),

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Streaming benchmarks through a separate broker process (Tansu), side by
+# side with the two Python peers in the same run, plus latency on Tansu and
+# on the embedded broker, each next to the broker's own round trip.
+# Every command is printed before its output; BENCHMARKS.md quotes this.
+#
+#   bash bench/stream.sh     # about 3 minutes on 2 cores
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+N=${N:-200000}     # requests for recstream
+NV=${NV:-30000}    # requests for the vectorized Python peer
+NN=${NN:-1000}     # requests for the notebook-style Python peer
+run() { echo; echo "\$ $*"; "$@"; }
+
+cargo build --release --locked -q -p recstream
+R=target/release/recstream
+$R data fetch ml-100k --dir data >/dev/null
+if [ -f data/ml-100k/u.data ]; then RATINGS=data/ml-100k/u.data ITEMS=data/ml-100k/u.item
+else RATINGS=data/ml-100k/ml-100k.inter ITEMS=data/ml-100k/ml-100k.item; fi
+bash bench/python/setup.sh
+PY=${RECSTREAM_PY_VENV:-bench/python/.venv}/bin/python
+MODEL=target/bench-model.rsm
+$R train --ratings "$RATINGS" --items "$ITEMS" --out $MODEL --seed 1 --quiet
+
+PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+B=127.0.0.1:$PORT
+tansu broker --listener-url tcp://$B --advertised-listener-url tcp://$B --storage-engine memory://tansu/ >target/bench-tansu.log 2>&1 &
+TANSU=$!
+PIDS=()
+cleanup() { for p in "${PIDS[@]}" $TANSU; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+sleep 1
+topic() { tansu topic create "$1" --broker tcp://$B --partitions 4 >/dev/null; }
+for t in bench-requests out-recstream out-vectorized out-notebook dead-letters; do topic $t; done
+wait_assigned() { for _ in $(seq 300); do grep -q "partitions assigned" "$1" && return 0; sleep 0.1; done; return 1; }
+
+echo "== Broker: tansu $(tansu --version | cut -d' ' -f2) at $B (memory storage), 4 partitions; CPU:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
+run $R produce --brokers $B --topic bench-requests --uids 1..943 --count $N
+
+echo; echo "== Throughput: $N preloaded requests, rate from the replies' timestamps"
+$R serve --brokers $B --model $MODEL --input-topic bench-requests --output-topic out-recstream \
+  --dlq-topic dead-letters --group-id bench-recstream --kafka session.timeout.ms=6000 2>target/bench-serve.log &
+SERVE=$!; PIDS+=($SERVE)
+run $R bench replies --brokers $B --topic out-recstream --expect $N
+echo "recstream serve peak RSS: $(grep VmHWM /proc/$SERVE/status | awk '{print $2, $3}')"
+kill -TERM $SERVE; wait $SERVE || true
+
+run $PY bench/python/peer_vectorized.py --ratings "$RATINGS" --items "$ITEMS" --brokers $B \
+  --input-topic bench-requests --output-topic out-vectorized --group-id bench-vectorized --max-messages $NV
+run $R bench replies --brokers $B --topic out-vectorized --expect $NV
+run $PY bench/python/peer_notebook.py --ratings "$RATINGS" --items "$ITEMS" --brokers $B \
+  --input-topic bench-requests --output-topic out-notebook --group-id bench-notebook --max-messages $NN
+run $R bench replies --brokers $B --topic out-notebook --expect $NN
+
+echo; echo "== Latency at a steady 1,000 requests/s for 30 s (microseconds)"
+for t in echo-tansu lat-in lat-out lat-dlq; do topic $t; done
+echo "-- Tansu alone: produce to a topic and read it back (the broker's own round trip)"
+run $R bench latency --brokers $B --input-topic echo-tansu --output-topic echo-tansu --rate 1000 --duration 30
+echo "-- recstream through Tansu (latency settings: no producer linger; short fetch waits, since this broker does not end a fetch wait early when data arrives)"
+$R serve --brokers $B --model $MODEL --input-topic lat-in --output-topic lat-out --dlq-topic lat-dlq \
+  --group-id bench-latency --kafka session.timeout.ms=6000 --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 2>target/bench-serve-lat.log &
+SERVE=$!; PIDS+=($SERVE)
+wait_assigned target/bench-serve-lat.log
+run $R bench latency --brokers $B --input-topic lat-in --output-topic lat-out --rate 1000 --duration 30
+kill -TERM $SERVE; wait $SERVE || true
+
+echo "-- embedded broker (librdkafka mock cluster over loopback TCP), same settings"
+$R run --model $MODEL --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 >target/bench-run.out 2>target/bench-run.log &
+RUN=$!; PIDS+=($RUN)
+wait_assigned target/bench-run.log
+MB=$(grep -m1 '^  broker' target/bench-run.out | awk '{print $2}')
+run $R bench latency --brokers $MB --input-topic recommendation-events-dlq --output-topic recommendation-events-dlq --rate 1000 --duration 30
+run $R bench latency --brokers $MB --rate 1000 --duration 30
+kill -TERM $RUN; wait $RUN || true
