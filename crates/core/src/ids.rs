@@ -59,6 +59,29 @@ impl serde::Serialize for RawId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for RawId {
+    /// Accepts what serialising writes: a string, or an integer for ids that are integers.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an id: a string or an integer")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawId, E> {
+                Ok(RawId::new(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawId, E> {
+                Ok(RawId::new(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawId, E> {
+                Ok(RawId::new(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// Parses `text` as an integer only when printing that integer gives `text` back.
 fn canonical_int(text: &str) -> Option<i64> {
     let digits = text.strip_prefix('-').unwrap_or(text);
@@ -287,6 +310,13 @@ mod tests {
         #[test]
         fn canonical_ints_round_trip_through_their_text(n in any::<i64>()) {
             prop_assert_eq!(RawId::new(n.to_string()).as_canonical_int(), Some(n));
+        }
+
+        #[test]
+        fn ids_round_trip_through_json(text in "[-0-9a-z]{1,12}") {
+            let id = RawId::new(text.as_str());
+            let back: RawId = serde_json::from_str(&serde_json::to_string(&id).unwrap()).unwrap();
+            prop_assert_eq!(back, id);
         }
 
         #[test]

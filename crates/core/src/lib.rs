@@ -15,6 +15,8 @@
 //!   top-N selection), used by [`recommend`] to answer a raw user id.
 //! - [`eval`] cross-validates like surprise's `cross_validate` and adds
 //!   ranking metrics.
+//! - [`online`] keeps a model learning from single ratings and describes each
+//!   change as an update that followers apply.
 //!
 //! The crate does no I/O beyond reading and writing the files it is given:
 //! no network, no async runtime, no Kafka. The streaming layer builds on it.
@@ -24,6 +26,7 @@ pub mod eval;
 pub mod ids;
 pub mod model;
 pub mod modelfile;
+pub mod online;
 pub mod recommend;
 pub mod seen;
 pub mod svd;

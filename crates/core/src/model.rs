@@ -32,6 +32,21 @@ pub struct ModelMeta {
     pub source: String,
     /// Wall time of the SGD epochs.
     pub fit_seconds: f64,
+    /// For a snapshot of a model that kept learning online: what it includes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineState>,
+}
+
+/// How far online learning had got when a model was snapshotted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineState {
+    /// Id of the batch model the updates were applied to.
+    pub base_id: String,
+    /// Sequence number of the last update included.
+    pub seq: u64,
+    /// Positions in the input streams that the snapshot includes, by name.
+    /// Opaque to the core: the streaming layer stores where to resume here.
+    pub positions: std::collections::BTreeMap<String, i64>,
 }
 
 /// A servable model: factors, ids, titles, seen items and metadata.
@@ -119,6 +134,7 @@ impl Model {
                 n_ratings: data.len() as u64,
                 source: config.source.clone(),
                 fit_seconds,
+                online: None,
             },
             id: String::from("unsaved"),
             seen: SeenItems::from_ratings(data.users.len(), &data.ratings),
@@ -127,6 +143,20 @@ impl Model {
             titles,
             svd,
         })
+    }
+
+    /// The version string replies carry: the batch model id, plus the
+    /// sequence number of the last online update when there were any.
+    pub fn version(&self) -> String {
+        match &self.meta.online {
+            Some(online) => format!("{}+{}", online.base_id, online.seq),
+            None => self.id.clone(),
+        }
+    }
+
+    /// The id of the batch model this one is or derives from.
+    pub fn base_id(&self) -> &str {
+        self.meta.online.as_ref().map_or(&self.id, |o| &o.base_id)
     }
 
     /// Checks that ids, titles, factors and seen items agree in size.

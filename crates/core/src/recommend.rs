@@ -63,7 +63,7 @@ impl Recommender {
     pub fn new(model: Model) -> Self {
         let index = ItemIndex::build(&model.svd);
         let popular = cold_start_ranking(&model);
-        let version = model.id.clone();
+        let version = model.version();
         Recommender {
             model,
             index,
@@ -75,6 +75,24 @@ impl Recommender {
     /// The underlying model.
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// Mutable access for online updates; callers must keep the scoring
+    /// index in step with item changes (see [`Recommender::refresh_item`]).
+    pub(crate) fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+
+    /// Copies an item's bias and factors from the model into the scoring
+    /// index (unknown items, with no ratings, stay unrecommendable).
+    pub(crate) fn refresh_item(&mut self, item: u32) {
+        let svd = &self.model.svd;
+        let bias = if svd.knows_item(item) {
+            svd.item_bias[item as usize]
+        } else {
+            f32::NEG_INFINITY
+        };
+        self.index.set_item(item, bias, svd.item_row(item));
     }
 
     /// The version string replies carry.

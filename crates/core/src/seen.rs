@@ -92,6 +92,30 @@ impl SeenItems {
         self.offsets.len().saturating_sub(1)
     }
 
+    /// Makes room for users up to `n_users` (new users have seen nothing).
+    pub fn ensure_users(&mut self, n_users: usize) {
+        let last = self.offsets.last().copied().unwrap_or(0);
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        while self.n_users() < n_users {
+            self.offsets.push(last);
+        }
+    }
+
+    /// Replaces the items `user` rated after training (as a follower learns them).
+    pub fn set_added_row(&mut self, user: u32, mut items: Vec<u32>) {
+        items.sort_unstable();
+        items.dedup();
+        let base = self.base_row(user);
+        items.retain(|i| base.binary_search(i).is_err());
+        if items.is_empty() {
+            self.added.remove(&user);
+        } else {
+            self.added.insert(user, items);
+        }
+    }
+
     /// The items `user` rated in the training data, sorted.
     pub fn base_row(&self, user: u32) -> &[u32] {
         let u = user as usize;

@@ -217,6 +217,7 @@ pub fn random_model(
             n_ratings: ratings.len() as u64,
             source: format!("random {users}x{items}x{factors}"),
             fit_seconds: 0.0,
+            online: None,
         },
         id: format!("random-{seed}"),
         users: id_map(users),

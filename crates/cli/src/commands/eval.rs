@@ -37,6 +37,20 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 4.0)]
     relevant: f32,
 
+    /// Prequential instead: train on the first --split of the timeline, then
+    /// replay the rest in time order, predicting each rating before learning
+    /// it; compares online learning with the frozen batch model.
+    #[arg(long, requires = "ratings")]
+    prequential: bool,
+
+    /// With --prequential: share of the timeline trained on.
+    #[arg(long, default_value_t = 0.5)]
+    split: f64,
+
+    /// With --prequential: keep item factors fixed online (biases still learn).
+    #[arg(long)]
+    freeze_items: bool,
+
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -76,6 +90,43 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         anyhow::bail!("give --ratings FILE for cross-validation, or --train A --test B");
     };
     let data = args.input.read(path, quiet)?;
+    if args.prequential {
+        let config = recstream_core::FitConfig {
+            params,
+            threads: args.hyper.threads,
+            scale: Some(args.hyper.scale(&data)),
+            titles: None,
+            source: String::new(),
+        };
+        let report = recstream_core::eval::prequential::prequential(
+            &data,
+            args.split,
+            &config,
+            !args.freeze_items,
+        )?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "trained on the first {} ratings, replayed {} in time order",
+                report.train_ratings, report.replayed_ratings
+            );
+            println!("{:<24}{:>10}{:>16}", "", "RMSE", "hit rate@10");
+            println!(
+                "{:<24}{:>10.4}{:>16.4}",
+                "frozen batch model", report.frozen.rmse, report.frozen.hit_rate_at_10
+            );
+            println!(
+                "{:<24}{:>10.4}{:>16.4}",
+                "learning online", report.online.rmse, report.online.hit_rate_at_10
+            );
+            println!(
+                "online learning cost {:.1} us per rating",
+                report.online_seconds_per_rating * 1e6
+            );
+        }
+        return Ok(());
+    }
     let seed = params.seed;
     let config = config(&args, params, args.hyper.scale(&data));
     if !quiet {

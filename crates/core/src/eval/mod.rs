@@ -8,6 +8,7 @@
 //! relevant held-out rating.
 
 pub mod metrics;
+pub mod prequential;
 pub mod split;
 
 use std::collections::HashMap;

@@ -89,6 +89,36 @@ impl SvdModel {
         self.scale.clip(self.raw_estimate(user, item))
     }
 
+    /// Appends a user with the given bias and factors (and no ratings yet);
+    /// returns its index.
+    pub fn push_user(&mut self, bias: f32, factors: &[f32]) -> u32 {
+        self.user_bias.push(bias);
+        push_row(&mut self.user_factors, factors, self.n_factors);
+        self.user_counts.push(0);
+        (self.user_bias.len() - 1) as u32
+    }
+
+    /// Appends an item with the given bias and factors (and no ratings yet);
+    /// returns its index.
+    pub fn push_item(&mut self, bias: f32, factors: &[f32]) -> u32 {
+        self.item_bias.push(bias);
+        push_row(&mut self.item_factors, factors, self.n_factors);
+        self.item_counts.push(0);
+        (self.item_bias.len() - 1) as u32
+    }
+
+    /// Mutable factor row of a user.
+    pub fn user_row_mut(&mut self, user: u32) -> &mut [f32] {
+        let k = self.n_factors;
+        &mut self.user_factors[user as usize * k..(user as usize + 1) * k]
+    }
+
+    /// Mutable factor row of an item.
+    pub fn item_row_mut(&mut self, item: u32) -> &mut [f32] {
+        let k = self.n_factors;
+        &mut self.item_factors[item as usize * k..(item as usize + 1) * k]
+    }
+
     /// Checks that every array has the length the counts imply.
     pub fn check_shape(&self) -> Result<(), String> {
         let (users, items, k) = (self.n_users(), self.n_items(), self.n_factors);
@@ -105,6 +135,11 @@ impl SvdModel {
         }
         Ok(())
     }
+}
+
+/// Appends exactly `k` values: `row` truncated or zero-padded.
+fn push_row(matrix: &mut Vec<f32>, row: &[f32], k: usize) {
+    matrix.extend(row.iter().copied().chain(std::iter::repeat(0.0)).take(k));
 }
 
 #[cfg(test)]

@@ -1,0 +1,570 @@
+//! Online learning: folding ratings into a trained model one at a time, as they arrive.
+//!
+//! An [`OnlineLearner`] applies the training rule to each new rating (one
+//! SGD step on the user's bias and factors and the item's bias, and on the
+//! item's factors when enabled), adds users and items it has never seen with
+//! fresh factors, and marks the item as rated by the user, so their next
+//! recommendations change at once. Before learning from a rating it scores
+//! it (test-then-learn), which gives honest running accuracy figures.
+//!
+//! Each rating yields an [`Update`]: the full new state of the user and of
+//! the item, with a sequence number. Full states rather than differences make
+//! updates idempotent and safe to compact: a follower that applies the
+//! latest update of every user and item, in order, ends with exactly the
+//! learner's model ([`Recommender::apply`]).
+
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::ids::RawId;
+use crate::model::{Model, OnlineState};
+use crate::recommend::{Recommender, Scratch};
+use crate::svd::kernels::{self, StepRates, StepRow};
+
+/// The state of a user or an item after an update.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EntityState {
+    /// Raw id.
+    pub id: RawId,
+    /// Bias.
+    pub bias: f32,
+    /// Factors.
+    pub factors: Vec<f32>,
+    /// Ratings learnt from, training included.
+    pub count: u32,
+}
+
+/// What one rating changed, as a follower needs it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Update {
+    /// Position in the learner's sequence of updates (1, 2, ...).
+    pub seq: u64,
+    /// The batch model the update applies to.
+    pub base_id: String,
+    /// The user's new state.
+    pub user: EntityState,
+    /// Items the user rated since the batch model, all of them.
+    pub user_rated: Vec<RawId>,
+    /// The item's new state.
+    pub item: EntityState,
+}
+
+/// How a rating was predicted before the model learnt from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prequential {
+    /// Estimate before learning (clipped, with surprise's fallbacks).
+    pub predicted: f32,
+    /// The actual rating.
+    pub actual: f32,
+    /// For a user the model knew: was the item among their top 10?
+    pub hit_at_10: Option<bool>,
+}
+
+/// Why a rating cannot be learnt.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OnlineError {
+    /// The rating is not a finite number within the model's scale.
+    #[error("rating {value} is outside the model's scale {min}..={max}")]
+    OutOfScale {
+        /// The rating.
+        value: f32,
+        /// Lowest allowed.
+        min: f32,
+        /// Highest allowed.
+        max: f32,
+    },
+}
+
+/// A model that keeps learning.
+#[derive(Debug)]
+pub struct OnlineLearner {
+    recommender: Recommender,
+    rates: StepRates,
+    update_items: bool,
+    init: Option<Normal<f32>>,
+    rng: Xoshiro256PlusPlus,
+    seq: u64,
+    base_id: String,
+    scratch: Scratch,
+}
+
+impl OnlineLearner {
+    /// Starts learning on top of `model` (a batch model, or a snapshot of
+    /// an earlier learner, whose sequence then continues). With
+    /// `update_items` false, item factors stay as trained (biases still move).
+    pub fn new(model: Model, update_items: bool) -> Self {
+        let params = model.meta.params.clone();
+        let (base_id, seq) = match &model.meta.online {
+            Some(state) => (state.base_id.clone(), state.seq),
+            None => (model.id.clone(), 0),
+        };
+        OnlineLearner {
+            rates: StepRates::from(&params),
+            update_items,
+            init: Normal::new(params.init_mean, params.init_std_dev).ok(),
+            rng: Xoshiro256PlusPlus::seed_from_u64(params.seed ^ 0x6f6e_6c69_6e65),
+            seq,
+            base_id,
+            recommender: Recommender::new(model),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// The model as learnt so far.
+    pub fn recommender(&self) -> &Recommender {
+        &self.recommender
+    }
+
+    /// Sequence number of the last update.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The batch model the updates apply to.
+    pub fn base_id(&self) -> &str {
+        &self.base_id
+    }
+
+    /// Applies an update published earlier (rebuilding state after a restart).
+    /// Updates for another base model are ignored.
+    pub fn replay(&mut self, update: &Update) {
+        if update.base_id == self.base_id {
+            self.recommender.apply(update);
+            self.seq = self.seq.max(update.seq);
+        }
+    }
+
+    /// Scores the rating, then learns from it.
+    pub fn learn(
+        &mut self,
+        uid: &str,
+        iid: &str,
+        rating: f32,
+    ) -> Result<(Update, Prequential), OnlineError> {
+        let scale = self.recommender.model().svd.scale;
+        if !rating.is_finite() || rating < scale.min || rating > scale.max {
+            return Err(OnlineError::OutOfScale {
+                value: rating,
+                min: scale.min,
+                max: scale.max,
+            });
+        }
+        let prequential = self.predict(uid, iid, rating);
+        let (user, _) = self.intern(uid, true);
+        let (item, new_item) = self.intern(iid, false);
+        let model = self.recommender.model_mut();
+        let svd = &mut model.svd;
+        let mu = svd.global_mean;
+        let k = svd.n_factors;
+        let keep_item = (!self.update_items && !new_item).then(|| svd.item_row(item).to_vec());
+        {
+            let (users, items) = (&mut svd.user_factors, &mut svd.item_factors);
+            let row = StepRow {
+                bu: &mut svd.user_bias[user as usize],
+                bi: &mut svd.item_bias[item as usize],
+                pu: &mut users[user as usize * k..(user as usize + 1) * k],
+                qi: &mut items[item as usize * k..(item as usize + 1) * k],
+            };
+            kernels::sgd_step(rating, mu, row, &self.rates);
+        }
+        if let Some(trained) = keep_item {
+            svd.item_row_mut(item).copy_from_slice(&trained);
+        }
+        svd.user_counts[user as usize] += 1;
+        svd.item_counts[item as usize] += 1;
+        model.seen.insert(user, item);
+        self.seq += 1;
+        let update = self.state_update(user, item);
+        self.recommender.apply(&update);
+        Ok((update, prequential))
+    }
+
+    fn predict(&mut self, uid: &str, iid: &str, rating: f32) -> Prequential {
+        let model = self.recommender.model();
+        let user = model.users.get(uid).filter(|&u| model.svd.knows_user(u));
+        let item = model.items.get(iid);
+        let predicted = model.svd.predict(user, item);
+        let hit_at_10 = user.map(|_| {
+            let top = self.recommender.recommend_with(uid, 10, &mut self.scratch);
+            top.recommendations.iter().any(|r| r.iid.as_str() == iid)
+        });
+        Prequential {
+            predicted,
+            actual: rating,
+            hit_at_10,
+        }
+    }
+
+    /// The dense index of an id, adding it with fresh factors when new.
+    fn intern(&mut self, raw: &str, is_user: bool) -> (u32, bool) {
+        let model = self.recommender.model_mut();
+        let map = if is_user { &model.users } else { &model.items };
+        if let Some(index) = map.get(raw) {
+            return (index, false);
+        }
+        let k = model.svd.n_factors;
+        let factors: Vec<f32> = match self.init {
+            Some(normal) => (0..k).map(|_| normal.sample(&mut self.rng)).collect(),
+            None => vec![0.0; k],
+        };
+        let index = if is_user {
+            model.users.intern(raw);
+            let u = model.svd.push_user(0.0, &factors);
+            model.seen.ensure_users(model.svd.n_users());
+            u
+        } else {
+            model.items.intern(raw);
+            model.titles.push(String::new());
+            model.svd.push_item(0.0, &factors)
+        };
+        (index, true)
+    }
+
+    fn state_update(&self, user: u32, item: u32) -> Update {
+        let model = self.recommender.model();
+        let svd = &model.svd;
+        let raw =
+            |map: &crate::ids::IdMap, i: u32| map.raw(i).cloned().unwrap_or_else(|| RawId::new(""));
+        Update {
+            seq: self.seq,
+            base_id: self.base_id.clone(),
+            user: EntityState {
+                id: raw(&model.users, user),
+                bias: svd.user_bias[user as usize],
+                factors: svd.user_row(user).to_vec(),
+                count: svd.user_counts[user as usize],
+            },
+            user_rated: model
+                .seen
+                .added_row(user)
+                .iter()
+                .map(|&i| raw(&model.items, i))
+                .collect(),
+            item: EntityState {
+                id: raw(&model.items, item),
+                bias: svd.item_bias[item as usize],
+                factors: svd.item_row(item).to_vec(),
+                count: svd.item_counts[item as usize],
+            },
+        }
+    }
+
+    /// The model with its online state, ready to be written as a snapshot.
+    pub fn snapshot(&self, positions: std::collections::BTreeMap<String, i64>) -> Model {
+        let mut model = self.recommender.model().clone();
+        model.meta.online = Some(OnlineState {
+            base_id: self.base_id.clone(),
+            seq: self.seq,
+            positions,
+        });
+        model
+    }
+}
+
+/// Running prequential accuracy: RMSE and hit rate at 10.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PrequentialStats {
+    /// Ratings scored.
+    pub count: u64,
+    squared: f64,
+    /// Ratings from users the model knew (hit rate denominator).
+    pub known: u64,
+    /// Of those, how many items were in the user's top 10 beforehand.
+    pub hits: u64,
+}
+
+impl PrequentialStats {
+    /// Adds one scored rating.
+    pub fn record(&mut self, p: &Prequential) {
+        self.count += 1;
+        self.squared += f64::from(p.predicted - p.actual).powi(2);
+        if let Some(hit) = p.hit_at_10 {
+            self.known += 1;
+            self.hits += u64::from(hit);
+        }
+    }
+
+    /// Root mean squared error so far.
+    pub fn rmse(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            (self.squared / self.count as f64).sqrt()
+        }
+    }
+
+    /// Fraction of known users' ratings whose item was in their top 10.
+    pub fn hit_rate(&self) -> f64 {
+        if self.known == 0 {
+            0.0
+        } else {
+            self.hits as f64 / self.known as f64
+        }
+    }
+}
+
+impl Recommender {
+    /// Applies a learner's update: the item's and the user's new states
+    /// (adding them if new) and the items the user rated since the batch
+    /// model. The version becomes `<base id>+<seq>`.
+    pub fn apply(&mut self, update: &Update) {
+        self.apply_item(&update.item);
+        self.apply_user(&update.user, &update.user_rated);
+        self.set_version(format!("{}+{}", update.base_id, update.seq));
+    }
+
+    /// Sets a user's state and the items they rated since the batch model.
+    /// Items not known yet are added as placeholders (not recommendable
+    /// until their own state arrives), so the order in which user and item
+    /// states arrive does not matter.
+    pub fn apply_user(&mut self, state: &EntityState, rated: &[RawId]) {
+        let user = self.ensure_entity(state, true);
+        let rated: Vec<u32> = rated
+            .iter()
+            .map(|iid| self.item_or_placeholder(iid.as_str()))
+            .collect();
+        let model = self.model_mut();
+        model.seen.ensure_users(model.svd.n_users());
+        model.seen.set_added_row(user, rated);
+    }
+
+    /// Sets an item's state (adding the item if new) and makes it recommendable.
+    pub fn apply_item(&mut self, state: &EntityState) {
+        let item = self.ensure_entity(state, false);
+        self.refresh_item(item);
+    }
+
+    fn item_or_placeholder(&mut self, iid: &str) -> u32 {
+        let model = self.model_mut();
+        if let Some(i) = model.items.get(iid) {
+            return i;
+        }
+        let k = model.svd.n_factors;
+        model.items.intern(iid);
+        model.titles.push(String::new());
+        let item = model.svd.push_item(0.0, &vec![0.0; k]);
+        self.refresh_item(item);
+        item
+    }
+
+    fn ensure_entity(&mut self, state: &EntityState, is_user: bool) -> u32 {
+        let model = self.model_mut();
+        let k = model.svd.n_factors;
+        let known = if is_user {
+            model.users.get(state.id.as_str())
+        } else {
+            model.items.get(state.id.as_str())
+        };
+        let index = match known {
+            Some(index) => index,
+            None if is_user => {
+                model.users.intern(state.id.as_str());
+                let u = model.svd.push_user(0.0, &vec![0.0; k]);
+                model.seen.ensure_users(model.svd.n_users());
+                u
+            }
+            None => {
+                model.items.intern(state.id.as_str());
+                model.titles.push(String::new());
+                model.svd.push_item(0.0, &vec![0.0; k])
+            }
+        };
+        let svd = &mut model.svd;
+        if state.factors.len() == k {
+            if is_user {
+                svd.user_bias[index as usize] = state.bias;
+                svd.user_row_mut(index).copy_from_slice(&state.factors);
+                svd.user_counts[index as usize] = state.count;
+            } else {
+                svd.item_bias[index as usize] = state.bias;
+                svd.item_row_mut(index).copy_from_slice(&state.factors);
+                svd.item_counts[index as usize] = state.count;
+            }
+        }
+        index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Dataset;
+    use crate::model::FitConfig;
+    use crate::svd::Hyperparams;
+
+    fn base() -> Model {
+        let mut data = Dataset::default();
+        for u in 0..30 {
+            for i in 0..20 {
+                if (u * 7 + i * 3) % 4 != 0 {
+                    let r = 1.0 + ((u + 2 * i) % 5) as f32;
+                    data.push(&u.to_string(), &format!("m{i}"), r, None);
+                }
+            }
+        }
+        let config = FitConfig {
+            params: Hyperparams {
+                n_factors: 6,
+                n_epochs: 10,
+                ..Hyperparams::with_seed(3)
+            },
+            threads: 1,
+            scale: None,
+            titles: None,
+            source: "test".into(),
+        };
+        let mut model = Model::fit(&data, &config, &mut |_| {}).unwrap();
+        model.id = "base".into();
+        model
+    }
+
+    #[test]
+    fn a_rating_changes_the_users_next_recommendations_at_once() {
+        let mut learner = OnlineLearner::new(base(), true);
+        let before = learner.recommender().recommend("3", 20);
+        let top = before.recommendations[0].iid.clone();
+        let (update, _) = learner.learn("3", top.as_str(), 1.0).unwrap();
+        assert_eq!(update.seq, 1);
+        let after = learner.recommender().recommend("3", 20);
+        assert!(
+            after.recommendations.iter().all(|r| r.iid != top),
+            "a rated item is never recommended again"
+        );
+        assert_eq!(after.model_version, "base+1");
+    }
+
+    #[test]
+    fn new_users_and_items_become_known_and_recommendable() {
+        let mut learner = OnlineLearner::new(base(), true);
+        assert!(learner.recommender().recommend("newcomer", 5).cold_start);
+        learner.learn("newcomer", "m1", 5.0).unwrap();
+        learner.learn("newcomer", "m2", 4.0).unwrap();
+        let answer = learner.recommender().recommend("newcomer", 30);
+        assert!(!answer.cold_start);
+        assert!(
+            answer
+                .recommendations
+                .iter()
+                .all(|r| r.iid.as_str() != "m1" && r.iid.as_str() != "m2")
+        );
+        let (update, _) = learner.learn("3", "brand-new-movie", 5.0).unwrap();
+        assert_eq!(update.item.count, 1);
+        let found = (0..30).any(|u| {
+            learner
+                .recommender()
+                .recommend(&u.to_string(), 30)
+                .recommendations
+                .iter()
+                .any(|r| r.iid.as_str() == "brand-new-movie")
+        });
+        assert!(found, "a new item can be recommended to someone");
+    }
+
+    #[test]
+    fn followers_applying_the_updates_end_with_identical_scores() {
+        let mut learner = OnlineLearner::new(base(), true);
+        let mut follower = Recommender::new(base());
+        let mut updates = Vec::new();
+        for (n, (u, i, r)) in [
+            ("1", "m3", 5.0),
+            ("new", "m4", 2.0),
+            ("1", "fresh", 4.0),
+            ("7", "m3", 1.0),
+            ("new", "m3", 5.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (update, _) = learner.learn(u, i, r).unwrap();
+            assert_eq!(update.seq, n as u64 + 1);
+            updates.push(update);
+        }
+        for update in &updates {
+            follower.apply(update);
+        }
+        for uid in ["1", "new", "7", "12"] {
+            assert_eq!(
+                follower.recommend(uid, 25),
+                learner.recommender().recommend(uid, 25),
+                "{uid}"
+            );
+        }
+        // Compaction keeps only the last state per user and per item, in log
+        // order; applying just those gives the same model.
+        let mut log: Vec<(String, u64, bool)> = Vec::new();
+        for update in &updates {
+            log.push((format!("item:{}", update.item.id), update.seq, false));
+            log.push((format!("user:{}", update.user.id), update.seq, true));
+        }
+        let last_of = |key: &str| log.iter().rposition(|(k, _, _)| k == key);
+        let mut compacted = Recommender::new(base());
+        for (at, (key, seq, is_user)) in log.iter().enumerate() {
+            if last_of(key) != Some(at) {
+                continue;
+            }
+            let update = &updates[(*seq - 1) as usize];
+            if *is_user {
+                compacted.apply_user(&update.user, &update.user_rated);
+            } else {
+                compacted.apply_item(&update.item);
+            }
+        }
+        for uid in ["1", "new", "7"] {
+            assert_eq!(
+                compacted.recommend(uid, 25).recommendations,
+                learner.recommender().recommend(uid, 25).recommendations,
+                "{uid} after compaction"
+            );
+        }
+    }
+
+    #[test]
+    fn item_factors_stay_put_unless_enabled() {
+        let mut learner = OnlineLearner::new(base(), false);
+        let before = learner.recommender().model().svd.item_row(0).to_vec();
+        let iid = learner.recommender().model().items.raw(0).unwrap().clone();
+        let (update, _) = learner.learn("2", iid.as_str(), 5.0).unwrap();
+        assert_eq!(update.item.factors, before);
+        assert_ne!(update.item.bias, 0.0);
+    }
+
+    #[test]
+    fn out_of_scale_ratings_are_refused_and_change_nothing() {
+        let mut learner = OnlineLearner::new(base(), true);
+        assert!(matches!(
+            learner.learn("1", "m1", 9.0),
+            Err(OnlineError::OutOfScale { .. })
+        ));
+        assert!(learner.learn("1", "m1", f32::NAN).is_err());
+        assert_eq!(learner.seq(), 0);
+    }
+
+    #[test]
+    fn snapshots_resume_the_sequence_and_version() {
+        let mut learner = OnlineLearner::new(base(), true);
+        learner.learn("1", "m1", 4.0).unwrap();
+        learner.learn("2", "m2", 3.0).unwrap();
+        let snapshot = learner.snapshot([("ratings/0".to_string(), 17)].into_iter().collect());
+        assert_eq!(snapshot.version(), "base+2");
+        let resumed = OnlineLearner::new(snapshot, true);
+        assert_eq!((resumed.seq(), resumed.base_id()), (2, "base"));
+    }
+
+    #[test]
+    fn prequential_stats_accumulate() {
+        let mut stats = PrequentialStats::default();
+        stats.record(&Prequential {
+            predicted: 4.0,
+            actual: 5.0,
+            hit_at_10: Some(true),
+        });
+        stats.record(&Prequential {
+            predicted: 3.0,
+            actual: 3.0,
+            hit_at_10: None,
+        });
+        assert!((stats.rmse() - (0.5f64).sqrt()).abs() < 1e-9);
+        assert_eq!(stats.hit_rate(), 1.0);
+    }
+}
