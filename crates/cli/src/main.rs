@@ -33,6 +33,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Run the worker on an existing Kafka cluster: requests in, recommendations out.
     Serve(commands::serve::ServeArgs),
+    /// Learn from a ratings topic online and publish the model updates to every worker.
+    Learn(commands::learn::LearnArgs),
     /// Write messages to a topic: stdin lines, or generated requests with --uids.
     Produce(commands::tools::ProduceArgs),
     /// Print the messages of a topic.
@@ -45,7 +47,7 @@ enum Command {
     Recommend(commands::recommend::RecommendArgs),
     /// Cross-validate, or train on one file and test on another.
     Eval(commands::eval::EvalArgs),
-    /// Inspect model files.
+    /// Inspect model files, or publish one to running workers.
     Model(commands::model::ModelArgs),
     /// Benchmarks: training speed and memory, top-N latency.
     Bench(commands::bench::BenchArgs),
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Learn(args) => commands::learn::run(args),
         Command::Produce(args) => commands::tools::produce(args),
         Command::Consume(args) => commands::tools::consume(args),
         Command::Data(args) => commands::data::run(args),

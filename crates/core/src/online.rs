@@ -135,6 +135,22 @@ impl OnlineLearner {
         }
     }
 
+    /// Applies a user state published earlier (see [`OnlineLearner::replay`]).
+    pub fn replay_user(&mut self, base_id: &str, seq: u64, state: &EntityState, rated: &[RawId]) {
+        if base_id == self.base_id {
+            self.recommender.apply_user(state, rated);
+            self.seq = self.seq.max(seq);
+        }
+    }
+
+    /// Applies an item state published earlier (see [`OnlineLearner::replay`]).
+    pub fn replay_item(&mut self, base_id: &str, seq: u64, state: &EntityState) {
+        if base_id == self.base_id {
+            self.recommender.apply_item(state);
+            self.seq = self.seq.max(seq);
+        }
+    }
+
     /// Scores the rating, then learns from it.
     pub fn learn(
         &mut self,

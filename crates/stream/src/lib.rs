@@ -8,7 +8,9 @@
 //! - [`wire`]: the request, reply and dead-letter formats.
 //! - [`worker`]: the consume → score → deliver pipeline, with backpressure and
 //!   graceful shutdown ([`shutdown`]).
-//! - [`serving`]: the model being served, swappable without a pause.
+//! - [`serving`]: the model being served, updated in place and swappable
+//!   without a pause; [`learner`] feeds it through the [`model_topic`], and
+//!   [`publish`] moves batch model files through Kafka.
 //! - [`kafka`]: client settings (our defaults plus `--kafka` overrides) and logging.
 //! - [`metrics`]: Prometheus metrics and health endpoints.
 //! - [`topics`] and [`embedded`]: creating topics, and an in-process broker
@@ -18,8 +20,11 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod learner;
 pub mod measure;
 pub mod metrics;
+pub mod model_topic;
+pub mod publish;
 pub mod serving;
 pub mod shutdown;
 pub mod tools;

@@ -37,8 +37,22 @@ pub const IN_FLIGHT: &str = "recstream_in_flight";
 pub const ASSIGNED_PARTITIONS: &str = "recstream_assigned_partitions";
 /// Request timestamp to acknowledged reply, in seconds.
 pub const LATENCY: &str = "recstream_request_latency_seconds";
-/// Model currently serving, as a `version` label on a gauge of 1.
+/// Batch model currently serving, as a `model` label on a gauge of 1.
 pub const MODEL_INFO: &str = "recstream_model_info";
+/// Sequence number of the last online update applied.
+pub const MODEL_SEQUENCE: &str = "recstream_model_update_sequence";
+/// Online updates applied from the model topic.
+pub const MODEL_UPDATES: &str = "recstream_model_updates_applied_total";
+/// Batch models swapped in, and refused, by `outcome`.
+pub const MODEL_SWAPS: &str = "recstream_model_swaps_total";
+/// Rating timestamp to the first reply for that user reflecting it, in seconds.
+pub const FRESHNESS: &str = "recstream_freshness_seconds";
+/// Ratings learnt by the learner.
+pub const RATINGS_LEARNT: &str = "recstream_ratings_learnt_total";
+/// Prequential RMSE of the learner so far.
+pub const PREQUENTIAL_RMSE: &str = "recstream_prequential_rmse";
+/// Prequential hit rate at 10 of the learner so far.
+pub const PREQUENTIAL_HIT_RATE: &str = "recstream_prequential_hit_rate_at_10";
 
 const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -52,6 +66,9 @@ pub fn recorder() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(LATENCY.to_string()), &LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(FRESHNESS.to_string()), &LATENCY_BUCKETS)
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(handle) => handle,

@@ -176,25 +176,38 @@ pub async fn produce_load(
     load: &Load,
     shutdown: CancellationToken,
 ) -> Result<ProduceReport, KafkaError> {
+    let mut rng = rand::rng();
+    let (first, last) = (load.first_uid, load.last_uid.max(load.first_uid));
+    let messages = (0..load.count).map(move |n| {
+        let uid = rng.random_range(first..=last);
+        let payload = format!(r#"{{"uid":{uid},"request_id":"{}-{n}"}}"#, load.id_prefix);
+        (Some(uid.to_string().into_bytes()), payload.into_bytes())
+    });
+    produce_paced(settings, topic, messages, load.rate, shutdown).await
+}
+
+/// Sends `(key, payload)` messages in order, at `rate` per second if given.
+pub async fn produce_paced(
+    settings: &KafkaSettings,
+    topic: &str,
+    messages: impl Iterator<Item = (Option<Vec<u8>>, Vec<u8>)>,
+    rate: Option<f64>,
+    shutdown: CancellationToken,
+) -> Result<ProduceReport, KafkaError> {
     let mut sender = Sender::new(settings, topic)?;
     let started = Instant::now();
-    let mut rng = rand::rng();
-    for n in 0..load.count {
+    for (n, (key, payload)) in messages.enumerate() {
         if shutdown.is_cancelled() {
             break;
         }
-        if let Some(rate) = load.rate.filter(|r| *r > 0.0) {
+        if let Some(rate) = rate.filter(|r| *r > 0.0) {
             let due = started + Duration::from_secs_f64(n as f64 / rate);
             let now = Instant::now();
             if due > now {
                 tokio::time::sleep(due - now).await;
             }
         }
-        let uid = rng.random_range(load.first_uid..=load.last_uid.max(load.first_uid));
-        let payload = format!(r#"{{"uid":{uid},"request_id":"{}-{n}"}}"#, load.id_prefix);
-        sender
-            .send(Some(uid.to_string().as_bytes()), payload.as_bytes())
-            .await;
+        sender.send(key.as_deref(), &payload).await;
     }
     Ok(sender.finish().await)
 }

@@ -60,6 +60,14 @@ pub enum RejectCode {
     InvalidUid,
     /// `n` is not an integer from 1 to 100.
     InvalidN,
+    /// A rating event without `iid`.
+    MissingIid,
+    /// `iid` is not an integer or a non-empty string.
+    InvalidIid,
+    /// A rating event without a numeric `rating`, or one outside the model's scale.
+    InvalidRating,
+    /// `ts` is not an integer.
+    InvalidTs,
 }
 
 impl RejectCode {
@@ -74,11 +82,15 @@ impl RejectCode {
             RejectCode::MissingUid => "missing_uid",
             RejectCode::InvalidUid => "invalid_uid",
             RejectCode::InvalidN => "invalid_n",
+            RejectCode::MissingIid => "missing_iid",
+            RejectCode::InvalidIid => "invalid_iid",
+            RejectCode::InvalidRating => "invalid_rating",
+            RejectCode::InvalidTs => "invalid_ts",
         }
     }
 
     /// Every code, for pre-registering metrics.
-    pub const ALL: [RejectCode; 8] = [
+    pub const ALL: [RejectCode; 12] = [
         RejectCode::Empty,
         RejectCode::TooLarge,
         RejectCode::NotUtf8,
@@ -87,6 +99,10 @@ impl RejectCode {
         RejectCode::MissingUid,
         RejectCode::InvalidUid,
         RejectCode::InvalidN,
+        RejectCode::MissingIid,
+        RejectCode::InvalidIid,
+        RejectCode::InvalidRating,
+        RejectCode::InvalidTs,
     ];
 }
 
@@ -97,8 +113,86 @@ fn reject(code: RejectCode, message: impl Into<String>) -> Rejection {
     }
 }
 
-/// Parses a request payload (`None` is a Kafka tombstone).
-pub fn parse_request(payload: Option<&[u8]>, max_bytes: usize) -> Result<Request, Rejection> {
+/// A rating event: `{"uid": 196, "iid": 242, "rating": 3.0, "ts": 881250949}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatingEvent {
+    /// The user.
+    pub uid: RawId,
+    /// The item.
+    pub iid: RawId,
+    /// The rating (its range is checked against the model by the learner).
+    pub rating: f32,
+    /// Unix time in seconds, when given.
+    pub ts: Option<i64>,
+}
+
+/// Parses a rating event payload.
+pub fn parse_rating(payload: Option<&[u8]>, max_bytes: usize) -> Result<RatingEvent, Rejection> {
+    let mut fields = json_object(payload, max_bytes)?;
+    let uid = id_field(
+        &mut fields,
+        "uid",
+        RejectCode::MissingUid,
+        RejectCode::InvalidUid,
+    )?;
+    let iid = id_field(
+        &mut fields,
+        "iid",
+        RejectCode::MissingIid,
+        RejectCode::InvalidIid,
+    )?;
+    let rating = match fields.remove("rating") {
+        Some(Value::Number(n)) => n.as_f64().filter(|v| v.is_finite()).map(|v| v as f32),
+        _ => None,
+    }
+    .ok_or_else(|| reject(RejectCode::InvalidRating, "\"rating\" must be a number"))?;
+    let ts = match fields.remove("ts") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
+        Some(other) => {
+            return Err(reject(
+                RejectCode::InvalidTs,
+                format!(
+                    "\"ts\" must be an integer (Unix seconds), got {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    };
+    Ok(RatingEvent {
+        uid,
+        iid,
+        rating,
+        ts,
+    })
+}
+
+/// An id field: a JSON integer or a non-empty string.
+fn id_field(
+    fields: &mut serde_json::Map<String, Value>,
+    name: &str,
+    missing: RejectCode,
+    invalid: RejectCode,
+) -> Result<RawId, Rejection> {
+    match fields.remove(name) {
+        None | Some(Value::Null) => Err(reject(missing, format!("no \"{name}\" field"))),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(RawId::new(n.to_string())),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(RawId::new(s)),
+        Some(other) => Err(reject(
+            invalid,
+            format!(
+                "\"{name}\" must be an integer or a non-empty string, got {}",
+                describe(&other)
+            ),
+        )),
+    }
+}
+
+/// The JSON object in a payload, or why there is none.
+fn json_object(
+    payload: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<serde_json::Map<String, Value>, Rejection> {
     let bytes = match payload {
         None | Some([]) => return Err(reject(RejectCode::Empty, "empty message")),
         Some(b) => b,
@@ -107,7 +201,7 @@ pub fn parse_request(payload: Option<&[u8]>, max_bytes: usize) -> Result<Request
         return Err(reject(
             RejectCode::TooLarge,
             format!(
-                "request of {} bytes exceeds the {max_bytes}-byte limit",
+                "message of {} bytes exceeds the {max_bytes}-byte limit",
                 bytes.len()
             ),
         ));
@@ -120,26 +214,26 @@ pub fn parse_request(payload: Option<&[u8]>, max_bytes: usize) -> Result<Request
     })?;
     let value: Value = serde_json::from_str(text)
         .map_err(|e| reject(RejectCode::InvalidJson, format!("not JSON: {e}")))?;
-    let Value::Object(mut fields) = value else {
-        return Err(reject(
-            RejectCode::NotAnObject,
-            "expected a JSON object like {\"uid\": 196}",
-        ));
-    };
-    let uid = match fields.remove("uid") {
-        None | Some(Value::Null) => return Err(reject(RejectCode::MissingUid, "no \"uid\" field")),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => RawId::new(n.to_string()),
-        Some(Value::String(s)) if !s.trim().is_empty() => RawId::new(s),
-        Some(other) => {
-            return Err(reject(
-                RejectCode::InvalidUid,
-                format!(
-                    "\"uid\" must be an integer or a non-empty string, got {}",
-                    describe(&other)
-                ),
-            ));
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(reject(RejectCode::NotAnObject, "expected a JSON object")),
+    }
+}
+
+/// Parses a request payload (`None` is a Kafka tombstone).
+pub fn parse_request(payload: Option<&[u8]>, max_bytes: usize) -> Result<Request, Rejection> {
+    let mut fields = json_object(payload, max_bytes).map_err(|mut r| {
+        if r.code == RejectCode::NotAnObject {
+            r.message = "expected a JSON object like {\"uid\": 196}".into();
         }
-    };
+        r
+    })?;
+    let uid = id_field(
+        &mut fields,
+        "uid",
+        RejectCode::MissingUid,
+        RejectCode::InvalidUid,
+    )?;
     let n = match fields.remove("n") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_u64() {
@@ -312,6 +406,42 @@ mod tests {
     }
 
     #[test]
+    fn rating_events_parse_and_bad_ones_say_why() {
+        let r = parse_rating(
+            Some(br#"{"uid": 196, "iid": "242", "rating": 3.0, "ts": 881250949}"#),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.uid.as_str(), r.iid.as_str(), r.rating, r.ts),
+            ("196", "242", 3.0, Some(881250949))
+        );
+        assert_eq!(
+            parse_rating(Some(br#"{"uid": 1, "iid": 2, "rating": 4}"#), 1000)
+                .unwrap()
+                .ts,
+            None
+        );
+        let code = |text: &str| parse_rating(Some(text.as_bytes()), 1000).unwrap_err().code;
+        assert_eq!(code(r#"{"iid": 2, "rating": 4}"#), RejectCode::MissingUid);
+        assert_eq!(code(r#"{"uid": 1, "rating": 4}"#), RejectCode::MissingIid);
+        assert_eq!(
+            code(r#"{"uid": 1, "iid": [2], "rating": 4}"#),
+            RejectCode::InvalidIid
+        );
+        assert_eq!(code(r#"{"uid": 1, "iid": 2}"#), RejectCode::InvalidRating);
+        assert_eq!(
+            code(r#"{"uid": 1, "iid": 2, "rating": "five"}"#),
+            RejectCode::InvalidRating
+        );
+        assert_eq!(
+            code(r#"{"uid": 1, "iid": 2, "rating": 4, "ts": "yesterday"}"#),
+            RejectCode::InvalidTs
+        );
+        assert_eq!(code("nope"), RejectCode::InvalidJson);
+    }
+
+    #[test]
     fn dead_letters_keep_the_original_bytes() {
         let origin = Origin {
             topic: "in",
@@ -356,6 +486,11 @@ mod tests {
         #[test]
         fn any_bytes_give_a_request_or_a_rejection(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse_request(Some(&bytes), 100);
+        }
+
+        #[test]
+        fn any_bytes_give_a_rating_or_a_rejection(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_rating(Some(&bytes), 100);
         }
 
         #[test]

@@ -1,4 +1,4 @@
-//! `recstream model info`: what a model file holds and how it was trained.
+//! `recstream model info` and `model publish`: inspect a model file, or roll it out to running workers.
 
 use std::path::PathBuf;
 
@@ -23,14 +23,78 @@ enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Roll a batch model out to every worker following the model topic, without restarting them.
+    Publish(PublishArgs),
+}
+
+/// Arguments of `recstream model publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The model file.
+    pub model: PathBuf,
+
+    #[command(flatten)]
+    pub kafka: crate::args::KafkaArgs,
+
+    #[command(flatten)]
+    pub topics: PublishTopics,
+}
+
+/// Where published models go.
+#[derive(Debug, Clone, Args)]
+pub struct PublishTopics {
+    /// Model topic the workers follow (the announcement goes there).
+    #[arg(long, default_value = "model-updates")]
+    pub model_topic: String,
+
+    /// Topic the model file travels on, in chunks.
+    #[arg(long, default_value = super::serve::DEFAULT_FILES_TOPIC)]
+    pub files_topic: String,
+
+    /// Create the two topics first if missing.
+    #[arg(long)]
+    pub create_topics: bool,
+}
+
+/// Publishes a model file; used by `model publish` and `train --publish`.
+pub fn publish(
+    path: &std::path::Path,
+    settings: &recstream_stream::kafka::KafkaSettings,
+    topics: &PublishTopics,
+) -> anyhow::Result<()> {
+    crate::args::runtime()?.block_on(async {
+        if topics.create_topics {
+            recstream_stream::topics::ensure_topics(settings, &super::serve::model_topics(&topics.model_topic, &topics.files_topic))
+                .await
+                .context("creating the model topics")?;
+        }
+        let announcement = recstream_stream::publish::publish_model(settings, &topics.files_topic, &topics.model_topic, path)
+            .await
+            .with_context(|| format!("publishing {}", path.display()))?;
+        println!(
+            "published model {} ({} bytes in {} chunk(s) on {}); workers following {} will switch to it",
+            announcement.id, announcement.bytes, announcement.chunks, announcement.files_topic, topics.model_topic
+        );
+        Ok(())
+    })
 }
 
 /// Runs a model command.
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
-    let ModelCommand::Info { model: path, json } = args.command;
+    let (path, json) = match args.command {
+        ModelCommand::Info { model, json } => (model, json),
+        ModelCommand::Publish(publish_args) => {
+            return publish(
+                &publish_args.model,
+                &publish_args.kafka.settings(),
+                &publish_args.topics,
+            );
+        }
+    };
     let model = modelfile::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let info = serde_json::json!({
-        "model_version": model.id,
+        "model_id": model.id,
+        "model_version": model.version(),
         "users": model.users.len(),
         "items": model.items.len(),
         "seen_pairs": model.seen.len(),

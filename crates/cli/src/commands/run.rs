@@ -17,6 +17,9 @@ use recstream_stream::tools::{self, ConsumeLimits, StartAt};
 use recstream_stream::topics::ensure_topics;
 use tokio_util::sync::CancellationToken;
 
+use recstream_stream::learner;
+
+use super::learn::LearnerArgs;
 use super::serve::{WorkerArgs, load_model, serve_until_stopped, start_metrics};
 use crate::args::{KafkaProperties, runtime};
 
@@ -48,6 +51,13 @@ pub struct RunArgs {
 
     #[command(flatten)]
     worker: WorkerArgs,
+
+    /// Do not run a learner: ratings are not folded into the model.
+    #[arg(long)]
+    no_learn: bool,
+
+    #[command(flatten)]
+    learner: LearnerArgs,
 }
 
 /// Runs `recstream run` until Ctrl-C or SIGTERM.
@@ -57,7 +67,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         None => movielens_model(&args.data_dir)?,
     };
     let model = load_model(&model_path)?;
-    let topics = args.worker.topics(args.partitions);
+    let mut topics = args.worker.topics(args.partitions);
+    if !args.no_learn {
+        for topic in args
+            .learner
+            .topics(args.partitions, &args.worker.model_topic)
+        {
+            if topics.iter().all(|t| t.name != topic.name) {
+                topics.push(topic);
+            }
+        }
+    }
     let embedded = match &args.brokers {
         Some(_) => None,
         None => Some(EmbeddedBroker::start(&topics).context("starting the embedded broker")?),
@@ -68,6 +88,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("no broker"),
     };
     let mut settings = args.properties.settings(&brokers);
+    // An embedded broker starts empty every time, so snapshots of an earlier
+    // run would not match it: they go to a folder that lives as long as the run.
+    let run_snapshots = tempfile::tempdir().context("creating a snapshot folder")?;
+    let mut learner_args = args.learner.clone();
     if embedded.is_some() {
         // The in-process broker does not end a consumer's fetch wait when data
         // arrives, and latency matters more than batching for trying things
@@ -75,7 +99,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let low_latency = [("fetch.wait.max.ms", "1"), ("linger.ms", "0")]
             .map(|(k, v)| (k.to_string(), v.to_string()));
         settings.overrides.splice(0..0, low_latency);
+        learner_args.snapshot_dir = run_snapshots.path().to_path_buf();
     }
+    let base_model = recstream_core::modelfile::load(&model_path)
+        .context("loading the model for the learner")?;
     let result = runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
         if args.brokers.is_some() {
@@ -85,26 +112,39 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         let health = Arc::new(Health::default());
         let metrics = start_metrics(args.worker.metrics_addr, health.clone(), &shutdown).await?;
-        let current = model.current();
-        print_banner(
-            &brokers,
-            embedded.is_some(),
-            &model_path,
-            &current,
-            &args.worker,
-            metrics,
-        );
+        {
+            let current = model.current();
+            let recommender = recstream_stream::serving::read(&current);
+            print_banner(
+                &brokers,
+                embedded.is_some(),
+                &model_path,
+                &recommender,
+                &args,
+                metrics,
+            );
+        }
         let worker = tokio::spawn(serve_until_stopped(
             args.worker.config(settings.clone()),
             model,
             health,
             shutdown.clone(),
         ));
+        let learner = (!args.no_learn && !args.worker.no_follow).then(|| {
+            let config = learner_args.config(settings.clone(), &args.worker.model_topic);
+            tokio::spawn(learner::run(config, base_model, shutdown.clone()))
+        });
         if args.demo {
-            if let Err(e) = demo(&settings, &args.worker, shutdown.clone()).await {
+            if let Err(e) = demo(&settings, &args, shutdown.clone()).await {
                 tracing::warn!("demo failed: {e:#}");
             }
-            println!("\nThe worker keeps running; Ctrl-C stops it.");
+            println!("\nThe service keeps running; Ctrl-C stops it.");
+        }
+        if let Some(learner) = learner {
+            learner
+                .await
+                .context("the learner task failed")?
+                .context("learning")?;
         }
         worker.await.context("the worker task failed")?
     });
@@ -118,10 +158,11 @@ fn print_banner(
     embedded: bool,
     model_path: &Path,
     recommender: &recstream_core::Recommender,
-    worker: &WorkerArgs,
+    args: &RunArgs,
     metrics: Option<std::net::SocketAddr>,
 ) {
     let model = recommender.model();
+    let worker = &args.worker;
     println!("recstream is serving recommendations");
     if embedded {
         println!(
@@ -141,10 +182,16 @@ fn print_banner(
         "  topics   requests {}  ->  replies {}, invalid requests {}",
         worker.input_topic, worker.output_topic, worker.dlq_topic
     );
+    if !args.no_learn && !worker.no_follow {
+        println!(
+            "           ratings {}  ->  model updates {} (learnt online, applied live)",
+            args.learner.ratings_topic, worker.model_topic
+        );
+    }
     if let Some(addr) = metrics {
         println!("  metrics  http://{addr}/metrics");
     }
-    println!("Send requests from another terminal with any Kafka client, for example:");
+    println!("Send requests and ratings from another terminal with any Kafka client, for example:");
     println!(
         "  echo '{{\"uid\":196}}' | cargo run --release -- produce --brokers {brokers} --topic {}",
         worker.input_topic
@@ -153,6 +200,12 @@ fn print_banner(
         "  cargo run --release -- consume --brokers {brokers} --topic {} --from-beginning",
         worker.output_topic
     );
+    if !args.no_learn && !worker.no_follow {
+        println!(
+            "  echo '{{\"uid\":196,\"iid\":242,\"rating\":5}}' | cargo run --release -- produce --brokers {brokers} --topic {}",
+            args.learner.ratings_topic
+        );
+    }
     println!(
         "  echo '{{\"uid\":196}}' | kcat -P -b {brokers} -t {}",
         worker.input_topic
@@ -191,94 +244,184 @@ fn movielens_model(data_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Sends sample requests (one of them invalid) and prints what comes back.
+/// Sends sample requests (one of them invalid) and prints what comes back;
+/// with a learner, also shows a rating changing the next answer.
 async fn demo(
     settings: &KafkaSettings,
-    worker: &WorkerArgs,
+    args: &RunArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let worker = &args.worker;
     let run_id: u32 = rand::random();
+    let marker = format!("demo-{run_id}-");
+    // One reader for the whole demo: replies to our requests come back through it.
+    let (replies_tx, mut replies) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let reader_stop = shutdown.child_token();
+    let reader = {
+        let (settings, topic, marker, stop) = (
+            settings.clone(),
+            worker.output_topic.clone(),
+            marker.clone(),
+            reader_stop.clone(),
+        );
+        tokio::spawn(async move {
+            tools::consume(
+                &settings,
+                &topic,
+                StartAt::Beginning,
+                ConsumeLimits::default(),
+                stop,
+                |message| {
+                    let reply = message
+                        .payload_view::<str>()
+                        .and_then(Result::ok)
+                        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
+                    if let Some(reply) = reply.filter(|r| {
+                        r["request_id"]
+                            .as_str()
+                            .is_some_and(|id| id.starts_with(&marker))
+                    }) {
+                        let _ = replies_tx.send(reply);
+                    }
+                },
+            )
+            .await
+        })
+    };
+    let send = |topic: String, lines: Vec<String>| {
+        let (settings, shutdown) = (settings.clone(), shutdown.clone());
+        async move {
+            let input =
+                tokio::io::BufReader::new(std::io::Cursor::new(lines.join("\n").into_bytes()));
+            tools::produce_lines(&settings, &topic, input, shutdown).await
+        }
+    };
+    let mut wait_for = async |ids: &[String]| -> Vec<serde_json::Value> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while got.len() < ids.len() {
+            match tokio::time::timeout_at(deadline, replies.recv()).await {
+                Ok(Some(reply)) if ids.iter().any(|id| reply["request_id"] == id.as_str()) => {
+                    got.push(reply)
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        got
+    };
+
     let requests = [
-        format!(r#"{{"uid": 196, "n": 5, "request_id": "demo-{run_id}-1"}}"#),
-        format!(r#"{{"uid": "186", "n": 3, "request_id": "demo-{run_id}-2"}}"#),
-        format!(r#"{{"uid": 424242, "n": 3, "request_id": "demo-{run_id}-3"}}"#),
-        format!(r#"{{"user": 196, "request_id": "demo-{run_id}-4"}}"#),
+        (r#""uid": 196, "n": 5"#, "1"),
+        (r#""uid": "186", "n": 3"#, "2"),
+        (r#""uid": 424242, "n": 3"#, "3"),
+        (r#""user": 196"#, "4"),
     ];
+    let lines: Vec<String> = requests
+        .iter()
+        .map(|(body, n)| format!(r#"{{{body}, "request_id": "{marker}{n}"}}"#))
+        .collect();
     println!(
         "\nDemo: sending {} requests to {} (the last one is invalid)",
-        requests.len(),
+        lines.len(),
         worker.input_topic
     );
-    for request in &requests {
-        println!("  > {request}");
+    for line in &lines {
+        println!("  > {line}");
     }
-    let input = tokio::io::BufReader::new(std::io::Cursor::new(requests.join("\n").into_bytes()));
-    tools::produce_lines(settings, &worker.input_topic, input, shutdown.clone())
+    send(worker.input_topic.clone(), lines)
         .await
         .context("sending the demo requests")?;
+    let ids: Vec<String> = (1..=3).map(|n| format!("{marker}{n}")).collect();
+    let answered = wait_for(&ids).await;
+    for reply in &answered {
+        print_reply(reply);
+    }
+    let letters = read_dead_letter(settings, &worker.dlq_topic, &marker, shutdown.clone()).await?;
+    if let Some(letter) = letters {
+        println!("\n  dead letter on {}: {letter}", worker.dlq_topic);
+    }
 
-    let marker = format!("demo-{run_id}-");
+    if !args.no_learn && !worker.no_follow {
+        let first = answered.iter().find(|r| r["uid"] == 196);
+        if let Some(top) = first.and_then(|r| r["recommendations"][0].clone().as_object().cloned())
+        {
+            let (iid, title) = (
+                top["iid"].clone(),
+                top["title"].as_str().unwrap_or("?").to_string(),
+            );
+            println!(
+                "\nOnline learning: user 196 watches their top recommendation, {title}, and rates it 1 star"
+            );
+            let rating = format!(r#"{{"uid": 196, "iid": {iid}, "rating": 1}}"#);
+            println!("  > {rating}   (to {})", args.learner.ratings_topic);
+            send(args.learner.ratings_topic.clone(), vec![rating])
+                .await
+                .context("sending the demo rating")?;
+            // Ask again until the answer reflects the rating.
+            for attempt in 5..25 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let id = format!("{marker}{attempt}");
+                send(
+                    worker.input_topic.clone(),
+                    vec![format!(r#"{{"uid": 196, "n": 5, "request_id": "{id}"}}"#)],
+                )
+                .await?;
+                let Some(reply) = wait_for(std::slice::from_ref(&id)).await.pop() else {
+                    continue;
+                };
+                let gone = reply["recommendations"]
+                    .as_array()
+                    .is_some_and(|recs| recs.iter().all(|r| r["iid"] != iid));
+                if gone {
+                    print_reply(&reply);
+                    println!(
+                        "\n  {title} is no longer recommended: the rating reached the worker live."
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    reader_stop.cancel();
+    let _ = reader.await;
+    Ok(())
+}
+
+/// The first dead letter on `topic` whose payload carries `marker`.
+async fn read_dead_letter(
+    settings: &KafkaSettings,
+    topic: &str,
+    marker: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<String>> {
+    let stop = shutdown.child_token();
+    let found = std::sync::Mutex::new(None);
     let limits = ConsumeLimits {
         max_messages: None,
         idle_timeout: Some(Duration::from_secs(20)),
     };
-    let mut replies = 0;
-    let mut seen_ids = Vec::new();
-    let deadline = shutdown.child_token();
-    let stop = deadline.clone();
     tools::consume(
         settings,
-        &worker.output_topic,
-        StartAt::Beginning,
-        limits.clone(),
-        deadline,
-        |message| {
-            let Some(payload) = message.payload_view::<str>().and_then(Result::ok) else {
-                return;
-            };
-            let Ok(reply) = serde_json::from_str::<serde_json::Value>(payload) else {
-                return;
-            };
-            let Some(id) = reply["request_id"]
-                .as_str()
-                .filter(|id| id.starts_with(&marker))
-            else {
-                return;
-            };
-            if seen_ids.iter().any(|seen: &String| seen == id) {
-                return;
-            }
-            seen_ids.push(id.to_string());
-            print_reply(&reply);
-            replies += 1;
-            if replies == 3 {
-                stop.cancel();
-            }
-        },
-    )
-    .await
-    .context("reading the replies")?;
-    let deadline = shutdown.child_token();
-    let stop = deadline.clone();
-    tools::consume(
-        settings,
-        &worker.dlq_topic,
+        topic,
         StartAt::Beginning,
         limits,
-        deadline,
+        stop.clone(),
         |message| {
             let Some(payload) = message.payload_view::<str>().and_then(Result::ok) else {
                 return;
             };
-            if payload.contains(&marker) {
-                println!("\n  dead letter on {}: {payload}", worker.dlq_topic);
+            if payload.contains(marker) {
+                if let Ok(mut slot) = found.lock() {
+                    slot.get_or_insert_with(|| payload.to_string());
+                }
                 stop.cancel();
             }
         },
     )
     .await
     .context("reading the dead letters")?;
-    Ok(())
+    Ok(found.into_inner().unwrap_or_default())
 }
 
 fn print_reply(reply: &serde_json::Value) {

@@ -86,6 +86,15 @@ pub struct WorkerArgs {
     /// Seconds shutdown waits for the last replies to be acknowledged.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
+
+    /// Model topic to follow: online updates from `recstream learn` and new
+    /// batch models from `recstream model publish` reach the worker live.
+    #[arg(long, default_value = "model-updates")]
+    pub model_topic: String,
+
+    /// Do not follow the model topic: serve the model file as it is.
+    #[arg(long)]
+    pub no_follow: bool,
 }
 
 impl WorkerArgs {
@@ -103,17 +112,35 @@ impl WorkerArgs {
             batch_size: self.batch_size.max(1),
             scoring_threads: self.scoring_threads.unwrap_or(defaults.scoring_threads),
             drain_timeout: Duration::from_secs(self.drain_timeout),
+            model_topic: (!self.no_follow).then(|| self.model_topic.clone()),
             ..defaults
         }
     }
 
     /// The three topics with `partitions` partitions (replies and dead letters too).
     pub fn topics(&self, partitions: i32) -> Vec<TopicSpec> {
-        [&self.input_topic, &self.output_topic, &self.dlq_topic]
+        let mut topics: Vec<TopicSpec> = [&self.input_topic, &self.output_topic, &self.dlq_topic]
             .into_iter()
             .map(|name| TopicSpec::new(name.clone(), partitions))
-            .collect()
+            .collect();
+        if !self.no_follow {
+            topics.extend(model_topics(&self.model_topic, DEFAULT_FILES_TOPIC));
+        }
+        topics
     }
+}
+
+/// Where batch model files travel, in chunks.
+pub const DEFAULT_FILES_TOPIC: &str = "model-files";
+
+/// The model topic (one partition, compacted: the latest state per user and
+/// item is all a newcomer needs) and the files topic (one partition).
+pub fn model_topics(model_topic: &str, files_topic: &str) -> [TopicSpec; 2] {
+    let mut updates = TopicSpec::new(model_topic, 1);
+    updates
+        .configs
+        .push(("cleanup.policy".into(), "compact".into()));
+    [updates, TopicSpec::new(files_topic, 1)]
 }
 
 /// Loads and verifies a model file for serving.

@@ -23,8 +23,8 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "FIRST..LAST", value_parser = parse_range)]
     uids: Option<(u64, u64)>,
 
-    /// With --uids: requests per second (as fast as possible when omitted).
-    #[arg(long, requires = "uids")]
+    /// With --uids or --ratings: messages per second (as fast as possible when omitted).
+    #[arg(long)]
     rate: Option<f64>,
 
     /// With --uids: how many requests.
@@ -34,6 +34,19 @@ pub struct ProduceArgs {
     /// With --uids: prefix of the generated request ids.
     #[arg(long, default_value = "load")]
     id_prefix: String,
+
+    /// Replay a ratings file (any format `train` reads) as rating events, in
+    /// timestamp order, to --topic (use --topic rating-events).
+    #[arg(long, conflicts_with = "uids")]
+    ratings: Option<std::path::PathBuf>,
+
+    /// With --ratings: how many events at most.
+    #[arg(long, requires = "ratings")]
+    limit: Option<usize>,
+
+    /// With --ratings: skip this many events first (to replay the second half of a timeline, say).
+    #[arg(long, requires = "ratings", default_value_t = 0)]
+    skip: usize,
 }
 
 /// Arguments of `recstream consume`.
@@ -91,13 +104,69 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
     Ok((a, b))
 }
 
+/// A message: optional key and payload.
+type Keyed = (Option<Vec<u8>>, Vec<u8>);
+
+/// A ratings file as `{"uid", "iid", "rating", "ts"}` events keyed by user,
+/// in timestamp order (file order for ties or files without timestamps).
+fn rating_events(
+    path: &std::path::Path,
+    skip: usize,
+    limit: Option<usize>,
+) -> anyhow::Result<Vec<Keyed>> {
+    let (data, _) =
+        recstream_core::data::read_ratings(path, recstream_core::data::ReadOptions::default())
+            .with_context(|| format!("reading {}", path.display()))?;
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    if data.has_timestamps() {
+        order.sort_by_key(|&i| (data.timestamps[i], i));
+    }
+    let id =
+        |map: &recstream_core::IdMap, i: u32| map.raw(i).map(|r| r.to_json()).unwrap_or_default();
+    Ok(order
+        .into_iter()
+        .skip(skip)
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|i| {
+            let r = data.ratings[i];
+            let uid = id(&data.users, r.user);
+            let event = serde_json::json!({
+                "uid": uid,
+                "iid": id(&data.items, r.item),
+                "rating": r.value,
+                "ts": data.timestamps.get(i),
+            });
+            (
+                Some(uid.to_string().into_bytes()),
+                event.to_string().into_bytes(),
+            )
+        })
+        .collect())
+}
+
 /// Runs `recstream produce`.
 pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
         let settings = args.kafka.settings();
-        let report = match args.uids {
-            Some((first_uid, last_uid)) => {
+        let report = match (args.uids, &args.ratings) {
+            (_, Some(path)) => {
+                let events = rating_events(path, args.skip, args.limit)?;
+                eprintln!(
+                    "replaying {} rating events from {} in timestamp order",
+                    events.len(),
+                    path.display()
+                );
+                tools::produce_paced(
+                    &settings,
+                    &args.topic,
+                    events.into_iter(),
+                    args.rate,
+                    shutdown,
+                )
+                .await
+            }
+            (Some((first_uid, last_uid)), None) => {
                 let load = Load {
                     first_uid,
                     last_uid,
@@ -107,7 +176,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 };
                 tools::produce_load(&settings, &args.topic, &load, shutdown).await
             }
-            None => {
+            (None, None) => {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 tools::produce_lines(&settings, &args.topic, stdin, shutdown).await
             }

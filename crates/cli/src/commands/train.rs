@@ -34,6 +34,20 @@ pub struct TrainArgs {
 
     #[command(flatten)]
     pub hyper: HyperparamArgs,
+
+    /// Also publish the model to running workers (needs --brokers).
+    #[arg(long, requires = "brokers")]
+    pub publish: bool,
+
+    /// Kafka brokers for --publish.
+    #[arg(long, env = "RECSTREAM_BROKERS")]
+    pub brokers: Option<String>,
+
+    #[command(flatten)]
+    pub kafka: crate::args::KafkaProperties,
+
+    #[command(flatten)]
+    pub publish_topics: super::model::PublishTopics,
 }
 
 /// Trains and saves a model; returns it (with its id) for callers such as `run`.
@@ -93,5 +107,13 @@ pub fn train_model(args: &TrainArgs) -> anyhow::Result<Model> {
 
 /// Runs `recstream train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    train_model(&args).map(drop)
+    train_model(&args)?;
+    if let (true, Some(brokers)) = (args.publish, &args.brokers) {
+        super::model::publish(
+            &args.out,
+            &args.kafka.settings(brokers),
+            &args.publish_topics,
+        )?;
+    }
+    Ok(())
 }

@@ -27,6 +27,7 @@
 mod consume;
 mod context;
 mod deliver;
+mod follow;
 mod score;
 
 use std::sync::Arc;
@@ -69,7 +70,12 @@ pub struct WorkerConfig {
     pub scoring_threads: usize,
     /// How long shutdown waits for the last acknowledgements.
     pub drain_timeout: Duration,
+    /// Model topic to follow for online updates and new batch models.
+    pub model_topic: Option<String>,
 }
+
+/// Name of the model-topic position in a snapshot's metadata.
+pub const MODEL_TOPIC_POSITION: &str = "model-topic";
 
 impl WorkerConfig {
     /// Defaults for the given brokers: the reference design's topic names,
@@ -87,6 +93,7 @@ impl WorkerConfig {
             batch_size: 256,
             scoring_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             drain_timeout: Duration::from_secs(10),
+            model_topic: None,
         }
     }
 }
@@ -160,7 +167,7 @@ pub async fn run(
         output = %config.output_topic,
         dlq = %config.dlq_topic,
         group = %config.group_id,
-        model = %model.current().version(),
+        model = %model.version(),
         "worker started"
     );
 
@@ -176,7 +183,7 @@ pub async fn run(
     let scored = tokio::spawn(score::run(
         batches_rx,
         scored_tx,
-        model,
+        model.clone(),
         pool,
         score::Rules::from(&config),
     ));
@@ -185,6 +192,24 @@ pub async fn run(
         config.input_topic.clone(),
         shutdown.clone(),
     ));
+    let follower = config.model_topic.clone().map(|topic| {
+        // A snapshot says where in the model topic it stands; a batch model
+        // follows from the beginning (states of other models are skipped).
+        let start = crate::serving::read(&model.current())
+            .model()
+            .meta
+            .online
+            .as_ref()
+            .and_then(|o| o.positions.get(MODEL_TOPIC_POSITION).copied())
+            .map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
+        tokio::spawn(follow::run(
+            config.kafka.clone(),
+            topic,
+            start,
+            model.clone(),
+            shutdown.clone(),
+        ))
+    });
     let summary = deliver::run(
         scored_rx,
         producer,
@@ -201,6 +226,9 @@ pub async fn run(
         .await
         .map_err(|e| WorkerError::Stage(format!("score: {e}")))?;
     lag.abort();
+    if let Some(follower) = follower {
+        follower.abort();
+    }
     health.set_ready(false);
     let summary = WorkerSummary {
         consumed,

@@ -78,16 +78,19 @@ pub(crate) async fn run(
     let rules = Arc::new(rules);
     while let Some(batch) = batches.recv().await {
         let (done_tx, done_rx) = oneshot::channel();
-        let recommender = model.current();
+        let current = model.current();
+        let model = model.clone();
         let rules = rules.clone();
         pool.spawn(move || {
+            // One model state for the whole batch; online updates wait for it.
+            let recommender = crate::serving::read(&current);
             let out: Vec<Scored> = if recommender.prefers_batches() {
                 // Large catalogues: score requests in chunks that share passes
                 // over the item factors.
                 let chunks = into_chunks(batch, CHUNK);
                 let scored: Vec<Vec<Scored>> = chunks
                     .into_par_iter()
-                    .map(|chunk| score_chunk(chunk, &recommender, &rules))
+                    .map(|chunk| score_chunk(chunk, &recommender, &rules, &model))
                     .collect();
                 scored.into_iter().flatten().collect()
             } else {
@@ -95,10 +98,11 @@ pub(crate) async fn run(
                 // best over the cores (measured faster than chunks).
                 batch
                     .into_par_iter()
-                    .map(|event| score_chunk(vec![event], &recommender, &rules))
+                    .map(|event| score_chunk(vec![event], &recommender, &rules, &model))
                     .flatten_iter()
                     .collect()
             };
+            drop(recommender);
             let _ = done_tx.send(out);
         });
         let Ok(out) = done_rx.await else {
@@ -126,7 +130,12 @@ const CHUNK: usize = 64;
 
 /// Scores a chunk of events in order: rebalance notices pass through, valid
 /// requests are answered together, invalid ones become dead letters.
-fn score_chunk(events: Vec<Event>, recommender: &Recommender, rules: &Rules) -> Vec<Scored> {
+fn score_chunk(
+    events: Vec<Event>,
+    recommender: &Recommender,
+    rules: &Rules,
+    model: &ServingModel,
+) -> Vec<Scored> {
     let parsed: Vec<Parsed> = events
         .into_iter()
         .map(|event| match event {
@@ -158,7 +167,10 @@ fn score_chunk(events: Vec<Event>, recommender: &Recommender, rules: &Rules) -> 
         .map(|p| match p {
             Parsed::Rebalance(notice) => Scored::Rebalance(notice),
             Parsed::Message(message, Ok(request)) => match answers.next() {
-                Some(answer) => Scored::Output(reply(message, &request, &answer)),
+                Some(answer) => {
+                    model.answered(request.uid.as_str());
+                    Scored::Output(reply(message, &request, &answer))
+                }
                 None => Scored::Output(reply(
                     message,
                     &request,

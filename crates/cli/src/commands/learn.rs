@@ -1,0 +1,119 @@
+//! `recstream learn`: fold a stream of ratings into the model and publish the changes to every worker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use recstream_core::modelfile;
+use recstream_stream::learner::{self, LearnerConfig};
+use recstream_stream::metrics::Health;
+use recstream_stream::topics::{TopicSpec, ensure_topics};
+
+use super::serve::{DEFAULT_FILES_TOPIC, model_topics, start_metrics};
+use crate::args::{KafkaArgs, runtime};
+
+/// Arguments of `recstream learn`.
+#[derive(Debug, Args)]
+pub struct LearnArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+
+    #[command(flatten)]
+    learner: LearnerArgs,
+
+    /// Topic the model updates are published to (workers follow it).
+    #[arg(long, default_value = "model-updates")]
+    model_topic: String,
+
+    /// Batch model to start from when the snapshot folder has no snapshot yet.
+    #[arg(long, default_value = "model.rsm")]
+    model: PathBuf,
+
+    /// Create the ratings, dead-letter, model and files topics if missing.
+    #[arg(long)]
+    create_topics: bool,
+
+    /// Partitions of the ratings topics --create-topics creates.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+
+    /// Serve Prometheus metrics (prequential accuracy, ratings learnt) at this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Learner options shared by `learn` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct LearnerArgs {
+    /// Topic the rating events arrive on.
+    #[arg(long, default_value = "rating-events")]
+    pub ratings_topic: String,
+
+    /// Topic invalid rating events are written to, with the reason.
+    #[arg(long, default_value = "rating-events-dlq")]
+    pub ratings_dlq_topic: String,
+
+    /// Folder for snapshots (latest.rsm): a restarted learner, or a new
+    /// worker given the snapshot as --model, replays only the updates after it.
+    #[arg(long, default_value = "snapshots")]
+    pub snapshot_dir: PathBuf,
+
+    /// Seconds between snapshots.
+    #[arg(long, default_value_t = 60)]
+    pub snapshot_every: u64,
+
+    /// Keep item factors as trained (biases and user factors still learn).
+    #[arg(long)]
+    pub freeze_items: bool,
+}
+
+impl LearnerArgs {
+    /// The learner configuration for `kafka`.
+    pub fn config(
+        &self,
+        kafka: recstream_stream::kafka::KafkaSettings,
+        model_topic: &str,
+    ) -> LearnerConfig {
+        LearnerConfig {
+            ratings_topic: self.ratings_topic.clone(),
+            model_topic: model_topic.to_string(),
+            dlq_topic: self.ratings_dlq_topic.clone(),
+            snapshot_dir: Some(self.snapshot_dir.clone()),
+            snapshot_every: Duration::from_secs(self.snapshot_every.max(1)),
+            update_items: !self.freeze_items,
+            ..LearnerConfig::new(kafka)
+        }
+    }
+
+    /// The topics the learner reads and writes.
+    pub fn topics(&self, partitions: i32, model_topic: &str) -> Vec<TopicSpec> {
+        let mut topics = vec![
+            TopicSpec::new(&self.ratings_topic, partitions),
+            TopicSpec::new(&self.ratings_dlq_topic, partitions),
+        ];
+        topics.extend(model_topics(model_topic, DEFAULT_FILES_TOPIC));
+        topics
+    }
+}
+
+/// Runs `recstream learn` until Ctrl-C or SIGTERM.
+pub fn run(args: LearnArgs) -> anyhow::Result<()> {
+    let model = modelfile::load(&args.model)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    runtime()?.block_on(async {
+        let shutdown = recstream_stream::shutdown::on_signals();
+        let settings = args.kafka.settings();
+        if args.create_topics {
+            ensure_topics(&settings, &args.learner.topics(args.partitions, &args.model_topic)).await.context("creating the topics")?;
+        }
+        start_metrics(args.metrics_addr, Arc::new(Health::default()), &shutdown).await?;
+        let summary = learner::run(args.learner.config(settings, &args.model_topic), model, shutdown).await.context("learning")?;
+        eprintln!(
+            "learnt {} rating(s) (prequential RMSE {:.4}, hit rate@10 {:.4}), {} refused, model sequence {}",
+            summary.learnt, summary.rmse, summary.hit_rate_at_10, summary.dead_letters, summary.seq
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,432 @@
+//! The learner: ratings in, model updates out; the one writer of a model.
+//!
+//! It consumes the ratings topic, folds each valid rating into the model
+//! with the core's [`OnlineLearner`], and publishes the resulting user and
+//! item states to the model topic, which every worker follows. Invalid
+//! ratings go to a dead-letter topic with the reason.
+//!
+//! Restart safety comes from the model topic itself being the record of what
+//! was learnt. Every user state names the rating it came from. On start the
+//! learner loads its latest snapshot (or the batch model), writes a marker to
+//! the model topic, replays the topic up to that marker (applying its own
+//! published states, switching to any newer batch model announced), and
+//! resumes each ratings partition right after the last rating whose state
+//! was published. A rating consumed but not published before a crash is
+//! learnt again; one that was published is never applied twice. Snapshots
+//! (written after all outstanding states are acknowledged) only shorten
+//! that replay.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use recstream_core::online::{OnlineLearner, PrequentialStats};
+use recstream_core::{Model, modelfile};
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{KafkaSettings, LoggingContext};
+use crate::metrics as m;
+use crate::model_topic::{ModelAnnouncement, ModelMessage, Source, update_messages};
+use crate::publish::fetch_model;
+use crate::wire::{self, Origin, RejectCode, Rejection};
+use crate::worker::MODEL_TOPIC_POSITION;
+
+/// What a learner needs besides the model.
+#[derive(Debug, Clone)]
+pub struct LearnerConfig {
+    /// Brokers and client overrides.
+    pub kafka: KafkaSettings,
+    /// Topic the ratings arrive on.
+    pub ratings_topic: String,
+    /// Topic the model updates go to (one partition).
+    pub model_topic: String,
+    /// Topic invalid ratings go to.
+    pub dlq_topic: String,
+    /// Where snapshots are written (`latest.rsm`), and read on start.
+    pub snapshot_dir: Option<PathBuf>,
+    /// How often to write a snapshot.
+    pub snapshot_every: Duration,
+    /// Update item factors too (biases always).
+    pub update_items: bool,
+    /// Ratings larger than this are dead-lettered.
+    pub max_rating_bytes: usize,
+}
+
+impl LearnerConfig {
+    /// Defaults: `rating-events` in, `model-updates` out, `rating-events-dlq`
+    /// for bad ratings, a snapshot a minute, item factors updated.
+    pub fn new(kafka: KafkaSettings) -> Self {
+        LearnerConfig {
+            kafka,
+            ratings_topic: "rating-events".into(),
+            model_topic: "model-updates".into(),
+            dlq_topic: "rating-events-dlq".into(),
+            snapshot_dir: None,
+            snapshot_every: Duration::from_secs(60),
+            update_items: true,
+            max_rating_bytes: wire::DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+/// What a learner did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LearnerSummary {
+    /// Ratings learnt in this run.
+    pub learnt: u64,
+    /// Ratings refused (dead-lettered).
+    pub dead_letters: u64,
+    /// States replayed from the model topic at start.
+    pub replayed: u64,
+    /// Sequence number reached.
+    pub seq: u64,
+    /// Prequential RMSE over this run's ratings.
+    pub rmse: f64,
+    /// Prequential hit rate at 10 over this run's ratings.
+    pub hit_rate_at_10: f64,
+}
+
+/// Why the learner stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnerError {
+    /// Kafka failed.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A snapshot could not be read or written.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// Name of a ratings partition's position in a snapshot.
+fn ratings_position(partition: i32) -> String {
+    format!("ratings/{partition}")
+}
+
+/// The newest snapshot in `dir`, if any.
+pub fn latest_snapshot(dir: &std::path::Path) -> Option<PathBuf> {
+    let path = dir.join("latest.rsm");
+    path.is_file().then_some(path)
+}
+
+/// Runs the learner until `shutdown`, starting from the latest snapshot if
+/// there is one, `initial` otherwise.
+pub async fn run(
+    config: LearnerConfig,
+    initial: Model,
+    shutdown: CancellationToken,
+) -> Result<LearnerSummary, LearnerError> {
+    crate::metrics::recorder();
+    let start_model = match config.snapshot_dir.as_deref().and_then(latest_snapshot) {
+        Some(path) => {
+            let model =
+                modelfile::load(&path).map_err(|e| LearnerError::Snapshot(e.to_string()))?;
+            tracing::info!(snapshot = %path.display(), version = %model.version(), "resuming from snapshot");
+            model
+        }
+        None => initial,
+    };
+    let mut positions: BTreeMap<String, i64> = start_model
+        .meta
+        .online
+        .as_ref()
+        .map(|o| o.positions.clone())
+        .unwrap_or_default();
+    let model_start = positions
+        .get(MODEL_TOPIC_POSITION)
+        .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+    let mut learner = OnlineLearner::new(start_model, config.update_items);
+    let producer: FutureProducer<LoggingContext> = config
+        .kafka
+        .producer()
+        .set("message.max.bytes", "4194304")
+        .create_with_context(LoggingContext::new("learner"))?;
+
+    // Catch up with what this model's writer already published.
+    let nonce = format!("{:016x}", rand::random::<u64>());
+    let marker = ModelMessage::Marker {
+        nonce: nonce.clone(),
+    };
+    let (marker_key, marker_payload) = (marker.key(), marker.encode());
+    let marker_offset = producer
+        .send(
+            FutureRecord::to(&config.model_topic)
+                .key(&marker_key)
+                .payload(&marker_payload)
+                .partition(0),
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|(e, _)| e)?
+        .offset;
+    let mut summary = LearnerSummary::default();
+    let follower: StreamConsumer<LoggingContext> = config
+        .kafka
+        .reader(&format!("recstream-learner-{nonce}"))
+        .set("max.partition.fetch.bytes", "4194304")
+        .create_with_context(LoggingContext::new("learner-follow"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&config.model_topic, 0, model_start)?;
+    follower.assign(&tpl)?;
+    let mut model_stream = follower.stream();
+    let mut caught_up = false;
+    while !caught_up {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(summary),
+            next = model_stream.next() => next,
+        };
+        let Some(Ok(message)) = next else { continue };
+        caught_up = message.offset() >= marker_offset;
+        let Some(Ok(decoded)) = message.payload().map(ModelMessage::decode) else {
+            continue;
+        };
+        match decoded {
+            ModelMessage::User {
+                seq,
+                base,
+                state,
+                rated,
+                source,
+                ..
+            } => {
+                learner.replay_user(&base, seq, &state, &rated);
+                if let Some(Source { partition, offset }) = source {
+                    let position = positions
+                        .entry(ratings_position(partition))
+                        .or_insert(offset);
+                    *position = (*position).max(offset);
+                }
+                summary.replayed += 1;
+            }
+            ModelMessage::Item { seq, base, state } => {
+                learner.replay_item(&base, seq, &state);
+                summary.replayed += 1;
+            }
+            ModelMessage::Model(announcement) if announcement.id != learner.base_id() => {
+                learner = switch_model(&config, &announcement, learner).await;
+            }
+            _ => {}
+        }
+    }
+    positions.insert(MODEL_TOPIC_POSITION.to_string(), marker_offset + 1);
+    tracing::info!(replayed = summary.replayed, version = %learner.recommender().version(), "caught up with the model topic");
+
+    // Resume every ratings partition after its last published rating.
+    let ratings: StreamConsumer<LoggingContext> = config
+        .kafka
+        .reader(&format!("recstream-learner-ratings-{nonce}"))
+        .create_with_context(LoggingContext::new("learner-ratings"))?;
+    let metadata = {
+        let ratings = &ratings;
+        let topic = config.ratings_topic.clone();
+        tokio::task::block_in_place(move || {
+            ratings.fetch_metadata(Some(&topic), Duration::from_secs(30))
+        })?
+    };
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len()) as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let offset = positions
+            .get(&ratings_position(p))
+            .map_or(Offset::Beginning, |&o| Offset::Offset(o + 1));
+        tpl.add_partition_offset(&config.ratings_topic, p, offset)?;
+    }
+    ratings.assign(&tpl)?;
+    tracing::info!(ratings = %config.ratings_topic, partitions, updates = %config.model_topic, "learning");
+
+    let mut stream = ratings.stream();
+    let mut pending: FuturesUnordered<DeliveryFuture> = FuturesUnordered::new();
+    let mut last_model_offset: Option<i64> = None;
+    let mut stats = PrequentialStats::default();
+    let mut snapshot_timer = tokio::time::interval(config.snapshot_every);
+    snapshot_timer.tick().await;
+    let mut report_timer = tokio::time::interval(Duration::from_secs(5));
+    let mut reported = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(delivered) = pending.next(), if !pending.is_empty() => {
+                if let Ok(Ok(delivery)) = delivered {
+                    last_model_offset = Some(last_model_offset.map_or(delivery.offset, |o| o.max(delivery.offset)));
+                }
+            }
+            next = model_stream.next() => {
+                // New batch models announced while learning.
+                if let Some(Ok(message)) = next
+                    && let Some(Ok(ModelMessage::Model(announcement))) = message.payload().map(ModelMessage::decode)
+                    && announcement.id != learner.base_id()
+                {
+                    learner = switch_model(&config, &announcement, learner).await;
+                }
+            }
+            next = stream.next() => {
+                let Some(Ok(message)) = next else { continue };
+                let source = Source { partition: message.partition(), offset: message.offset() };
+                let outcome = wire::parse_rating(message.payload(), config.max_rating_bytes).and_then(|event| {
+                    learner
+                        .learn(event.uid.as_str(), event.iid.as_str(), event.rating)
+                        .map_err(|e| Rejection { code: RejectCode::InvalidRating, message: e.to_string() })
+                });
+                match outcome {
+                    Ok((update, prequential)) => {
+                        stats.record(&prequential);
+                        summary.learnt += 1;
+                        metrics::counter!(m::RATINGS_LEARNT).increment(1);
+                        for state in update_messages(&update, Some(source), message.timestamp().to_millis()) {
+                            let (key, payload) = (state.key(), state.encode());
+                            pending.push(send(&producer, &config.model_topic, &key, &payload).await);
+                        }
+                        positions.insert(ratings_position(source.partition), source.offset);
+                    }
+                    Err(rejection) => {
+                        summary.dead_letters += 1;
+                        metrics::counter!(m::DEAD_LETTERS, "reason" => rejection.code.as_str()).increment(1);
+                        let origin = Origin { topic: &config.ratings_topic, partition: source.partition, offset: source.offset };
+                        let letter = wire::encode_dead_letter(&rejection, &origin, message.payload());
+                        let key = message.key().map(<[u8]>::to_vec).unwrap_or_default();
+                        pending.push(send_bytes(&producer, &config.dlq_topic, &key, &letter).await);
+                    }
+                }
+            }
+            _ = snapshot_timer.tick() => {
+                settle(&mut pending, &mut last_model_offset).await;
+                write_snapshot(&config, &learner, &positions, last_model_offset)?;
+            }
+            _ = report_timer.tick() => {
+                metrics::gauge!(m::PREQUENTIAL_RMSE).set(stats.rmse());
+                metrics::gauge!(m::PREQUENTIAL_HIT_RATE).set(stats.hit_rate());
+                if stats.count > reported {
+                    reported = stats.count;
+                    tracing::info!(
+                        learnt = summary.learnt,
+                        seq = learner.seq(),
+                        rmse = format!("{:.4}", stats.rmse()),
+                        hit_rate_at_10 = format!("{:.4}", stats.hit_rate()),
+                        "prequential accuracy so far"
+                    );
+                }
+            }
+        }
+    }
+    settle(&mut pending, &mut last_model_offset).await;
+    write_snapshot(&config, &learner, &positions, last_model_offset)?;
+    summary.seq = learner.seq();
+    summary.rmse = stats.rmse();
+    summary.hit_rate_at_10 = stats.hit_rate();
+    tracing::info!(
+        learnt = summary.learnt,
+        dead_letters = summary.dead_letters,
+        seq = summary.seq,
+        "learner stopped"
+    );
+    Ok(summary)
+}
+
+/// Queues a model-topic state, waiting for room in the producer queue if needed.
+async fn send(
+    producer: &FutureProducer<LoggingContext>,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> DeliveryFuture {
+    loop {
+        match producer.send_result(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .partition(0),
+        ) {
+            Ok(delivery) => return delivery,
+            Err((e, _)) => {
+                tracing::debug!("producer queue: {e}; waiting");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+async fn send_bytes(
+    producer: &FutureProducer<LoggingContext>,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) -> DeliveryFuture {
+    loop {
+        match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+            Ok(delivery) => return delivery,
+            Err((e, _)) => {
+                tracing::debug!("producer queue: {e}; waiting");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+/// Waits for every outstanding publication.
+async fn settle(
+    pending: &mut FuturesUnordered<DeliveryFuture>,
+    last_model_offset: &mut Option<i64>,
+) {
+    while let Some(delivered) = pending.next().await {
+        match delivered {
+            Ok(Ok(delivery)) => {
+                *last_model_offset =
+                    Some(last_model_offset.map_or(delivery.offset, |o| o.max(delivery.offset)))
+            }
+            Ok(Err((e, _))) => tracing::warn!("a model update was not delivered: {e}"),
+            Err(_) => {}
+        }
+    }
+}
+
+fn write_snapshot(
+    config: &LearnerConfig,
+    learner: &OnlineLearner,
+    positions: &BTreeMap<String, i64>,
+    last_model_offset: Option<i64>,
+) -> Result<(), LearnerError> {
+    let Some(dir) = &config.snapshot_dir else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| LearnerError::Snapshot(format!("{}: {e}", dir.display())))?;
+    let mut positions = positions.clone();
+    if let Some(offset) = last_model_offset {
+        let next = positions
+            .entry(MODEL_TOPIC_POSITION.to_string())
+            .or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+    }
+    let mut snapshot = learner.snapshot(positions);
+    let path = dir.join("latest.rsm");
+    modelfile::save(&mut snapshot, &path).map_err(|e| LearnerError::Snapshot(e.to_string()))?;
+    tracing::info!(path = %path.display(), version = %snapshot.version(), took = ?started.elapsed(), "snapshot written");
+    Ok(())
+}
+
+/// Switches to a newly announced batch model (keeping the current one if it fails).
+async fn switch_model(
+    config: &LearnerConfig,
+    announcement: &ModelAnnouncement,
+    current: OnlineLearner,
+) -> OnlineLearner {
+    match fetch_model(&config.kafka, announcement).await {
+        Ok(model) => {
+            tracing::info!(model = %announcement.id, "learning on top of the newly announced batch model");
+            OnlineLearner::new(model, config.update_items)
+        }
+        Err(e) => {
+            tracing::error!(model = %announcement.id, "refusing the announced model: {e}; learning continues on {}", current.base_id());
+            current
+        }
+    }
+}

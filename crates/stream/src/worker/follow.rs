@@ -1,0 +1,254 @@
+//! Following the model topic: online updates applied in order, new batch models swapped in.
+//!
+//! On start the follower looks for the newest batch model announced on the
+//! topic; if it is not the one being served, it is fetched, verified and
+//! swapped in first. Then it reads the topic in order: user and item states
+//! for the batch model being served are applied (many at a time, under one
+//! short write lock), states for other batch models are skipped, and a new
+//! announcement starts a background load; states for the announced model
+//! that arrive meanwhile are held and applied right after the swap. A model
+//! that fails to load or verify is refused with an error and the current
+//! one keeps serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use recstream_core::Recommender;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{KafkaSettings, LoggingContext};
+use crate::metrics as m;
+use crate::model_topic::{ModelAnnouncement, ModelMessage};
+use crate::publish::fetch_model;
+use crate::serving::ServingModel;
+
+/// Most messages applied under one write lock.
+const APPLY_BATCH: usize = 512;
+
+/// Follows `topic` from `start` until `shutdown`.
+pub(crate) async fn run(
+    settings: KafkaSettings,
+    topic: String,
+    start: Offset,
+    model: Arc<ServingModel>,
+    shutdown: CancellationToken,
+) {
+    let mut from = start;
+    if let Some((offset, announcement)) = newest_announcement(&settings, &topic, start).await
+        && announcement.id != model.base_id()
+    {
+        tracing::info!(model = %announcement.id, "a newer batch model is announced; loading it before following updates");
+        if swap_in(&settings, &announcement, &model).await {
+            from = Offset::Offset(offset + 1);
+        }
+    }
+    let consumer: StreamConsumer<LoggingContext> = match settings
+        .reader(&format!("recstream-follow-{}", rand::random::<u32>()))
+        .create_with_context(LoggingContext::new("model-follower"))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot follow the model topic {topic}: {e}");
+            return;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    if tpl.add_partition_offset(&topic, 0, from).is_err() || consumer.assign(&tpl).is_err() {
+        tracing::error!("cannot follow the model topic {topic}");
+        return;
+    }
+    tracing::info!(topic = %topic, model = %model.version(), "following model updates");
+    let mut stream = consumer.stream();
+    let mut loading: Option<(
+        ModelAnnouncement,
+        tokio::task::JoinHandle<Option<Recommender>>,
+    )> = None;
+    let mut held: Vec<ModelMessage> = Vec::new();
+    loop {
+        let load_done = async {
+            match loading.as_mut() {
+                Some((_, handle)) => handle.await.ok().flatten(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            loaded = load_done => {
+                let Some((announcement, _)) = loading.take() else { continue };
+                match loaded {
+                    Some(recommender) => {
+                        model.replace(recommender);
+                        metrics::counter!(m::MODEL_SWAPS, "outcome" => "loaded").increment(1);
+                        tracing::info!(model = %announcement.id, "new batch model swapped in");
+                        apply(&model, std::mem::take(&mut held));
+                    }
+                    None => held.clear(),
+                }
+            }
+            next = stream.next() => {
+                let mut messages = Vec::new();
+                let push = |messages: &mut Vec<ModelMessage>, payload: Option<&[u8]>| match payload.map(ModelMessage::decode) {
+                    Some(Ok(message)) => messages.push(message),
+                    Some(Err(e)) => tracing::warn!("skipping an unreadable model-topic message: {e}"),
+                    None => {}
+                };
+                match next {
+                    Some(Ok(message)) => push(&mut messages, message.payload()),
+                    Some(Err(e)) => {
+                        tracing::warn!("model topic: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    None => break,
+                }
+                while messages.len() < APPLY_BATCH {
+                    match stream.next().now_or_never() {
+                        Some(Some(Ok(message))) => push(&mut messages, message.payload()),
+                        _ => break,
+                    }
+                }
+                let current = model.base_id();
+                let mut ready = Vec::with_capacity(messages.len());
+                for message in messages {
+                    match &message {
+                        ModelMessage::Model(announcement) if announcement.id != current => {
+                            if loading.as_ref().is_some_and(|(a, _)| a.id == announcement.id) {
+                                continue;
+                            }
+                            held.clear();
+                            let settings = settings.clone();
+                            let announced = announcement.clone();
+                            let handle = tokio::spawn(async move { load(&settings, &announced).await });
+                            loading = Some((announcement.clone(), handle));
+                        }
+                        ModelMessage::User { base, .. } | ModelMessage::Item { base, .. } => {
+                            if *base == current {
+                                ready.push(message);
+                            } else if loading.as_ref().is_some_and(|(a, _)| &a.id == base) {
+                                held.push(message);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                apply(&model, ready);
+            }
+        }
+    }
+}
+
+/// Applies user and item states in order under one write lock.
+fn apply(model: &ServingModel, messages: Vec<ModelMessage>) {
+    if messages.is_empty() {
+        return;
+    }
+    let applied = messages.len() as u64;
+    let last_seq = model.update(|recommender| {
+        let mut last = None;
+        for message in &messages {
+            match message {
+                ModelMessage::User {
+                    seq,
+                    base,
+                    state,
+                    rated,
+                    rating_ts_ms,
+                    ..
+                } => {
+                    recommender.apply_user(state, rated);
+                    if let Some(ts) = rating_ts_ms {
+                        model.note_rating(state.id.as_str(), *ts);
+                    }
+                    last = Some((base.clone(), *seq));
+                }
+                ModelMessage::Item { seq, base, state } => {
+                    recommender.apply_item(state);
+                    last = Some((base.clone(), *seq));
+                }
+                _ => {}
+            }
+        }
+        if let Some((base, seq)) = &last {
+            recommender.set_version(format!("{base}+{seq}"));
+        }
+        last.map(|(_, seq)| seq)
+    });
+    metrics::counter!(m::MODEL_UPDATES).increment(applied);
+    if let Some(seq) = last_seq {
+        metrics::gauge!(m::MODEL_SEQUENCE).set(seq as f64);
+    }
+}
+
+/// Fetches and prepares an announced model, or says why not.
+async fn load(settings: &KafkaSettings, announcement: &ModelAnnouncement) -> Option<Recommender> {
+    match fetch_model(settings, announcement).await {
+        Ok(model) => tokio::task::spawn_blocking(move || Recommender::new(model))
+            .await
+            .ok(),
+        Err(e) => {
+            metrics::counter!(m::MODEL_SWAPS, "outcome" => "refused").increment(1);
+            tracing::error!(model = %announcement.id, "refusing the announced model: {e}; the current model keeps serving");
+            None
+        }
+    }
+}
+
+async fn swap_in(
+    settings: &KafkaSettings,
+    announcement: &ModelAnnouncement,
+    model: &ServingModel,
+) -> bool {
+    match load(settings, announcement).await {
+        Some(recommender) => {
+            model.replace(recommender);
+            metrics::counter!(m::MODEL_SWAPS, "outcome" => "loaded").increment(1);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The newest announcement between `start` and the current end of the topic.
+async fn newest_announcement(
+    settings: &KafkaSettings,
+    topic: &str,
+    start: Offset,
+) -> Option<(i64, ModelAnnouncement)> {
+    let consumer: StreamConsumer<LoggingContext> = settings
+        .reader(&format!("recstream-scan-{}", rand::random::<u32>()))
+        .create_with_context(LoggingContext::new("model-scan"))
+        .ok()?;
+    let (_, high) = {
+        let consumer = &consumer;
+        tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)))
+            .ok()?
+    };
+    if high <= 0 {
+        return None;
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, start).ok()?;
+    consumer.assign(&tpl).ok()?;
+    let mut stream = consumer.stream();
+    let mut newest = None;
+    loop {
+        let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+        else {
+            break;
+        };
+        if let Some(Ok(ModelMessage::Model(announcement))) =
+            message.payload().map(ModelMessage::decode)
+        {
+            newest = Some((message.offset(), announcement));
+        }
+        if message.offset() + 1 >= high {
+            break;
+        }
+    }
+    newest
+}
