@@ -22,6 +22,10 @@ use serde_json::Value;
 pub const IN: &str = "quickstart-events";
 pub const OUT: &str = "recommendation-events";
 pub const DLQ: &str = "recommendation-events-dlq";
+pub const RATINGS: &str = "rating-events";
+pub const RATINGS_DLQ: &str = "rating-events-dlq";
+pub const MODEL_TOPIC: &str = "model-updates";
+pub const FILES_TOPIC: &str = "model-files";
 
 /// Broker-backed tests run one at a time: each starts a broker and workers,
 /// and two cores do not run several such setups reliably at once.
@@ -104,13 +108,30 @@ impl Tansu {
     }
 
     pub fn create_topics(&self, partitions: i32) {
+        self.create(&[(IN, partitions), (OUT, partitions), (DLQ, partitions)]);
+    }
+
+    /// Creates the request, reply, rating and model topics of the online loop.
+    pub fn create_online_topics(&self) {
+        self.create(&[
+            (IN, 4),
+            (OUT, 4),
+            (DLQ, 4),
+            (RATINGS, 4),
+            (RATINGS_DLQ, 4),
+            (MODEL_TOPIC, 1),
+            (FILES_TOPIC, 1),
+        ]);
+    }
+
+    pub fn create(&self, specs: &[(&str, i32)]) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .expect("admin client");
-        let topics: Vec<NewTopic<'_>> = [IN, OUT, DLQ]
+        let topics: Vec<NewTopic<'_>> = specs
             .iter()
-            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
             .collect();
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let results = runtime
@@ -138,8 +159,14 @@ pub fn recstream_binary() -> PathBuf {
 
 /// Trains a small model on synthetic data with the real binary.
 pub fn synthetic_model(dir: &Path) -> PathBuf {
+    synthetic_model_named(dir, "model.rsm", 1)
+}
+
+/// As [`synthetic_model`], with a file name and training seed.
+pub fn synthetic_model_named(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let ratings = dir.join("ratings.tsv");
-    let model = dir.join("model.rsm");
+    let model = dir.join(name);
+    let seed = seed.to_string();
     let status = Command::new(recstream_binary())
         .args([
             "data",
@@ -164,7 +191,7 @@ pub fn synthetic_model(dir: &Path) -> PathBuf {
             "train",
             "--quiet",
             "--seed",
-            "1",
+            &seed,
             "--n-factors",
             "16",
             "--n-epochs",
@@ -273,6 +300,138 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill_9();
     }
+}
+
+/// A `recstream learn` process; killed (SIGKILL) on drop if still running.
+pub struct Learner {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Learner {
+    pub fn start(
+        bootstrap: &str,
+        model: &Path,
+        snapshots: &Path,
+        logs: &Path,
+        name: &str,
+    ) -> Learner {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("learner log");
+        let child = Command::new(recstream_binary())
+            .args([
+                "learn",
+                "--brokers",
+                bootstrap,
+                "--snapshot-every",
+                "2",
+                "--model",
+            ])
+            .arg(model)
+            .arg("--snapshot-dir")
+            .arg(snapshots)
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start recstream learn");
+        Learner { child, log }
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the learner logged that it is consuming ratings.
+    pub fn wait_learning(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(" learning ") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Learner {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// Sends one request for 20 recommendations and waits for its reply on `output`.
+pub fn ask(
+    bootstrap: &str,
+    output: &str,
+    uid: &str,
+    request_id: &str,
+    timeout: Duration,
+) -> Option<Value> {
+    let uid_json = uid
+        .parse::<u64>()
+        .map_or_else(|_| format!("\"{uid}\""), |n| n.to_string());
+    produce(
+        bootstrap,
+        IN,
+        &[format!(r#"{{"uid": {uid_json}, "n": 20, "request_id": "{request_id}"}}"#).into_bytes()],
+    );
+    read_topic(bootstrap, output, timeout, |replies| {
+        replies.iter().any(|r| r["request_id"] == request_id)
+    })
+    .into_iter()
+    .find(|r| r["request_id"] == request_id)
+}
+
+/// Asks repeatedly until `done` holds for a reply (or the timeout passes).
+pub fn ask_until(
+    bootstrap: &str,
+    output: &str,
+    uid: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    let mut attempt = 0;
+    while Instant::now() < deadline {
+        attempt += 1;
+        let id = format!("until-{uid}-{attempt}-{}", unique());
+        if let Some(reply) = ask(bootstrap, output, uid, &id, Duration::from_secs(20))
+            && done(&reply)
+        {
+            return Some(reply);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    None
+}
+
+/// A number that differs between calls (for request ids).
+pub fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The item ids of a reply, as text.
+pub fn recommended_ids(reply: &Value) -> Vec<String> {
+    reply["recommendations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            r["iid"].as_i64().map_or_else(
+                || r["iid"].as_str().unwrap_or_default().to_string(),
+                |n| n.to_string(),
+            )
+        })
+        .collect()
 }
 
 /// Produces requests `{"uid": U, "request_id": "<prefix>-<i>"}` (and any extra raw messages).

@@ -1,0 +1,400 @@
+//! The online loop end to end through a Tansu broker process: ratings in,
+//! fresher recommendations out, new batch models rolled out live, and a
+//! learner that survives `kill -9` without losing or repeating a rating.
+
+// Test helpers may panic: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const LONG: Duration = Duration::from_secs(120);
+
+struct Setup {
+    workers: Vec<Worker>,
+    learners: Vec<Learner>,
+    broker: Tansu,
+    model: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn setup() -> Option<Setup> {
+    let binary = tansu_binary()?;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(&binary, dir.path());
+    broker.create_online_topics();
+    let model = synthetic_model(dir.path());
+    Some(Setup {
+        workers: Vec::new(),
+        learners: Vec::new(),
+        broker,
+        model,
+        dir,
+    })
+}
+
+impl Setup {
+    fn worker(&mut self, group: &str, name: &str, extra: &[&str]) -> usize {
+        let worker = Worker::start(
+            &self.broker.bootstrap,
+            &self.model,
+            group,
+            self.dir.path(),
+            name,
+            extra,
+        );
+        assert!(
+            worker.wait_assigned(Duration::from_secs(60)),
+            "{name} joined\n{}",
+            worker.log_text()
+        );
+        self.workers.push(worker);
+        self.workers.len() - 1
+    }
+
+    fn learner(&mut self, name: &str) -> usize {
+        let learner = Learner::start(
+            &self.broker.bootstrap,
+            &self.model,
+            &self.dir.path().join("snapshots"),
+            self.dir.path(),
+            name,
+        );
+        assert!(
+            learner.wait_learning(Duration::from_secs(60)),
+            "{name} started\n{}",
+            learner.log_text()
+        );
+        self.learners.push(learner);
+        self.learners.len() - 1
+    }
+
+    fn logs(&self) -> String {
+        let workers = self.workers.iter().map(Worker::log_text);
+        let learners = self.learners.iter().map(Learner::log_text);
+        workers.chain(learners).collect::<Vec<_>>().join("\n---\n")
+    }
+
+    fn rate(&self, uid: &str, iid: &str, rating: f32) {
+        let event = format!(r#"{{"uid": "{uid}", "iid": "{iid}", "rating": {rating}}}"#);
+        produce(&self.broker.bootstrap, RATINGS, &[event.into_bytes()]);
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.workers.clear();
+        self.learners.clear();
+    }
+}
+
+#[test]
+fn a_rating_changes_the_next_reply_for_that_user() {
+    let _serial = serial();
+    let Some(mut s) = setup() else { return };
+    s.worker("g-fresh", "worker", &[]);
+    s.learner("learner");
+    let before = ask(&s.broker.bootstrap, OUT, "7", "before", LONG).expect("a first reply");
+    let top = recommended_ids(&before)[0].clone();
+    s.rate("7", &top, 1.0);
+    let after = ask_until(&s.broker.bootstrap, OUT, "7", LONG, |r| {
+        !recommended_ids(r).contains(&top)
+    })
+    .unwrap_or_else(|| panic!("the rated movie stayed in the replies\n{}", s.logs()));
+    let version = after["model_version"].as_str().unwrap();
+    assert!(
+        version.contains('+'),
+        "the reply names the update it reflects: {version}"
+    );
+    assert_ne!(after["recommendations"], before["recommendations"]);
+}
+
+#[test]
+fn a_new_user_becomes_known_after_their_first_ratings() {
+    let _serial = serial();
+    let Some(mut s) = setup() else { return };
+    s.worker("g-new", "worker", &[]);
+    s.learner("learner");
+    let first = ask(&s.broker.bootstrap, OUT, "newcomer", "first", LONG).expect("a reply");
+    assert_eq!(first["cold_start"], true);
+    for (iid, rating) in [("1", 5.0), ("2", 4.0), ("3", 5.0)] {
+        s.rate("newcomer", iid, rating);
+    }
+    let known = ask_until(&s.broker.bootstrap, OUT, "newcomer", LONG, |r| {
+        r["cold_start"] == false && {
+            let ids = recommended_ids(r);
+            ["1", "2", "3"]
+                .iter()
+                .all(|i| !ids.contains(&i.to_string()))
+        }
+    });
+    assert!(
+        known.is_some(),
+        "the newcomer is known and never offered what they rated\n{}",
+        s.logs()
+    );
+}
+
+#[test]
+fn two_workers_following_the_same_updates_give_identical_scores() {
+    let _serial = serial();
+    let Some(mut s) = setup() else { return };
+    s.worker("g-a", "a", &["--output-topic", "replies-a"]);
+    s.worker("g-b", "b", &["--output-topic", "replies-b"]);
+    s.broker.create(&[("replies-a", 4), ("replies-b", 4)]);
+    s.learner("learner");
+    let ratings: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            format!(
+                r#"{{"uid": {}, "iid": {}, "rating": {}}}"#,
+                1 + i % 40,
+                1 + (i * 7) % 300,
+                1 + i % 5
+            )
+            .into_bytes()
+        })
+        .collect();
+    produce(&s.broker.bootstrap, RATINGS, &ratings);
+    // Wait until both workers serve the state after the last update.
+    let settled = |topic: &str| {
+        ask_until(&s.broker.bootstrap, topic, "3", LONG, |r| {
+            r["model_version"]
+                .as_str()
+                .is_some_and(|v| v.ends_with("+300"))
+        })
+    };
+    assert!(
+        settled("replies-a").is_some() && settled("replies-b").is_some(),
+        "both caught up\n{}",
+        s.logs()
+    );
+    produce(&s.broker.bootstrap, IN, &requests("same", 40, 40));
+    let a = read_topic(&s.broker.bootstrap, "replies-a", LONG, |r| {
+        r.iter().filter(|x| is_same(x)).count() >= 40
+    });
+    let b = read_topic(&s.broker.bootstrap, "replies-b", LONG, |r| {
+        r.iter().filter(|x| is_same(x)).count() >= 40
+    });
+    let by_id = |replies: Vec<Value>| -> BTreeMap<String, Value> {
+        replies
+            .into_iter()
+            .filter(is_same)
+            .map(|r| {
+                (
+                    r["request_id"].as_str().unwrap().to_string(),
+                    r["recommendations"].clone(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (by_id(a), by_id(b));
+    assert_eq!(a.len(), 40);
+    assert_eq!(a, b, "identical items and scores from both workers");
+}
+
+fn is_same(reply: &Value) -> bool {
+    reply["request_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("same-"))
+}
+
+#[test]
+fn a_new_model_rolls_out_under_load_without_losing_or_failing_a_request() {
+    let _serial = serial();
+    let Some(mut s) = setup() else { return };
+    s.worker("g-swap", "worker", &[]);
+    let first_version = ask(&s.broker.bootstrap, OUT, "5", "warm", LONG).unwrap()["model_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = synthetic_model_named(s.dir.path(), "second.rsm", 9);
+    // Requests keep arriving while the new model is published.
+    let load = std::thread::spawn({
+        let bootstrap = s.broker.bootstrap.clone();
+        move || {
+            for chunk in 0..30 {
+                let batch: Vec<Vec<u8>> = (0..100)
+                    .map(|i| {
+                        format!(
+                            r#"{{"uid": {}, "request_id": "load-{}"}}"#,
+                            1 + i % 400,
+                            chunk * 100 + i
+                        )
+                        .into_bytes()
+                    })
+                    .collect();
+                produce(&bootstrap, IN, &batch);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let published = Command::new(recstream_binary())
+        .args(["model", "publish", "--brokers", &s.broker.bootstrap])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    load.join().unwrap();
+    let wanted = ids("load", 3000);
+    let replies = wait_for_replies(&s.broker.bootstrap, &wanted, LONG);
+    let counts = replies_per_request(&replies);
+    assert!(
+        wanted.iter().all(|id| counts.get(id) == Some(&1)),
+        "every request answered once\n{}",
+        s.logs()
+    );
+    let versions: HashSet<&str> = replies
+        .iter()
+        .filter_map(|r| r["model_version"].as_str())
+        .collect();
+    assert!(versions.contains(first_version.as_str()), "{versions:?}");
+    assert!(
+        versions.len() >= 2,
+        "the new model answered part of the load: {versions:?}\n{}",
+        s.logs()
+    );
+    let letters = read_topic(&s.broker.bootstrap, DLQ, Duration::from_secs(2), |_| false);
+    assert!(letters.is_empty(), "no request failed");
+}
+
+#[test]
+fn a_corrupted_model_is_refused_and_the_current_one_keeps_serving() {
+    let _serial = serial();
+    let Some(mut s) = setup() else { return };
+    let w = s.worker("g-bad", "worker", &[]);
+    let before = ask(&s.broker.bootstrap, OUT, "5", "before", LONG).unwrap()["model_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Publishing a corrupted file is refused up front...
+    let bytes = std::fs::read(&s.model).unwrap();
+    let mut broken = bytes.clone();
+    let middle = broken.len() / 2;
+    broken[middle] ^= 0xff;
+    let broken_path = s.dir.path().join("broken.rsm");
+    std::fs::write(&broken_path, &broken).unwrap();
+    let published = Command::new(recstream_binary())
+        .args(["model", "publish", "--brokers", &s.broker.bootstrap])
+        .arg(&broken_path)
+        .output()
+        .unwrap();
+    assert!(!published.status.success());
+    assert!(String::from_utf8_lossy(&published.stderr).contains("corrupted"));
+
+    // ...and a worker refuses one whose bytes do not match their announcement.
+    let announcement = serde_json::json!({
+        "type": "model", "id": "deadbeef", "bytes": broken.len(), "sha256": "0000",
+        "files_topic": FILES_TOPIC, "partition": 0, "first_offset": 0, "chunks": 1
+    });
+    let chunk_key = "deadbeef:0";
+    produce_keyed(&s.broker.bootstrap, FILES_TOPIC, chunk_key, &broken);
+    produce_keyed(
+        &s.broker.bootstrap,
+        MODEL_TOPIC,
+        "model",
+        announcement.to_string().as_bytes(),
+    );
+    let deadline = Instant::now() + LONG;
+    while !s.workers[w]
+        .log_text()
+        .contains("refusing the announced model")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker refused the model\n{}",
+            s.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = ask(&s.broker.bootstrap, OUT, "5", "after", LONG).unwrap();
+    assert_eq!(
+        after["model_version"].as_str().unwrap(),
+        before,
+        "the old model keeps serving"
+    );
+}
+
+#[test]
+fn a_learner_killed_with_sigkill_resumes_without_losing_or_repeating_a_rating() {
+    let _serial = serial();
+    let Some(mut s) = setup() else { return };
+    let first = s.learner("first");
+    let ratings: Vec<Vec<u8>> = (0..3000)
+        .map(|i| {
+            format!(
+                r#"{{"uid": {}, "iid": {}, "rating": {}}}"#,
+                1 + i % 450,
+                1 + (i * 13) % 390,
+                1 + i % 5
+            )
+            .into_bytes()
+        })
+        .collect();
+    produce(&s.broker.bootstrap, RATINGS, &ratings);
+    // Kill it while it is publishing.
+    read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| m.len() >= 1500);
+    s.learners[first].kill_9();
+    s.learner("second");
+    let updates = read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| {
+        m.iter().filter(|x| x["type"] == "user").count() >= 3000
+    });
+    // Let anything extra arrive before judging.
+    std::thread::sleep(Duration::from_secs(3));
+    let updates = read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| {
+        m.len() > updates.len()
+    });
+    let users: Vec<&Value> = updates.iter().filter(|x| x["type"] == "user").collect();
+    let sources: Vec<(i64, i64)> = users
+        .iter()
+        .map(|u| {
+            (
+                u["source"]["partition"].as_i64().unwrap(),
+                u["source"]["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let distinct: HashSet<(i64, i64)> = sources.iter().copied().collect();
+    assert_eq!(distinct.len(), 3000, "every rating learnt\n{}", s.logs());
+    assert_eq!(
+        sources.len(),
+        3000,
+        "no rating learnt twice in the published sequence\n{}",
+        s.logs()
+    );
+    let seqs: Vec<u64> = users.iter().map(|u| u["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=3000).collect::<Vec<_>>(),
+        "one unbroken sequence"
+    );
+}
+
+/// Produces one keyed message.
+fn produce_keyed(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(producer.send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(30),
+        ))
+        .unwrap();
+}
