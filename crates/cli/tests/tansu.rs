@@ -223,3 +223,30 @@ fn sigterm_drains_commits_and_exits_zero_within_seconds() {
         );
     }
 }
+
+#[test]
+fn exactly_once_refuses_to_start_on_a_broker_without_transactions() {
+    let _serial = serial();
+    let Some(s) = setup() else { return };
+    let output = std::process::Command::new(recstream_binary())
+        .args([
+            "serve",
+            "--exactly-once",
+            "--no-follow",
+            "--brokers",
+            &s.broker.bootstrap,
+            "--model",
+        ])
+        .arg(&s.model)
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "exactly-once must not silently degrade"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not implement Kafka transactions (missing EndTxn)"),
+        "{stderr}"
+    );
+}

@@ -24,6 +24,7 @@ pub mod learner;
 pub mod measure;
 pub mod metrics;
 pub mod model_topic;
+pub mod probe;
 pub mod publish;
 pub mod serving;
 pub mod shutdown;

@@ -365,3 +365,32 @@ fn a_worker_with_no_broker_waits_and_stops_cleanly() {
         assert_eq!(summary, WorkerSummary::default());
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_mode_answers_every_request_once_through_transactions() {
+    // The mock cluster accepts the transaction calls (it does not persist
+    // transactional offsets), so this covers the code path, not recovery;
+    // recovery after kill -9 needs a broker with real transactions.
+    let cluster = cluster();
+    let settings = settings(&cluster);
+    let mut messages = requests("x", 1500);
+    messages.insert(700, b"not json".to_vec());
+    produce(&settings, IN, &messages).await;
+    let config = WorkerConfig {
+        exactly_once: true,
+        transactional_id: "recstream-test-eos".into(),
+        ..config(&settings, "g7")
+    };
+    let worker = start_worker(config, model());
+    let replies = read_all(&settings, OUT, 1500, Duration::from_secs(60));
+    let letters = read_all(&settings, DLQ, 1, Duration::from_secs(30));
+    let summary = worker.stop().await;
+    let counts = count_by_request(&replies);
+    assert_eq!(counts.len(), 1500);
+    assert!(counts.values().all(|&c| c == 1));
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (summary.consumed, summary.replies, summary.dead_letters),
+        (1501, 1500, 1)
+    );
+}

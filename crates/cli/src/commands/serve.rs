@@ -95,6 +95,16 @@ pub struct WorkerArgs {
     /// Do not follow the model topic: serve the model file as it is.
     #[arg(long)]
     pub no_follow: bool,
+
+    /// Exactly-once: commit each batch of replies together with its input
+    /// offsets in a Kafka transaction (read them with isolation.level=read_committed).
+    #[arg(long)]
+    pub exactly_once: bool,
+
+    /// transactional.id for --exactly-once; keep it stable across restarts of
+    /// one worker (default: recstream-<group>-<host name>).
+    #[arg(long)]
+    pub transactional_id: Option<String>,
 }
 
 impl WorkerArgs {
@@ -113,6 +123,15 @@ impl WorkerArgs {
             scoring_threads: self.scoring_threads.unwrap_or(defaults.scoring_threads),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             model_topic: (!self.no_follow).then(|| self.model_topic.clone()),
+            exactly_once: self.exactly_once,
+            transactional_id: self.transactional_id.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "host".into());
+                format!("recstream-{}-{host}", self.group_id)
+            }),
             ..defaults
         }
     }

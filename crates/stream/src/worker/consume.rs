@@ -30,7 +30,7 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    fn copy(message: &BorrowedMessage<'_>) -> Self {
+    pub(crate) fn copy(message: &BorrowedMessage<'_>) -> Self {
         Incoming {
             position: Position {
                 partition: message.partition(),

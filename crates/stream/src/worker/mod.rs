@@ -29,6 +29,7 @@ mod context;
 mod deliver;
 mod follow;
 mod score;
+mod transactional;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +73,11 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// Model topic to follow for online updates and new batch models.
     pub model_topic: Option<String>,
+    /// Commit replies and input offsets in Kafka transactions.
+    pub exactly_once: bool,
+    /// `transactional.id` in exactly-once mode: stable across restarts of
+    /// one worker, so a restart fences its predecessor's open transaction.
+    pub transactional_id: String,
 }
 
 /// Name of the model-topic position in a snapshot's metadata.
@@ -94,6 +100,8 @@ impl WorkerConfig {
             scoring_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             drain_timeout: Duration::from_secs(10),
             model_topic: None,
+            exactly_once: false,
+            transactional_id: format!("recstream-{}", std::process::id()),
         }
     }
 }
@@ -126,6 +134,9 @@ pub enum WorkerError {
     /// A stage stopped unexpectedly.
     #[error("worker stage failed: {0}")]
     Stage(String),
+    /// Exactly-once mode cannot run.
+    #[error("exactly-once: {0}")]
+    Transactions(String),
 }
 
 /// A messages's place in its input topic, carried through the stages.
@@ -143,6 +154,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
     crate::metrics::recorder();
+    if config.exactly_once {
+        let follower = spawn_follower(&config, &model, &shutdown);
+        let result = transactional::run(config, model, health, shutdown).await;
+        if let Some(follower) = follower {
+            follower.abort();
+        }
+        return result;
+    }
     let consumer: StreamConsumer<WorkerContext> = config
         .kafka
         .consumer(&config.group_id)
@@ -192,24 +211,7 @@ pub async fn run(
         config.input_topic.clone(),
         shutdown.clone(),
     ));
-    let follower = config.model_topic.clone().map(|topic| {
-        // A snapshot says where in the model topic it stands; a batch model
-        // follows from the beginning (states of other models are skipped).
-        let start = crate::serving::read(&model.current())
-            .model()
-            .meta
-            .online
-            .as_ref()
-            .and_then(|o| o.positions.get(MODEL_TOPIC_POSITION).copied())
-            .map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
-        tokio::spawn(follow::run(
-            config.kafka.clone(),
-            topic,
-            start,
-            model.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let follower = spawn_follower(&config, &model, &shutdown);
     let summary = deliver::run(
         scored_rx,
         producer,
@@ -245,4 +247,30 @@ pub async fn run(
     // Leave the group now rather than when the last reference goes.
     drop(consumer);
     Ok(summary)
+}
+
+/// Starts following the model topic, when there is one.
+fn spawn_follower(
+    config: &WorkerConfig,
+    model: &Arc<ServingModel>,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    config.model_topic.clone().map(|topic| {
+        // A snapshot says where in the model topic it stands; a batch model
+        // follows from the beginning (states of other models are skipped).
+        let start = crate::serving::read(&model.current())
+            .model()
+            .meta
+            .online
+            .as_ref()
+            .and_then(|o| o.positions.get(MODEL_TOPIC_POSITION).copied())
+            .map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
+        tokio::spawn(follow::run(
+            config.kafka.clone(),
+            topic,
+            start,
+            model.clone(),
+            shutdown.clone(),
+        ))
+    })
 }

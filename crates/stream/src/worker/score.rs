@@ -77,35 +77,7 @@ pub(crate) async fn run(
 ) {
     let rules = Arc::new(rules);
     while let Some(batch) = batches.recv().await {
-        let (done_tx, done_rx) = oneshot::channel();
-        let current = model.current();
-        let model = model.clone();
-        let rules = rules.clone();
-        pool.spawn(move || {
-            // One model state for the whole batch; online updates wait for it.
-            let recommender = crate::serving::read(&current);
-            let out: Vec<Scored> = if recommender.prefers_batches() {
-                // Large catalogues: score requests in chunks that share passes
-                // over the item factors.
-                let chunks = into_chunks(batch, CHUNK);
-                let scored: Vec<Vec<Scored>> = chunks
-                    .into_par_iter()
-                    .map(|chunk| score_chunk(chunk, &recommender, &rules, &model))
-                    .collect();
-                scored.into_iter().flatten().collect()
-            } else {
-                // Catalogues that fit in cache: one request at a time spreads
-                // best over the cores (measured faster than chunks).
-                batch
-                    .into_par_iter()
-                    .map(|event| score_chunk(vec![event], &recommender, &rules, &model))
-                    .flatten_iter()
-                    .collect()
-            };
-            drop(recommender);
-            let _ = done_tx.send(out);
-        });
-        let Ok(out) = done_rx.await else {
+        let Some(out) = score_on(&pool, batch, &model, &rules).await else {
             tracing::error!("a scoring thread failed; stopping");
             break;
         };
@@ -113,6 +85,44 @@ pub(crate) async fn run(
             break;
         }
     }
+}
+
+/// Scores a batch on the pool against one model state; `None` if the pool failed.
+pub(crate) async fn score_on(
+    pool: &rayon::ThreadPool,
+    batch: Vec<Event>,
+    model: &Arc<ServingModel>,
+    rules: &Arc<Rules>,
+) -> Option<Vec<Scored>> {
+    let (done_tx, done_rx) = oneshot::channel();
+    let current = model.current();
+    let model = model.clone();
+    let rules = rules.clone();
+    pool.spawn(move || {
+        // One model state for the whole batch; online updates wait for it.
+        let recommender = crate::serving::read(&current);
+        let out: Vec<Scored> = if recommender.prefers_batches() {
+            // Large catalogues: score requests in chunks that share passes
+            // over the item factors.
+            let chunks = into_chunks(batch, CHUNK);
+            let scored: Vec<Vec<Scored>> = chunks
+                .into_par_iter()
+                .map(|chunk| score_chunk(chunk, &recommender, &rules, &model))
+                .collect();
+            scored.into_iter().flatten().collect()
+        } else {
+            // Catalogues that fit in cache: one request at a time spreads
+            // best over the cores (measured faster than chunks).
+            batch
+                .into_par_iter()
+                .map(|event| score_chunk(vec![event], &recommender, &rules, &model))
+                .flatten_iter()
+                .collect()
+        };
+        drop(recommender);
+        let _ = done_tx.send(out);
+    });
+    done_rx.await.ok()
 }
 
 fn into_chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
