@@ -234,3 +234,195 @@ pub async fn latency(
         timestamp_to_timestamp_us: Percentiles::from(&stamps),
     })
 }
+
+/// Freshness run results.
+#[derive(Debug, Clone, Serialize)]
+pub struct FreshnessStats {
+    /// Ratings sent.
+    pub ratings: u64,
+    /// Ratings whose effect was seen in a reply.
+    pub observed: u64,
+    /// Requests sent (first looks and probes).
+    pub requests: u64,
+    /// Rating Kafka timestamp to the first reply reflecting it (Kafka
+    /// timestamp), microseconds; an upper bound within the probe schedule.
+    pub freshness_us: Percentiles,
+    /// Ratings per second asked for.
+    pub rating_rate: f64,
+}
+
+/// Delays after a rating at which its user is asked again, until a reply reflects it.
+const PROBES_MS: [u64; 9] = [5, 10, 20, 40, 60, 80, 120, 250, 500];
+
+/// Sends ratings at `rate` per second for `duration`, each one rating a
+/// user's current top recommendation 1 star, and asks for that user's
+/// recommendations a few milliseconds later (and again, until the movie is
+/// gone): freshness is from the rating's timestamp to the first reply that
+/// no longer recommends it. Users are `1..=users`.
+pub async fn freshness(
+    settings: &KafkaSettings,
+    requests_topic: &str,
+    replies_topic: &str,
+    ratings_topic: &str,
+    rate: f64,
+    duration: Duration,
+    users: u64,
+) -> Result<FreshnessStats, KafkaError> {
+    let Ok(mut histogram) = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) else {
+        return Err(KafkaError::Canceled);
+    };
+    let reader = assigned_reader(settings, replies_topic)?;
+    let producer: FutureProducer<LoggingContext> = settings
+        .producer()
+        .set("linger.ms", "0")
+        .create_with_context(LoggingContext::new("measure"))?;
+    let prefix = format!("fr{}", rand::random::<u32>());
+    let mut replies = reader.stream();
+    let mut requests = 0u64;
+    let send = |topic: &str, key: &str, payload: &str| {
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .timestamp(now_ms());
+        let _ = producer.send_result(record);
+    };
+    // Everyone's current top movie.
+    let mut top: HashMap<u64, String> = HashMap::new();
+    for uid in 1..=users {
+        send(
+            requests_topic,
+            &uid.to_string(),
+            &format!(r#"{{"uid":{uid},"request_id":"{prefix}-top-{uid}"}}"#),
+        );
+        requests += 1;
+    }
+    let first_tops = Instant::now();
+    while (top.len() as u64) < users && first_tops.elapsed() < Duration::from_secs(60) {
+        let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_secs(5), replies.next()).await
+        else {
+            break;
+        };
+        if let Some((uid, first, _)) = parse_reply(&message, &prefix) {
+            if let Some(item) = first {
+                top.insert(uid, item);
+            }
+        }
+    }
+    // Ratings, and probes until each one shows.
+    struct Pending {
+        item: String,
+        rated_ms: i64,
+        sent: Instant,
+        probes: usize,
+    }
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut due: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>> =
+        std::collections::BinaryHeap::new();
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let started = Instant::now();
+    let (mut rated, mut observed, mut probe_id) = (0u64, 0u64, 0u64);
+    let mut last_progress = Instant::now();
+    loop {
+        if rated >= total
+            && (pending.is_empty() || last_progress.elapsed() > Duration::from_secs(5))
+        {
+            break;
+        }
+        let next_rating = started + Duration::from_secs_f64(rated as f64 / rate);
+        let next_probe = due.peek().map(|std::cmp::Reverse((at, _))| *at);
+        let wake = match (rated < total, next_probe) {
+            (true, Some(p)) => next_rating.min(p),
+            (true, None) => next_rating,
+            (false, Some(p)) => p,
+            (false, None) => Instant::now() + Duration::from_millis(50),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                if rated < total && now >= next_rating {
+                    // A user not waiting on an earlier rating, with a known top movie.
+                    let uid = (0..8).map(|_| 1 + rand::random::<u64>() % users).find(|u| !pending.contains_key(u) && top.contains_key(u));
+                    if let Some(uid) = uid
+                        && let Some(item) = top.get(&uid).cloned()
+                    {
+                        let rated_ms = now_ms();
+                        let key = uid.to_string();
+                        let iid = serde_json::Value::from(item.clone());
+                        let payload = format!(r#"{{"uid":{uid},"iid":{iid},"rating":1}}"#);
+                        let _ = producer.send_result(FutureRecord::to(ratings_topic).key(&key).payload(&payload).timestamp(rated_ms));
+                        pending.insert(uid, Pending { item, rated_ms, sent: now, probes: 0 });
+                        due.push(std::cmp::Reverse((now + Duration::from_millis(PROBES_MS[0]), uid)));
+                    }
+                    rated += 1;
+                }
+                while let Some(std::cmp::Reverse((at, uid))) = due.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    due.pop();
+                    let Some(p) = pending.get_mut(&uid) else { continue };
+                    probe_id += 1;
+                    send(requests_topic, &uid.to_string(), &format!(r#"{{"uid":{uid},"request_id":"{prefix}-p-{probe_id}"}}"#));
+                    requests += 1;
+                    p.probes += 1;
+                    match PROBES_MS.get(p.probes) {
+                        Some(ms) => due.push(std::cmp::Reverse((p.sent + Duration::from_millis(*ms), uid))),
+                        None => {
+                            // Not seen within the schedule: count it as the last probe's delay.
+                            let waited = (PROBES_MS[PROBES_MS.len() - 1] * 1000).max(1);
+                            histogram.saturating_record(waited);
+                            pending.remove(&uid);
+                        }
+                    }
+                }
+            }
+            reply = replies.next() => {
+                let Some(Ok(message)) = reply else { continue };
+                let Some((uid, first, items)) = parse_reply(&message, &prefix) else { continue };
+                let reply_ms = message.timestamp().to_millis().unwrap_or_else(now_ms);
+                let reflected = pending.get(&uid).is_some_and(|p| !items.contains(&p.item) && reply_ms >= p.rated_ms);
+                if reflected
+                    && let Some(p) = pending.remove(&uid)
+                {
+                    observed += 1;
+                    last_progress = Instant::now();
+                    histogram.saturating_record(((reply_ms - p.rated_ms).max(0) as u64) * 1000);
+                    if let Some(item) = first {
+                        top.insert(uid, item);
+                    }
+                }
+            }
+        }
+    }
+    Ok(FreshnessStats {
+        ratings: rated,
+        observed,
+        requests,
+        freshness_us: Percentiles::from(&histogram),
+        rating_rate: rate,
+    })
+}
+
+/// The user, first item and all items of a reply to one of our requests.
+fn parse_reply(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    prefix: &str,
+) -> Option<(u64, Option<String>, Vec<String>)> {
+    let value: serde_json::Value = serde_json::from_slice(message.payload()?).ok()?;
+    if !value["request_id"].as_str()?.starts_with(prefix) {
+        return None;
+    }
+    let uid = value["uid"].as_u64()?;
+    let items: Vec<String> = value["recommendations"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            r["iid"].as_i64().map_or_else(
+                || r["iid"].as_str().unwrap_or_default().to_string(),
+                |n| n.to_string(),
+            )
+        })
+        .collect();
+    Some((uid, items.first().cloned(), items))
+}

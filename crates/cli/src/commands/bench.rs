@@ -37,6 +37,32 @@ enum BenchCommand {
     Replies(RepliesBenchArgs),
     /// Send requests at a steady rate and measure each reply's latency.
     Latency(LatencyBenchArgs),
+    /// Send ratings at a steady rate and measure how soon replies reflect them.
+    Freshness(FreshnessBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct FreshnessBenchArgs {
+    #[command(flatten)]
+    kafka: crate::args::KafkaArgs,
+    /// Topic the worker reads requests from.
+    #[arg(long, default_value = "quickstart-events")]
+    input_topic: String,
+    /// Topic the worker writes replies to.
+    #[arg(long, default_value = "recommendation-events")]
+    output_topic: String,
+    /// Topic the learner reads ratings from.
+    #[arg(long, default_value = "rating-events")]
+    ratings_topic: String,
+    /// Ratings per second.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Seconds of rating.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Users 1..=N to rate as.
+    #[arg(long, default_value_t = 943)]
+    users: u64,
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +185,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Topn(args) => bench_topn(args),
         BenchCommand::Replies(args) => bench_replies(args),
         BenchCommand::Latency(args) => bench_latency(args),
+        BenchCommand::Freshness(args) => bench_freshness(args),
     }
+}
+
+fn bench_freshness(args: FreshnessBenchArgs) -> anyhow::Result<()> {
+    let stats = crate::args::runtime()?.block_on(recstream_stream::measure::freshness(
+        &args.kafka.settings(),
+        &args.input_topic,
+        &args.output_topic,
+        &args.ratings_topic,
+        args.rate,
+        std::time::Duration::from_secs_f64(args.duration),
+        args.users,
+    ))?;
+    println!("{}", serde_json::to_string(&stats)?);
+    Ok(())
 }
 
 fn bench_replies(args: RepliesBenchArgs) -> anyhow::Result<()> {
