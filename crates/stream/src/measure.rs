@@ -303,10 +303,8 @@ pub async fn freshness(
         else {
             break;
         };
-        if let Some((uid, first, _)) = parse_reply(&message, &prefix) {
-            if let Some(item) = first {
-                top.insert(uid, item);
-            }
+        if let Some((uid, Some(item), _)) = parse_reply(&message, &prefix) {
+            top.insert(uid, item);
         }
     }
     // Ratings, and probes until each one shows.
