@@ -79,3 +79,94 @@ fn run_serves_an_outside_client_through_its_embedded_broker_and_stops_on_sigterm
     };
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = synthetic_model(dir.path());
+    let run_log = dir.path().join("run.log");
+    let mut run = Command::new(recstream_binary())
+        .args(["run", "--no-learn", "--no-follow", "--group-id", "pair"])
+        .args(FAST_GROUP)
+        .arg("--model")
+        .arg(&model)
+        .env("RUST_LOG", "info,librdkafka=warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&run_log).unwrap())
+        .spawn()
+        .expect("start recstream run");
+    let stdout = run.stdout.take().expect("stdout");
+    let broker = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.trim().strip_prefix("broker").map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .expect("run prints the broker address");
+    let mut other = Worker::start(
+        &broker,
+        &model,
+        "pair",
+        dir.path(),
+        "other",
+        &["--no-follow"],
+    );
+    assert!(
+        other.wait_assigned(Duration::from_secs(60)),
+        "{}",
+        other.log_text()
+    );
+    let load = std::thread::spawn({
+        let broker = broker.clone();
+        move || {
+            for chunk in 0..50 {
+                let batch: Vec<Vec<u8>> = (0..100)
+                    .map(|i| {
+                        format!(
+                            r#"{{"uid": {}, "request_id": "k-{}"}}"#,
+                            1 + i % 400,
+                            chunk * 100 + i
+                        )
+                        .into_bytes()
+                    })
+                    .collect();
+                produce(&broker, IN, &batch);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    other.kill_9();
+    load.join().unwrap();
+    let replies = wait_for_replies(&broker, &ids("k", 5000), Duration::from_secs(120));
+    let run_text = std::fs::read_to_string(&run_log).unwrap_or_default();
+    assert_eq!(
+        replies_per_request(&replies).len(),
+        5000,
+        "every request answered after the crash\n{run_text}"
+    );
+    let assignments: Vec<&str> = run_text
+        .lines()
+        .filter(|l| l.contains("partitions assigned"))
+        .collect();
+    let shared_at = assignments
+        .iter()
+        .position(|l| !l.contains("[0, 1, 2, 3]"))
+        .expect("the partitions were shared");
+    assert!(
+        assignments[shared_at..]
+            .iter()
+            .any(|l| l.contains("[0, 1, 2, 3]")),
+        "after sharing, the survivor took all partitions\n{run_text}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status();
+    let _ = run.wait();
+}
