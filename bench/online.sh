@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Online-learning and exactly-once benchmarks. Every command is printed
+# before its output; BENCHMARKS.md quotes this.
+#
+#   bash bench/online.sh     # about 3 minutes on 2 cores
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+run() { echo; echo "\$ $*"; "$@"; }
+
+cargo build --release --locked -q -p recstream
+R=target/release/recstream
+$R data fetch ml-100k --dir data >/dev/null
+if [ -f data/ml-100k/u.data ]; then RATINGS=data/ml-100k/u.data ITEMS=data/ml-100k/u.item
+else RATINGS=data/ml-100k/ml-100k.inter ITEMS=data/ml-100k/ml-100k.item; fi
+MODEL=target/bench-model.rsm
+$R train --ratings "$RATINGS" --items "$ITEMS" --out $MODEL --seed 1 --quiet
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+wait_for() { for _ in $(seq 300); do grep -q "$2" "$1" && return 0; sleep 0.1; done; echo "timed out waiting for '$2' in $1" >&2; return 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+echo "== Prequential: train on the first half of ML-100K's timeline, replay the second half"
+run $R eval --prequential --ratings "$RATINGS" --seed 1
+run $R eval --prequential --ratings "$RATINGS" --seed 1 --freeze-items
+
+echo; echo "== Freshness: 1,000 ratings/s plus 1,000 requests/s for 30 s, embedded broker (worker, learner, broker in one process)"
+$R run --model $MODEL --metrics-addr 127.0.0.1:0 >target/bench-fresh.out 2>target/bench-fresh.log &
+PIDS+=($!)
+wait_for target/bench-fresh.log "partitions assigned"
+wait_for target/bench-fresh.log " learning "
+MB=$(grep -m1 '^  broker' target/bench-fresh.out | awk '{print $2}')
+$R produce --brokers $MB --uids 1..943 --rate 1000 --count 32000 2>/dev/null &
+PIDS+=($!)
+run $R bench freshness --brokers $MB --rate 1000 --duration 30
+METRICS=$(grep -m1 'metrics' target/bench-fresh.out | awk '{print $2}')
+echo "worker histogram (rating timestamp to first reply reflecting it), from $METRICS:"
+curl -s "$METRICS" | grep -E '^recstream_freshness_seconds_(bucket|count|sum)'
+kill -TERM ${PIDS[0]}; wait ${PIDS[0]} || true
+PIDS=()
+
+echo; echo "== Freshness through Tansu (separate broker process; worker and learner as their own processes)"
+PORT=$(free_port); B=127.0.0.1:$PORT
+tansu broker --listener-url tcp://$B --advertised-listener-url tcp://$B --storage-engine memory://tansu/ >target/bench-tansu-fresh.log 2>&1 &
+PIDS+=($!)
+sleep 1
+for t in quickstart-events recommendation-events recommendation-events-dlq rating-events rating-events-dlq; do tansu topic create $t --broker tcp://$B --partitions 4 >/dev/null; done
+for t in model-updates model-files; do tansu topic create $t --broker tcp://$B --partitions 1 >/dev/null; done
+FAST=(--kafka session.timeout.ms=6000 --kafka linger.ms=0 --kafka fetch.wait.max.ms=1)
+$R serve --brokers $B --model $MODEL "${FAST[@]}" 2>target/bench-fresh-serve.log &
+PIDS+=($!)
+$R learn --brokers $B --model $MODEL --snapshot-dir target/bench-snapshots "${FAST[@]}" 2>target/bench-fresh-learn.log &
+PIDS+=($!)
+wait_for target/bench-fresh-serve.log "partitions assigned"
+wait_for target/bench-fresh-learn.log " learning "
+$R produce --brokers $B --uids 1..943 --rate 1000 --count 32000 2>/dev/null &
+PIDS+=($!)
+run $R bench freshness --brokers $B --rate 1000 --duration 30
+for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+PIDS=()
+
+echo; echo "== Exactly-once cost: 100,000 preloaded requests, at-least-once then exactly-once, embedded broker"
+echo "(the embedded broker accepts transactions but does not make them durable, so this is the client-side cost)"
+$R run --model $MODEL --no-learn --no-follow >target/bench-eos.out 2>target/bench-eos.log &
+PIDS+=($!)
+wait_for target/bench-eos.log "partitions assigned"
+MB=$(grep -m1 '^  broker' target/bench-eos.out | awk '{print $2}')
+run $R produce --brokers $MB --topic eos-in --uids 1..943 --count 100000
+for mode in at-least-once exactly-once; do
+  flag=(); [ $mode = exactly-once ] && flag=(--exactly-once --transactional-id bench-eos)
+  $R serve --brokers $MB --model $MODEL --no-follow --input-topic eos-in --output-topic out-$mode \
+    --group-id bench-$mode "${flag[@]}" 2>target/bench-$mode.log &
+  SERVE=$!
+  echo "-- $mode"
+  run $R bench replies --brokers $MB --topic out-$mode --expect 100000 --idle-timeout 30
+  kill -TERM $SERVE; wait $SERVE || true
+done
