@@ -14,7 +14,7 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -36,20 +36,44 @@ pub struct ReplyStats {
     pub rate_per_second: f64,
 }
 
-fn assigned_reader(
+/// How long the latency and freshness probes wait for their reply topic to
+/// appear (a worker that was just started may not have written to it yet).
+const TOPIC_WAIT: Duration = Duration::from_secs(10);
+
+/// A consumer assigned to every partition of `topic` from the beginning.
+///
+/// Waits up to `wait` for the topic to exist: a reader started before the
+/// first reply was written must not settle for zero partitions and then read
+/// nothing forever (librdkafka only refreshes an assignment's metadata every
+/// few minutes).
+async fn assigned_reader(
     settings: &KafkaSettings,
     topic: &str,
+    wait: Duration,
 ) -> Result<StreamConsumer<LoggingContext>, KafkaError> {
     let group = format!("recstream-measure-{}", rand::random::<u32>());
     let consumer: StreamConsumer<LoggingContext> = settings
         .reader(&group)
         .set("fetch.wait.max.ms", "5")
         .create_with_context(LoggingContext::new("measure"))?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len());
+    let deadline = Instant::now() + wait;
+    let partitions = loop {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        if partitions > 0 {
+            break partitions;
+        }
+        if Instant::now() >= deadline {
+            return Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
@@ -59,14 +83,15 @@ fn assigned_reader(
 }
 
 /// Reads `topic` from the beginning until `expect` distinct requests were
-/// answered or nothing arrived for `idle`.
+/// answered or nothing arrived for `idle` (which also bounds the wait for
+/// the topic to be created).
 pub async fn reply_rate(
     settings: &KafkaSettings,
     topic: &str,
     expect: u64,
     idle: Duration,
 ) -> Result<ReplyStats, KafkaError> {
-    let consumer = assigned_reader(settings, topic)?;
+    let consumer = assigned_reader(settings, topic, idle).await?;
     let mut stream = consumer.stream();
     let mut ids = HashSet::new();
     let (mut first, mut last, mut replies) = (i64::MAX, i64::MIN, 0u64);
@@ -88,18 +113,31 @@ pub async fn reply_rate(
             ids.insert(id);
         }
     }
-    let span = (last - first).max(1) as f64 / 1000.0;
-    Ok(ReplyStats {
-        replies,
-        distinct_requests: ids.len() as u64,
-        first_ms: first,
-        last_ms: last,
-        rate_per_second: if replies > 1 {
-            (replies - 1) as f64 / span
-        } else {
-            0.0
-        },
-    })
+    Ok(ReplyStats::new(replies, ids.len() as u64, first, last))
+}
+
+impl ReplyStats {
+    /// Stats of `replies` messages whose timestamps span `first..=last`
+    /// (ms); with no replies the span is empty and reported as zeros.
+    fn new(replies: u64, distinct_requests: u64, first: i64, last: i64) -> Self {
+        if replies == 0 || first > last {
+            return Self {
+                replies,
+                distinct_requests,
+                first_ms: 0,
+                last_ms: 0,
+                rate_per_second: 0.0,
+            };
+        }
+        let span = (last - first).max(1) as f64 / 1000.0;
+        Self {
+            replies,
+            distinct_requests,
+            first_ms: first,
+            last_ms: last,
+            rate_per_second: replies.saturating_sub(1) as f64 / span,
+        }
+    }
 }
 
 /// A latency run's results, in microseconds.
@@ -172,7 +210,7 @@ pub async fn latency(
     let (Ok(mut round_trip), Ok(mut stamps)) = (histogram(), histogram()) else {
         return Err(KafkaError::Canceled);
     };
-    let reader = assigned_reader(settings, output)?;
+    let reader = assigned_reader(settings, output, TOPIC_WAIT).await?;
     let producer: FutureProducer<LoggingContext> = settings
         .producer()
         .set("linger.ms", "0")
@@ -271,7 +309,7 @@ pub async fn freshness(
     let Ok(mut histogram) = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) else {
         return Err(KafkaError::Canceled);
     };
-    let reader = assigned_reader(settings, replies_topic)?;
+    let reader = assigned_reader(settings, replies_topic, TOPIC_WAIT).await?;
     let producer: FutureProducer<LoggingContext> = settings
         .producer()
         .set("linger.ms", "0")
@@ -423,4 +461,23 @@ fn parse_reply(
         })
         .collect();
     Some((uid, items.first().cloned(), items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_replies_give_zero_stats_instead_of_overflowing() {
+        let stats = ReplyStats::new(0, 0, i64::MAX, i64::MIN);
+        assert_eq!((stats.first_ms, stats.last_ms), (0, 0));
+        assert_eq!(stats.rate_per_second, 0.0);
+    }
+
+    #[test]
+    fn rate_counts_intervals_between_first_and_last_reply() {
+        let stats = ReplyStats::new(1001, 1001, 5_000, 7_000);
+        assert!((stats.rate_per_second - 500.0).abs() < 1e-9);
+        assert_eq!(ReplyStats::new(1, 1, 9, 9).rate_per_second, 0.0);
+    }
 }

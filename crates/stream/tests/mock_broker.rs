@@ -394,3 +394,29 @@ async fn exactly_once_mode_answers_every_request_once_through_transactions() {
         (1501, 1500, 1)
     );
 }
+
+/// Regression: `bench replies` started before the worker had written its
+/// first reply assigned itself zero partitions of the not-yet-existing
+/// topic and reported 0 replies however many followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_rate_waits_for_a_reply_topic_created_after_it_started() {
+    let cluster = cluster();
+    let settings = settings(&cluster);
+    let reader = {
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            recstream_stream::measure::reply_rate(
+                &settings,
+                "late-replies",
+                300,
+                Duration::from_secs(20),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.create_topic("late-replies", 2, 1).unwrap();
+    produce(&settings, "late-replies", &requests("late", 300)).await;
+    let stats = reader.await.unwrap().unwrap();
+    assert_eq!((stats.replies, stats.distinct_requests), (300, 300));
+}
