@@ -2,7 +2,7 @@
 # Online-learning and exactly-once benchmarks. Every command is printed
 # before its output; BENCHMARKS.md quotes this.
 #
-#   bash bench/online.sh     # about 3 minutes on 2 cores
+#   bash bench/online.sh     # about 6 minutes on 2 cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -25,20 +25,33 @@ echo "== Prequential: train on the first half of ML-100K's timeline, replay the 
 run $R eval --prequential --ratings "$RATINGS" --seed 1
 run $R eval --prequential --ratings "$RATINGS" --seed 1 --freeze-items
 
-echo; echo "== Freshness: 1,000 ratings/s plus 1,000 requests/s for 30 s, embedded broker (worker, learner, broker in one process)"
-$R run --model $MODEL --metrics-addr 127.0.0.1:0 >target/bench-fresh.out 2>target/bench-fresh.log &
-PIDS+=($!)
-wait_for target/bench-fresh.log "partitions assigned"
-wait_for target/bench-fresh.log " learning "
-MB=$(grep -m1 '^  broker' target/bench-fresh.out | awk '{print $2}')
-$R produce --brokers $MB --uids 1..943 --rate 1000 --count 32000 2>/dev/null &
-PIDS+=($!)
-run $R bench freshness --brokers $MB --rate 1000 --duration 30
-METRICS=$(grep -m1 'metrics' target/bench-fresh.out | awk '{print $2}')
-echo "worker histogram (rating timestamp to first reply reflecting it), from $METRICS:"
-curl -s "$METRICS" | grep -E '^recstream_freshness_seconds_(bucket|count|sum)'
-kill -TERM ${PIDS[0]}; wait ${PIDS[0]} || true
-PIDS=()
+# One freshness run on a fresh embedded broker: $1 = background requests/s (0 for none).
+fresh_embedded() {
+  $R run --model $MODEL --metrics-addr 127.0.0.1:0 >target/bench-fresh.out 2>target/bench-fresh.log &
+  local run_pid=$!
+  PIDS+=($run_pid)
+  wait_for target/bench-fresh.log "partitions assigned"
+  wait_for target/bench-fresh.log " learning "
+  MB=$(grep -m1 '^  broker' target/bench-fresh.out | awk '{print $2}')
+  if [ "$1" -gt 0 ]; then
+    $R produce --brokers $MB --uids 1..943 --rate "$1" --count $(( $1 * 32 )) 2>/dev/null &
+    PIDS+=($!)
+  fi
+  # CPU of the embedded broker's thread (librdkafka's mock cluster) near the end of the run.
+  ( sleep 25; top -H -b -n1 -d 1 -p $run_pid | awk '/rdk:mock/ {print "embedded broker thread CPU at 25 s: " $9 "%"}' ) &
+  run $R bench freshness --brokers $MB --rate 1000 --duration 30
+  METRICS=$(grep -m1 'metrics' target/bench-fresh.out | awk '{print $2}')
+  echo "worker histogram (rating timestamp to first reply reflecting it), from $METRICS:"
+  curl -s "$METRICS" | grep -E '^recstream_freshness_seconds_(bucket|count)'
+  for p in "${PIDS[@]}"; do [ "$p" = "$run_pid" ] || kill "$p" 2>/dev/null || true; done
+  kill -TERM $run_pid; wait $run_pid || true
+  PIDS=()
+}
+
+echo; echo "== Freshness: 1,000 ratings/s, no other requests, embedded broker (worker, learner, broker in one process)"
+fresh_embedded 0
+echo; echo "== Freshness: 1,000 ratings/s plus 1,000 requests/s for 30 s, embedded broker; three runs, each on a fresh broker"
+for i in 1 2 3; do echo "-- run $i"; fresh_embedded 1000; done
 
 echo; echo "== Freshness through Tansu (separate broker process; worker and learner as their own processes)"
 PORT=$(free_port); B=127.0.0.1:$PORT
@@ -67,12 +80,14 @@ PIDS+=($!)
 wait_for target/bench-eos.log "partitions assigned"
 MB=$(grep -m1 '^  broker' target/bench-eos.out | awk '{print $2}')
 run $R produce --brokers $MB --topic eos-in --uids 1..943 --count 100000
-for mode in at-least-once exactly-once; do
-  flag=(); [ $mode = exactly-once ] && flag=(--exactly-once --transactional-id bench-eos)
-  $R serve --brokers $MB --model $MODEL --no-follow --input-topic eos-in --output-topic out-$mode \
-    --group-id bench-$mode "${flag[@]}" 2>target/bench-$mode.log &
-  SERVE=$!
-  echo "-- $mode"
-  run $R bench replies --brokers $MB --topic out-$mode --expect 100000 --idle-timeout 30
-  kill -TERM $SERVE; wait $SERVE || true
+for round in 1 2; do
+  for mode in at-least-once exactly-once; do
+    flag=(); [ $mode = exactly-once ] && flag=(--exactly-once --transactional-id bench-eos-$round)
+    $R serve --brokers $MB --model $MODEL --no-follow --input-topic eos-in --output-topic out-$mode-$round \
+      --group-id bench-$mode-$round "${flag[@]}" 2>target/bench-$mode.log &
+    SERVE=$!
+    echo "-- $mode, round $round"
+    run $R bench replies --brokers $MB --topic out-$mode-$round --expect 100000 --idle-timeout 30
+    kill -TERM $SERVE; wait $SERVE || true
+  done
 done

@@ -4,13 +4,14 @@
 # on the embedded broker, each next to the broker's own round trip.
 # Every command is printed before its output; BENCHMARKS.md quotes this.
 #
-#   bash bench/stream.sh     # about 3 minutes on 2 cores
+#   bash bench/stream.sh     # about 7 minutes on 2 cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 N=${N:-200000}     # requests for recstream
 NV=${NV:-30000}    # requests for the vectorized Python peer
 NN=${NN:-1000}     # requests for the notebook-style Python peer
+ROUNDS=${ROUNDS:-3} # throughput rounds
 run() { echo; echo "\$ $*"; "$@"; }
 
 cargo build --release --locked -q -p recstream
@@ -32,26 +33,47 @@ cleanup() { for p in "${PIDS[@]}" $TANSU; do kill -9 "$p" 2>/dev/null || true; d
 trap cleanup EXIT
 sleep 1
 topic() { tansu topic create "$1" --broker tcp://$B --partitions 4 >/dev/null; }
-for t in bench-requests out-recstream out-vectorized out-notebook dead-letters; do topic $t; done
+for t in bench-requests dead-letters; do topic $t; done
 wait_assigned() { for _ in $(seq 300); do grep -q "partitions assigned" "$1" && return 0; sleep 0.1; done; return 1; }
 
 echo "== Broker: tansu $(tansu --version | cut -d' ' -f2) at $B (memory storage), 4 partitions; CPU:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
 run $R produce --brokers $B --topic bench-requests --uids 1..943 --count $N
 
-echo; echo "== Throughput: $N preloaded requests, rate from the replies' timestamps"
-$R serve --brokers $B --model $MODEL --input-topic bench-requests --output-topic out-recstream \
-  --dlq-topic dead-letters --group-id bench-recstream --kafka session.timeout.ms=6000 2>target/bench-serve.log &
-SERVE=$!; PIDS+=($SERVE)
-run $R bench replies --brokers $B --topic out-recstream --expect $N
-echo "recstream serve peak RSS: $(grep VmHWM /proc/$SERVE/status | awk '{print $2, $3}')"
-kill -TERM $SERVE; wait $SERVE || true
+echo; echo "== Throughput: $N preloaded requests, rate from the replies' timestamps; $ROUNDS rounds, peers alternating"
+RATES=target/bench-rates.txt; : >$RATES
+for round in $(seq $ROUNDS); do
+  for t in out-recstream-$round out-vectorized-$round out-notebook-$round; do topic $t; done
+  echo; echo "-- round $round"
+  $R serve --brokers $B --model $MODEL --input-topic bench-requests --output-topic out-recstream-$round \
+    --dlq-topic dead-letters --group-id bench-recstream-$round --kafka session.timeout.ms=6000 2>target/bench-serve.log &
+  SERVE=$!; PIDS+=($SERVE)
+  run $R bench replies --brokers $B --topic out-recstream-$round --expect $N | tee -a target/bench-replies.json
+  echo "recstream $(tail -1 target/bench-replies.json)" >>$RATES
+  echo "recstream serve peak RSS: $(grep VmHWM /proc/$SERVE/status | awk '{print $2, $3}')"
+  kill -TERM $SERVE; wait $SERVE || true
 
-run $PY bench/python/peer_vectorized.py --ratings "$RATINGS" --items "$ITEMS" --brokers $B \
-  --input-topic bench-requests --output-topic out-vectorized --group-id bench-vectorized --max-messages $NV
-run $R bench replies --brokers $B --topic out-vectorized --expect $NV
-run $PY bench/python/peer_notebook.py --ratings "$RATINGS" --items "$ITEMS" --brokers $B \
-  --input-topic bench-requests --output-topic out-notebook --group-id bench-notebook --max-messages $NN
-run $R bench replies --brokers $B --topic out-notebook --expect $NN
+  run $PY bench/python/peer_vectorized.py --ratings "$RATINGS" --items "$ITEMS" --brokers $B \
+    --input-topic bench-requests --output-topic out-vectorized-$round --group-id bench-vectorized-$round --max-messages $NV
+  run $R bench replies --brokers $B --topic out-vectorized-$round --expect $NV | tee -a target/bench-replies.json
+  echo "vectorized $(tail -1 target/bench-replies.json)" >>$RATES
+  run $PY bench/python/peer_notebook.py --ratings "$RATINGS" --items "$ITEMS" --brokers $B \
+    --input-topic bench-requests --output-topic out-notebook-$round --group-id bench-notebook-$round --max-messages $NN
+  run $R bench replies --brokers $B --topic out-notebook-$round --expect $NN | tee -a target/bench-replies.json
+  echo "notebook $(tail -1 target/bench-replies.json)" >>$RATES
+done
+echo; echo "-- summary (replies/s from the replies' timestamps)"
+python3 - "$RATES" <<'PY'
+import json, statistics, sys
+rates = {}
+for line in open(sys.argv[1]):
+    peer, _, doc = line.partition(" ")
+    rates.setdefault(peer, []).append(json.loads(doc)["rate_per_second"])
+med = {p: statistics.median(v) for p, v in rates.items()}
+for p, v in rates.items():
+    print(f"{p:>11}: median {med[p]:>9.0f}/s  runs " + ", ".join(f"{x:.0f}" for x in v))
+for p in ("vectorized", "notebook"):
+    print(f"recstream / {p}: {med['recstream'] / med[p]:.1f}x at the median")
+PY
 
 echo; echo "== Latency at a steady 1,000 requests/s for 30 s (microseconds)"
 for t in echo-tansu lat-in lat-out lat-dlq; do topic $t; done
@@ -65,11 +87,14 @@ wait_assigned target/bench-serve-lat.log
 run $R bench latency --brokers $B --input-topic lat-in --output-topic lat-out --rate 1000 --duration 30
 kill -TERM $SERVE; wait $SERVE || true
 
-echo "-- embedded broker (librdkafka mock cluster over loopback TCP), same settings"
-$R run --model $MODEL --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 >target/bench-run.out 2>target/bench-run.log &
-RUN=$!; PIDS+=($RUN)
-wait_assigned target/bench-run.log
-MB=$(grep -m1 '^  broker' target/bench-run.out | awk '{print $2}')
-run $R bench latency --brokers $MB --input-topic recommendation-events-dlq --output-topic recommendation-events-dlq --rate 1000 --duration 30
-run $R bench latency --brokers $MB --rate 1000 --duration 30
-kill -TERM $RUN; wait $RUN || true
+echo "-- embedded broker (librdkafka mock cluster over loopback TCP), same settings; three runs, each on a fresh broker"
+for i in 1 2 3; do
+  echo "-- run $i"
+  $R run --model $MODEL --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 >target/bench-run.out 2>target/bench-run.log &
+  RUN=$!; PIDS+=($RUN)
+  wait_assigned target/bench-run.log
+  MB=$(grep -m1 '^  broker' target/bench-run.out | awk '{print $2}')
+  run $R bench latency --brokers $MB --input-topic recommendation-events-dlq --output-topic recommendation-events-dlq --rate 1000 --duration 30
+  run $R bench latency --brokers $MB --rate 1000 --duration 30
+  kill -TERM $RUN; wait $RUN || true
+done
