@@ -216,25 +216,13 @@ fn a_new_model_rolls_out_under_load_without_losing_or_failing_a_request() {
         .to_string();
     let second = synthetic_model_named(s.dir.path(), "second.rsm", 9);
     // Requests keep arriving while the new model is published.
-    let load = std::thread::spawn({
-        let bootstrap = s.broker.bootstrap.clone();
-        move || {
-            for chunk in 0..30 {
-                let batch: Vec<Vec<u8>> = (0..100)
-                    .map(|i| {
-                        format!(
-                            r#"{{"uid": {}, "request_id": "load-{}"}}"#,
-                            1 + i % 400,
-                            chunk * 100 + i
-                        )
-                        .into_bytes()
-                    })
-                    .collect();
-                produce(&bootstrap, IN, &batch);
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    });
+    let load = steady_load(
+        &s.broker.bootstrap,
+        IN,
+        "load",
+        (30, 100, 400),
+        Duration::from_millis(200),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let published = Command::new(recstream_binary())
         .args(["model", "publish", "--brokers", &s.broker.bootstrap])

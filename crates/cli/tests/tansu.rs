@@ -158,25 +158,13 @@ fn kill_9_in_the_middle_of_the_stream_then_a_restart_loses_no_request() {
     );
     // Requests keep arriving for eight seconds; the worker dies after three,
     // while it is answering them.
-    let load = std::thread::spawn({
-        let bootstrap = s.broker.bootstrap.clone();
-        move || {
-            for chunk in 0..80 {
-                let batch: Vec<Vec<u8>> = (0..125)
-                    .map(|i| {
-                        format!(
-                            r#"{{"uid": {}, "request_id": "k-{}"}}"#,
-                            1 + i % 600,
-                            chunk * 125 + i
-                        )
-                        .into_bytes()
-                    })
-                    .collect();
-                produce(&bootstrap, IN, &batch);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    });
+    let load = steady_load(
+        &s.broker.bootstrap,
+        IN,
+        "k",
+        (80, 125, 600),
+        Duration::from_millis(100),
+    );
     std::thread::sleep(Duration::from_secs(3));
     s.workers[first].kill_9();
     let answered_before_restart = replies_per_request(&read_topic(

@@ -469,6 +469,35 @@ pub fn requests(prefix: &str, count: usize, users: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Steady request load on a thread while a test does something else:
+/// `chunks` batches of `per_chunk` requests (ids `<prefix>-<n>`, users
+/// `1..=users` within a batch), one batch every `pause`.
+pub fn steady_load(
+    bootstrap: &str,
+    topic: &'static str,
+    prefix: &'static str,
+    (chunks, per_chunk, users): (usize, usize, usize),
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    let bootstrap = bootstrap.to_string();
+    std::thread::spawn(move || {
+        for chunk in 0..chunks {
+            let batch: Vec<Vec<u8>> = (0..per_chunk)
+                .map(|i| {
+                    format!(
+                        r#"{{"uid": {}, "request_id": "{prefix}-{}"}}"#,
+                        1 + i % users,
+                        chunk * per_chunk + i
+                    )
+                    .into_bytes()
+                })
+                .collect();
+            produce(&bootstrap, topic, &batch);
+            std::thread::sleep(pause);
+        }
+    })
+}
+
 /// Every message of a topic, read from the beginning until `done` says so or the timeout passes.
 pub fn read_topic(
     bootstrap: &str,
