@@ -30,18 +30,7 @@ fn run_serves_an_outside_client_through_its_embedded_broker_and_stops_on_sigterm
         .expect("start recstream run");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let broker = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.trim().strip_prefix("broker").map(|rest| {
-                rest.split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-        })
-        .expect("run prints the broker address");
+    let broker = broker_address(&mut lines);
     assert!(broker.starts_with("127.0.0.1:"), "{broker}");
 
     produce(
@@ -97,18 +86,7 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
         .spawn()
         .expect("start recstream run");
     let stdout = run.stdout.take().expect("stdout");
-    let broker = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.trim().strip_prefix("broker").map(|rest| {
-                rest.split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-        })
-        .expect("run prints the broker address");
+    let broker = broker_address(&mut BufReader::new(stdout).lines());
     let mut other = Worker::start(
         &broker,
         &model,
@@ -169,4 +147,19 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
         .args(["-TERM", &run.id().to_string()])
         .status();
     let _ = run.wait();
+}
+
+/// The broker address `recstream run` prints in its banner (`  broker  HOST:PORT ...`).
+fn broker_address(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> String {
+    lines
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.trim().strip_prefix("broker").map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .expect("run prints the broker address")
 }
