@@ -78,6 +78,9 @@ impl KafkaSettings {
             ("auto.commit.interval.ms", "1000"),
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
+            // A topic is never created by reading it (librdkafka's default
+            // for consumers, said out loud): topics are checked at start.
+            ("allow.auto.create.topics", "false"),
             // Bounded prefetch: at most 4 MiB (or 20,000 messages a
             // partition) of unprocessed input in memory. Measured: more
             // prefetch buys no throughput here and costs resident memory.
@@ -97,6 +100,7 @@ impl KafkaSettings {
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
+            ("allow.auto.create.topics", "false"),
         ])
     }
 

@@ -15,23 +15,34 @@
 //! learnt again; one that was published is never applied twice. Snapshots
 //! (written after all outstanding states are acknowledged) only shorten
 //! that replay.
+//!
+//! Delivery failures are never dropped: a model update that librdkafka
+//! could not deliver after its own retries (`message.timeout.ms`), or one
+//! that can never be delivered (no such topic, no permission, too large),
+//! stops the learner with an error that names the topic and the cause.
+//! Sending it again later, out of order, could overwrite a newer state; a
+//! restart resumes from the snapshot and the published states as above,
+//! so the supervisor's restart is the retry. A dead letter that is too
+//! large for its topic is cut down and sent again instead.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{Future, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use recstream_core::online::{OnlineLearner, PrequentialStats};
 use recstream_core::{Model, modelfile};
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::{self, Permanent, Verdict};
 use crate::kafka::{KafkaSettings, LoggingContext};
-use crate::metrics as m;
+use crate::metrics::{self as m, Health};
 use crate::model_topic::{ModelAnnouncement, ModelMessage, Source, update_messages};
 use crate::publish::fetch_model;
 use crate::wire::{self, Origin, RejectCode, Rejection};
@@ -56,6 +67,9 @@ pub struct LearnerConfig {
     pub update_items: bool,
     /// Ratings larger than this are dead-lettered.
     pub max_rating_bytes: usize,
+    /// Set ready (`/readyz`) once the learner has caught up with the model
+    /// topic and consumes ratings; not ready again when it stops.
+    pub health: Arc<Health>,
 }
 
 impl LearnerConfig {
@@ -71,6 +85,7 @@ impl LearnerConfig {
             snapshot_every: Duration::from_secs(60),
             update_items: true,
             max_rating_bytes: wire::DEFAULT_MAX_REQUEST_BYTES,
+            health: Arc::new(Health::default()),
         }
     }
 }
@@ -82,6 +97,8 @@ pub struct LearnerSummary {
     pub learnt: u64,
     /// Ratings refused (dead-lettered).
     pub dead_letters: u64,
+    /// Dead letters that could not be delivered even cut down (logged).
+    pub undeliverable: u64,
     /// States replayed from the model topic at start.
     pub replayed: u64,
     /// Sequence number reached.
@@ -101,7 +118,48 @@ pub enum LearnerError {
     /// A snapshot could not be read or written.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// A model update or dead letter could not be delivered; the learner
+    /// stops so that a restart resumes from what was published.
+    #[error("{0}; the learner stops, and a restart resumes from its snapshot and published states")]
+    Undelivered(String),
 }
+
+/// Readiness for as long as the value lives (not ready again on every way out).
+struct Ready(Arc<Health>);
+
+impl Ready {
+    fn set(health: &Arc<Health>) -> Self {
+        health.set_ready(true);
+        Ready(health.clone())
+    }
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        self.0.set_ready(false);
+    }
+}
+
+/// What an outstanding publication was.
+#[derive(Debug)]
+enum Sent {
+    /// A user or item state on the model topic.
+    Update,
+    /// A dead letter (kept, so that it can be cut down if it is too large).
+    DeadLetter { key: Vec<u8>, letter: Vec<u8> },
+}
+
+type Delivered = (
+    Sent,
+    Result<
+        Result<
+            rdkafka::producer::future_producer::Delivery,
+            (KafkaError, rdkafka::message::OwnedMessage),
+        >,
+        futures::channel::oneshot::Canceled,
+    >,
+);
+type Pending = FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Delivered> + Send>>>;
 
 /// Name of a ratings partition's position in a snapshot.
 fn ratings_position(partition: i32) -> String {
@@ -162,7 +220,7 @@ pub async fn run(
             Duration::from_secs(60),
         )
         .await
-        .map_err(|(e, _)| e)?
+        .map_err(|(e, _)| LearnerError::Undelivered(delivery::describe(&config.model_topic, &e)))?
         .offset;
     let mut summary = LearnerSummary::default();
     let follower: StreamConsumer<LoggingContext> = config
@@ -175,12 +233,20 @@ pub async fn run(
     follower.assign(&tpl)?;
     let mut model_stream = follower.stream();
     let mut caught_up = false;
+    let mut last_stream_error: Option<Instant> = None;
     while !caught_up {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return Ok(summary),
             next = model_stream.next() => next,
         };
-        let Some(Ok(message)) = next else { continue };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                stream_error(&config.model_topic, &e, &mut last_stream_error);
+                continue;
+            }
+            None => continue,
+        };
         caught_up = message.offset() >= marker_offset;
         let Some(Ok(decoded)) = message.payload().map(ModelMessage::decode) else {
             continue;
@@ -241,12 +307,14 @@ pub async fn run(
     }
     ratings.assign(&tpl)?;
     tracing::info!(ratings = %config.ratings_topic, partitions, updates = %config.model_topic, "learning");
+    let _ready = Ready::set(&config.health);
 
     let mut stream = ratings.stream();
-    let mut pending: FuturesUnordered<DeliveryFuture> = FuturesUnordered::new();
+    let mut pending: Pending = FuturesUnordered::new();
     let mut last_model_offset: Option<i64> = None;
     let mut stats = PrequentialStats::default();
-    let mut snapshot_timer = tokio::time::interval(config.snapshot_every);
+    let mut snapshot_timer =
+        tokio::time::interval(config.snapshot_every.max(Duration::from_millis(100)));
     snapshot_timer.tick().await;
     let mut report_timer = tokio::time::interval(Duration::from_secs(5));
     let mut reported = 0u64;
@@ -254,21 +322,31 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(delivered) = pending.next(), if !pending.is_empty() => {
-                if let Ok(Ok(delivery)) = delivered {
-                    last_model_offset = Some(last_model_offset.map_or(delivery.offset, |o| o.max(delivery.offset)));
-                }
+                settled(&producer, &config, &mut pending, &mut last_model_offset, delivered, &mut summary).await?;
             }
             next = model_stream.next() => {
                 // New batch models announced while learning.
-                if let Some(Ok(message)) = next
-                    && let Some(Ok(ModelMessage::Model(announcement))) = message.payload().map(ModelMessage::decode)
-                    && announcement.id != learner.base_id()
-                {
-                    learner = switch_model(&config, &announcement, learner).await;
+                match next {
+                    Some(Ok(message)) => {
+                        if let Some(Ok(ModelMessage::Model(announcement))) = message.payload().map(ModelMessage::decode)
+                            && announcement.id != learner.base_id()
+                        {
+                            learner = switch_model(&config, &announcement, learner).await;
+                        }
+                    }
+                    Some(Err(e)) => stream_error(&config.model_topic, &e, &mut last_stream_error),
+                    None => {}
                 }
             }
             next = stream.next() => {
-                let Some(Ok(message)) = next else { continue };
+                let message = match next {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        stream_error(&config.ratings_topic, &e, &mut last_stream_error);
+                        continue;
+                    }
+                    None => continue,
+                };
                 let source = Source { partition: message.partition(), offset: message.offset() };
                 let outcome = wire::parse_rating(message.payload(), config.max_rating_bytes).and_then(|event| {
                     learner
@@ -282,7 +360,8 @@ pub async fn run(
                         metrics::counter!(m::RATINGS_LEARNT).increment(1);
                         for state in update_messages(&update, Some(source), message.timestamp().to_millis()) {
                             let (key, payload) = (state.key(), state.encode());
-                            pending.push(send(&producer, &config.model_topic, &key, &payload).await);
+                            let delivery = send(&producer, &config.model_topic, key.as_bytes(), &payload, Some(0)).await?;
+                            pending.push(Box::pin(async move { (Sent::Update, delivery.await) }));
                         }
                         positions.insert(ratings_position(source.partition), source.offset);
                     }
@@ -292,12 +371,13 @@ pub async fn run(
                         let origin = Origin { topic: &config.ratings_topic, partition: source.partition, offset: source.offset };
                         let letter = wire::encode_dead_letter(&rejection, &origin, message.payload());
                         let key = message.key().map(<[u8]>::to_vec).unwrap_or_default();
-                        pending.push(send_bytes(&producer, &config.dlq_topic, &key, &letter).await);
+                        let delivery = send(&producer, &config.dlq_topic, &key, &letter, None).await?;
+                        pending.push(Box::pin(async move { (Sent::DeadLetter { key, letter }, delivery.await) }));
                     }
                 }
             }
             _ = snapshot_timer.tick() => {
-                settle(&mut pending, &mut last_model_offset).await;
+                settle(&producer, &config, &mut pending, &mut last_model_offset, &mut summary).await?;
                 write_snapshot(&config, &learner, &positions, last_model_offset)?;
             }
             _ = report_timer.tick() => {
@@ -316,7 +396,14 @@ pub async fn run(
             }
         }
     }
-    settle(&mut pending, &mut last_model_offset).await;
+    settle(
+        &producer,
+        &config,
+        &mut pending,
+        &mut last_model_offset,
+        &mut summary,
+    )
+    .await?;
     write_snapshot(&config, &learner, &positions, last_model_offset)?;
     summary.seq = learner.seq();
     summary.rmse = stats.rmse();
@@ -330,60 +417,134 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Queues a model-topic state, waiting for room in the producer queue if needed.
+/// Queues a message, waiting for room in the producer queue (or for the
+/// broker) as long as needed; an error that can never succeed is returned.
 async fn send(
-    producer: &FutureProducer<LoggingContext>,
-    topic: &str,
-    key: &str,
-    payload: &[u8],
-) -> DeliveryFuture {
-    loop {
-        match producer.send_result(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .partition(0),
-        ) {
-            Ok(delivery) => return delivery,
-            Err((e, _)) => {
-                tracing::debug!("producer queue: {e}; waiting");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    }
-}
-
-async fn send_bytes(
     producer: &FutureProducer<LoggingContext>,
     topic: &str,
     key: &[u8],
     payload: &[u8],
-) -> DeliveryFuture {
+    partition: Option<i32>,
+) -> Result<rdkafka::producer::DeliveryFuture, LearnerError> {
+    let mut last_warning: Option<Instant> = None;
     loop {
-        match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
-            Ok(delivery) => return delivery,
-            Err((e, _)) => {
-                tracing::debug!("producer queue: {e}; waiting");
-                tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((e, _)) => match delivery::classify(&e) {
+                Verdict::QueueFull => {}
+                Verdict::Retry => {
+                    if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                        last_warning = Some(Instant::now());
+                        tracing::warn!("{}; trying again", delivery::describe(topic, &e));
+                    }
+                }
+                Verdict::Permanent(_) => {
+                    return Err(LearnerError::Undelivered(delivery::describe(topic, &e)));
+                }
+            },
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Accounts for one finished publication: a delivered update moves the
+/// snapshot's model position; a failed update stops the learner; a dead
+/// letter too large for its topic is cut down and sent again.
+async fn settled(
+    producer: &FutureProducer<LoggingContext>,
+    config: &LearnerConfig,
+    pending: &mut Pending,
+    last_model_offset: &mut Option<i64>,
+    (sent, result): Delivered,
+    summary: &mut LearnerSummary,
+) -> Result<(), LearnerError> {
+    let error = match result {
+        Ok(Ok(delivery)) => {
+            if matches!(sent, Sent::Update) {
+                *last_model_offset =
+                    Some(last_model_offset.map_or(delivery.offset, |o| o.max(delivery.offset)));
+            }
+            return Ok(());
+        }
+        Ok(Err((error, _))) => error,
+        Err(_) => KafkaError::Canceled,
+    };
+    let topic = match sent {
+        Sent::Update => &config.model_topic,
+        Sent::DeadLetter { .. } => &config.dlq_topic,
+    };
+    let verdict = delivery::classify(&error);
+    let reason = match verdict {
+        Verdict::Permanent(reason) => reason.as_str(),
+        Verdict::Retry | Verdict::QueueFull => "timed_out",
+    };
+    metrics::counter!(m::DELIVERY_FAILURES, "reason" => reason).increment(1);
+    if let (
+        Sent::DeadLetter { key, letter },
+        Verdict::Permanent(Permanent::TooLarge | Permanent::Refused),
+    ) = (&sent, verdict)
+    {
+        match wire::shrink_dead_letter(letter, wire::MIN_DEAD_LETTER_BYTES) {
+            Some(smaller) => {
+                tracing::warn!(
+                    "{}; sending a smaller dead letter instead",
+                    delivery::describe(topic, &error)
+                );
+                let delivery = send(producer, &config.dlq_topic, key, &smaller, None).await?;
+                let (key, letter) = (key.clone(), smaller);
+                pending.push(Box::pin(async move {
+                    (Sent::DeadLetter { key, letter }, delivery.await)
+                }));
+            }
+            None => {
+                summary.undeliverable += 1;
+                tracing::error!(
+                    "{}; that rating's dead letter is dropped",
+                    delivery::describe(topic, &error)
+                );
             }
         }
+        return Ok(());
     }
+    Err(LearnerError::Undelivered(delivery::describe(topic, &error)))
 }
 
 /// Waits for every outstanding publication.
 async fn settle(
-    pending: &mut FuturesUnordered<DeliveryFuture>,
+    producer: &FutureProducer<LoggingContext>,
+    config: &LearnerConfig,
+    pending: &mut Pending,
     last_model_offset: &mut Option<i64>,
-) {
+    summary: &mut LearnerSummary,
+) -> Result<(), LearnerError> {
     while let Some(delivered) = pending.next().await {
-        match delivered {
-            Ok(Ok(delivery)) => {
-                *last_model_offset =
-                    Some(last_model_offset.map_or(delivery.offset, |o| o.max(delivery.offset)))
-            }
-            Ok(Err((e, _))) => tracing::warn!("a model update was not delivered: {e}"),
-            Err(_) => {}
-        }
+        settled(
+            producer,
+            config,
+            pending,
+            last_model_offset,
+            delivered,
+            summary,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Logs an error reading a topic (at most every few seconds); librdkafka
+/// retries by itself, so the loop goes on.
+fn stream_error(topic: &str, error: &KafkaError, last: &mut Option<Instant>) {
+    metrics::counter!(m::CONSUME_ERRORS, "topic" => topic.to_string()).increment(1);
+    if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+        *last = Some(Instant::now());
+        tracing::warn!(
+            topic,
+            "error reading {topic:?}: {error}; the client retries"
+        );
     }
 }
 

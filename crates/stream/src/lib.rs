@@ -11,13 +11,15 @@
 //! - [`serving`]: the model being served, updated in place and swappable
 //!   without a pause; [`learner`] feeds it through the [`model_topic`], and
 //!   [`publish`] moves batch model files through Kafka.
-//! - [`kafka`]: client settings (our defaults plus `--kafka` overrides) and logging.
+//! - [`kafka`]: client settings (our defaults plus `--kafka` overrides) and logging;
+//!   [`delivery`]: which produce errors are retried and which are final.
 //! - [`metrics`]: Prometheus metrics and health endpoints.
-//! - [`topics`] and [`embedded`]: creating topics, and an in-process broker
+//! - [`topics`] and [`embedded`]: checking and creating topics at start, and an in-process broker
 //!   for trying things out.
 //! - [`tools`]: produce and consume from the command line; [`measure`]:
 //!   throughput and latency as a client sees them.
 
+pub mod delivery;
 pub mod embedded;
 pub mod kafka;
 pub mod learner;

@@ -47,6 +47,14 @@ pub const MODEL_UPDATES: &str = "recstream_model_updates_applied_total";
 pub const MODEL_SWAPS: &str = "recstream_model_swaps_total";
 /// Rating timestamp to the first reply for that user reflecting it, in seconds.
 pub const FRESHNESS: &str = "recstream_freshness_seconds";
+/// 1 while a consumer-only tool waits for `topic` to be created, 0 once it exists.
+pub const WAITING_FOR_TOPIC: &str = "recstream_waiting_for_topic";
+/// Outputs that could not be delivered and will not be retried, by `reason`.
+pub const DELIVERY_FAILURES: &str = "recstream_delivery_failures_total";
+/// Errors reading a topic (librdkafka retries them), by `topic`.
+pub const CONSUME_ERRORS: &str = "recstream_consume_errors_total";
+/// Offset commits the broker refused.
+pub const COMMIT_FAILURES: &str = "recstream_commit_failures_total";
 /// Ratings learnt by the learner.
 pub const RATINGS_LEARNT: &str = "recstream_ratings_learnt_total";
 /// Prequential RMSE of the learner so far.

@@ -18,6 +18,17 @@ use serde_json::Value;
 /// Largest request accepted, in bytes; anything larger is dead-lettered.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// Largest dead letter written, in bytes: half of Kafka's default 1 MiB
+/// message limit (and of librdkafka's `message.max.bytes`), leaving room
+/// for the key and headers. A dead letter whose payload would not fit
+/// carries a prefix of it and `"truncated": true`, so an oversized or
+/// badly escaped message can never block its partition.
+pub const MAX_DEAD_LETTER_BYTES: usize = 512 * 1024;
+
+/// The size a dead letter is cut to when even a [`MAX_DEAD_LETTER_BYTES`]
+/// one was refused by the broker (a topic with a small `max.message.bytes`).
+pub const MIN_DEAD_LETTER_BYTES: usize = 4 * 1024;
+
 /// A valid recommendation request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
@@ -41,7 +52,7 @@ pub struct Rejection {
 }
 
 /// Machine-readable rejection reasons (the `reason` label of the dead-letter metric).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectCode {
     /// No payload at all (a tombstone).
@@ -68,6 +79,9 @@ pub enum RejectCode {
     InvalidRating,
     /// `ts` is not an integer.
     InvalidTs,
+    /// The reply could not be delivered (too large for the output topic,
+    /// say); the dead letter carries the reply, truncated if need be.
+    Undeliverable,
 }
 
 impl RejectCode {
@@ -86,11 +100,12 @@ impl RejectCode {
             RejectCode::InvalidIid => "invalid_iid",
             RejectCode::InvalidRating => "invalid_rating",
             RejectCode::InvalidTs => "invalid_ts",
+            RejectCode::Undeliverable => "undeliverable",
         }
     }
 
     /// Every code, for pre-registering metrics.
-    pub const ALL: [RejectCode; 12] = [
+    pub const ALL: [RejectCode; 13] = [
         RejectCode::Empty,
         RejectCode::TooLarge,
         RejectCode::NotUtf8,
@@ -103,6 +118,7 @@ impl RejectCode {
         RejectCode::InvalidIid,
         RejectCode::InvalidRating,
         RejectCode::InvalidTs,
+        RejectCode::Undeliverable,
     ];
 }
 
@@ -323,30 +339,147 @@ pub struct DeadLetter<'a> {
     pub payload: Option<String>,
     /// `"utf8"` or `"base64"`, saying how to read `payload`.
     pub payload_encoding: &'static str,
+    /// Present and true when `payload` is only a prefix of the message.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Length of the whole original message, when `payload` is truncated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<usize>,
 }
 
-/// Serialises the dead letter for a rejected message.
+/// Serialises the dead letter for a rejected message, at most
+/// [`MAX_DEAD_LETTER_BYTES`] long.
 pub fn encode_dead_letter(
     rejection: &Rejection,
     origin: &Origin<'_>,
     payload: Option<&[u8]>,
 ) -> Vec<u8> {
-    let (payload, payload_encoding) = match payload.map(std::str::from_utf8) {
-        None => (None, "utf8"),
-        Some(Ok(text)) => (Some(text.to_string()), "utf8"),
-        Some(Err(_)) => (
-            payload.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
-            "base64",
-        ),
+    encode_dead_letter_within(rejection, origin, payload, MAX_DEAD_LETTER_BYTES)
+}
+
+/// A dead letter written by [`encode_dead_letter`], read back.
+#[derive(Debug, serde::Deserialize)]
+struct WrittenLetter {
+    error: String,
+    reason: RejectCode,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    payload: Option<String>,
+    payload_encoding: String,
+    payload_bytes: Option<usize>,
+}
+
+/// The same dead letter cut to at most `max_bytes`, or `None` when it is
+/// not longer than that already (or is not a dead letter of ours).
+pub fn shrink_dead_letter(letter: &[u8], max_bytes: usize) -> Option<Vec<u8>> {
+    if letter.len() <= max_bytes {
+        return None;
+    }
+    let written: WrittenLetter = serde_json::from_slice(letter).ok()?;
+    let payload = match (&written.payload, written.payload_encoding.as_str()) {
+        (Some(text), "base64") => base64::engine::general_purpose::STANDARD.decode(text).ok(),
+        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (None, _) => None,
     };
+    let rejection = Rejection {
+        code: written.reason,
+        message: written.error,
+    };
+    let origin = Origin {
+        topic: &written.topic,
+        partition: written.partition,
+        offset: written.offset,
+    };
+    let total = written
+        .payload_bytes
+        .unwrap_or(payload.as_ref().map_or(0, Vec::len));
+    let shrunk = within(&rejection, &origin, payload.as_deref(), total, max_bytes);
+    (shrunk.len() < letter.len()).then_some(shrunk)
+}
+
+/// Serialises a dead letter of at most `max_bytes` (never less than what
+/// the reason and the position need): the whole payload when it fits, the
+/// longest prefix that fits otherwise, with `"truncated": true`.
+pub fn encode_dead_letter_within(
+    rejection: &Rejection,
+    origin: &Origin<'_>,
+    payload: Option<&[u8]>,
+    max_bytes: usize,
+) -> Vec<u8> {
+    let total = payload.map_or(0, <[u8]>::len);
+    within(rejection, origin, payload, total, max_bytes)
+}
+
+/// [`encode_dead_letter_within`] for a payload that may itself be a prefix
+/// of a message `total` bytes long.
+fn within(
+    rejection: &Rejection,
+    origin: &Origin<'_>,
+    payload: Option<&[u8]>,
+    total: usize,
+    max_bytes: usize,
+) -> Vec<u8> {
+    let whole = letter_with_prefix(rejection, origin, payload, total, usize::MAX);
+    let Some(bytes) = payload.filter(|_| whole.len() > max_bytes) else {
+        return whole;
+    };
+    // Escaping (up to 6x) and base64 (4/3) make the encoded size a
+    // non-linear function of the prefix: search for the longest that fits.
+    let (mut fits, mut too_long) = (0usize, bytes.len());
+    while too_long - fits > 1 {
+        let mid = fits + (too_long - fits) / 2;
+        if letter_with_prefix(rejection, origin, payload, total, mid).len() <= max_bytes {
+            fits = mid;
+        } else {
+            too_long = mid;
+        }
+    }
+    letter_with_prefix(rejection, origin, payload, total, fits)
+}
+
+/// The dead letter with at most `limit` bytes of the payload (cut at a
+/// character boundary when the payload is text), of a message `total`
+/// bytes long.
+fn letter_with_prefix(
+    rejection: &Rejection,
+    origin: &Origin<'_>,
+    payload: Option<&[u8]>,
+    total: usize,
+    limit: usize,
+) -> Vec<u8> {
+    let (text, payload_encoding, kept) = match payload {
+        None => (None, "utf8", 0),
+        Some(bytes) => {
+            let cut = &bytes[..limit.min(bytes.len())];
+            match std::str::from_utf8(bytes) {
+                Ok(_) => {
+                    let text = match std::str::from_utf8(cut) {
+                        Ok(text) => text,
+                        // A cut in the middle of a character: drop its first bytes.
+                        Err(e) => std::str::from_utf8(&cut[..e.valid_up_to()]).unwrap_or(""),
+                    };
+                    (Some(text.to_string()), "utf8", text.len())
+                }
+                Err(_) => (
+                    Some(base64::engine::general_purpose::STANDARD.encode(cut)),
+                    "base64",
+                    cut.len(),
+                ),
+            }
+        }
+    };
+    let truncated = kept < total;
     let letter = DeadLetter {
         error: &rejection.message,
         reason: rejection.code,
         topic: origin.topic,
         partition: origin.partition,
         offset: origin.offset,
-        payload,
+        payload: text,
         payload_encoding,
+        truncated,
+        payload_bytes: truncated.then_some(total),
     };
     serde_json::to_vec(&letter).unwrap_or_default()
 }
@@ -482,7 +615,94 @@ mod tests {
         assert_eq!(letter["error"], "no \"uid\" field");
     }
 
+    fn restore(letter: &Value) -> Vec<u8> {
+        let text = letter["payload"].as_str().unwrap_or_default();
+        if letter["payload_encoding"] == "base64" {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap()
+        } else {
+            text.as_bytes().to_vec()
+        }
+    }
+
+    #[test]
+    fn an_oversized_message_gets_a_dead_letter_that_fits_with_a_prefix() {
+        // Each of the cases that once made a dead letter too large to deliver:
+        // control characters (escaped six-fold), invalid UTF-8 (base64, 4/3),
+        // and plain megabytes.
+        let origin = Origin {
+            topic: "quickstart-events",
+            partition: 3,
+            offset: 41,
+        };
+        let rejection = Rejection {
+            code: RejectCode::TooLarge,
+            message: "too large".into(),
+        };
+        for payload in [
+            vec![1u8; 200_000],
+            vec![0xffu8; 800_000],
+            vec![b'a'; 10 * 1024 * 1024],
+            "é".repeat(600_000).into_bytes(),
+        ] {
+            let encoded = encode_dead_letter(&rejection, &origin, Some(&payload));
+            assert!(encoded.len() <= MAX_DEAD_LETTER_BYTES, "{}", encoded.len());
+            assert!(
+                encoded.len() > MAX_DEAD_LETTER_BYTES - 16,
+                "as much of the payload as fits: {}",
+                encoded.len()
+            );
+            let letter: Value = serde_json::from_slice(&encoded).unwrap();
+            assert_eq!(letter["truncated"], true);
+            assert_eq!(letter["payload_bytes"], payload.len());
+            assert_eq!(
+                (letter["partition"].clone(), letter["offset"].clone()),
+                (3.into(), 41.into())
+            );
+            assert_eq!(letter["reason"], "too_large");
+            let prefix = restore(&letter);
+            assert!(!prefix.is_empty() && payload.starts_with(&prefix));
+        }
+        let big = encode_dead_letter(&rejection, &origin, Some(&[1u8; 200_000]));
+        let shrunk = shrink_dead_letter(&big, MIN_DEAD_LETTER_BYTES).unwrap();
+        assert!(shrunk.len() <= MIN_DEAD_LETTER_BYTES);
+        let letter: Value = serde_json::from_slice(&shrunk).unwrap();
+        assert_eq!(
+            (letter["truncated"].clone(), letter["payload_bytes"].clone()),
+            (true.into(), 200_000.into())
+        );
+        assert_eq!(letter["reason"], "too_large");
+        assert!(
+            shrink_dead_letter(&shrunk, MIN_DEAD_LETTER_BYTES).is_none(),
+            "cannot get smaller"
+        );
+        let small = encode_dead_letter(&rejection, &origin, Some(b"{}"));
+        let letter: Value = serde_json::from_slice(&small).unwrap();
+        assert!(letter.get("truncated").is_none() && letter.get("payload_bytes").is_none());
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if std::env::var_os("CI").is_some() { 10_000 } else { 1_000 }))]
+
+        #[test]
+        fn a_dead_letter_never_exceeds_its_limit_and_keeps_a_prefix(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            text in "\\PC{0,200}",
+            use_text in any::<bool>(),
+            limit in 200usize..1200,
+        ) {
+            let payload = if use_text { text.into_bytes() } else { bytes };
+            let origin = Origin { topic: "t", partition: 1, offset: 7 };
+            let rejection = Rejection { code: RejectCode::InvalidJson, message: "not JSON".into() };
+            let encoded = encode_dead_letter_within(&rejection, &origin, Some(&payload), limit);
+            prop_assert!(encoded.len() <= limit, "{} > {}", encoded.len(), limit);
+            let letter: Value = serde_json::from_slice(&encoded).unwrap();
+            let prefix = restore(&letter);
+            prop_assert!(payload.starts_with(&prefix));
+            prop_assert_eq!(letter.get("truncated").is_some(), prefix.len() < payload.len());
+        }
+
         #[test]
         fn any_bytes_give_a_request_or_a_rejection(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse_request(Some(&bytes), 100);

@@ -84,18 +84,19 @@ fn config(settings: &KafkaSettings, group: &str) -> WorkerConfig {
 /// A worker running on the test's runtime.
 struct RunningWorker {
     shutdown: CancellationToken,
+    health: Arc<Health>,
     task: tokio::task::JoinHandle<Result<WorkerSummary, worker::WorkerError>>,
 }
 
 fn start_worker(config: WorkerConfig, model: Arc<ServingModel>) -> RunningWorker {
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(worker::run(
-        config,
-        model,
-        Arc::new(Health::default()),
-        shutdown.clone(),
-    ));
-    RunningWorker { shutdown, task }
+    let health = Arc::new(Health::default());
+    let task = tokio::spawn(worker::run(config, model, health.clone(), shutdown.clone()));
+    RunningWorker {
+        shutdown,
+        health,
+        task,
+    }
 }
 
 impl RunningWorker {
@@ -348,9 +349,24 @@ async fn after_a_graceful_stop_a_restarted_worker_has_nothing_to_redo() {
     assert_eq!(first.replies, 400);
 
     let again = start_worker(config(&settings, "g5"), model());
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The premise: it joined the group and consumes. Then one new request
+    // is all it reads: nothing old was left uncommitted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !again.health.is_ready() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted worker joined the group"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    produce(&settings, IN, &requests("f-after", 1)).await;
+    let replies = read_all(&settings, OUT, 401, Duration::from_secs(30));
+    assert!(
+        count_by_request(&replies).contains_key("f-after-0"),
+        "it consumes"
+    );
     let second = again.stop().await;
-    assert_eq!(second.consumed, 0, "nothing was left uncommitted");
+    assert_eq!(second.consumed, 1, "nothing was left uncommitted");
 }
 
 #[test]
@@ -419,4 +435,129 @@ async fn reply_rate_waits_for_a_reply_topic_created_after_it_started() {
     produce(&settings, "late-replies", &requests("late", 300)).await;
     let stats = reader.await.unwrap().unwrap();
     assert_eq!((stats.replies, stats.distinct_requests), (300, 300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_gets_a_truncated_dead_letter_and_its_partition_keeps_committing() {
+    let cluster = cluster();
+    let settings = settings(&cluster);
+    // Control characters JSON escapes six-fold, and bytes that are not UTF-8
+    // (base64): whole, either dead letter is over the producer's 1 MB limit.
+    let big = [vec![1u8; 200_000], vec![0xffu8; 800_000]];
+    let mut messages: Vec<Vec<u8>> = big.to_vec();
+    messages.extend(requests("big", 400));
+    produce(&settings, IN, &messages).await;
+    let worker = start_worker(config(&settings, "g8"), model());
+    let replies = read_all(&settings, OUT, 400, Duration::from_secs(60));
+    let letters = read_all(&settings, DLQ, 2, Duration::from_secs(30));
+    let summary = worker.stop().await;
+    assert_eq!(count_by_request(&replies).len(), 400);
+    assert_eq!(letters.len(), 2, "both oversized requests dead-lettered");
+    for letter in &letters {
+        assert_eq!(letter["reason"], "too_large");
+        assert_eq!(letter["truncated"], true);
+        assert!(letter["payload_bytes"].as_u64().unwrap() >= 200_000);
+    }
+    assert_eq!((summary.dead_letters, summary.undeliverable), (2, 0));
+    for (committed, end) in committed_and_end(&settings, "g8") {
+        assert_eq!(
+            committed, end,
+            "no partition stalls behind an oversized request"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_that_can_never_succeed_stops_the_worker_loudly_and_loses_nothing() {
+    let cluster = cluster();
+    let settings = settings(&cluster);
+    produce(&settings, IN, &requests("auth", 200)).await;
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 50],
+    );
+    let worker = start_worker(config(&settings, "g9"), model());
+    // It stops by itself, with the topic and the cause, instead of retrying forever.
+    let stopped = tokio::time::timeout(Duration::from_secs(60), worker.task)
+        .await
+        .expect("the worker stops by itself")
+        .unwrap();
+    let error = stopped.expect_err("a permanent error is an error");
+    let text = error.to_string();
+    assert!(text.contains(OUT) || text.contains(DLQ), "{text}");
+    assert!(text.contains("not authorized"), "{text}");
+    let uncommitted: i64 = committed_and_end(&settings, "g9")
+        .into_iter()
+        .map(|(committed, end)| end - committed.max(0))
+        .sum();
+    assert!(
+        uncommitted > 0,
+        "the premise: requests were left uncommitted"
+    );
+    // Once the cause is gone, a restarted worker answers every request.
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let again = start_worker(config(&settings, "g9"), model());
+    let replies = read_all(&settings, OUT, 200, Duration::from_secs(60));
+    again.stop().await;
+    assert_eq!(count_by_request(&replies).len(), 200, "nothing lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_rating_is_dead_lettered_and_the_learner_goes_on_learning() {
+    use recstream_stream::learner::{self, LearnerConfig};
+    let cluster = cluster();
+    for topic in ["ratings", "ratings-dlq", "model-updates", "model-files"] {
+        let partitions = if topic.starts_with("ratings") { 4 } else { 1 };
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let settings = settings(&cluster).with("message.max.bytes", "2000000");
+    // 1.2 MB of control characters: its dead letter, whole and escaped,
+    // would be 7 MB, over the learner's 4 MiB producer limit.
+    let huge = vec![1u8; 1_200_000];
+    let rating = br#"{"uid": 1, "iid": 2, "rating": 4}"#.to_vec();
+    let producer: FutureProducer = settings.producer().create().unwrap();
+    for payload in [&huge, &rating] {
+        // Same key, same partition: the valid rating comes after the huge one.
+        producer
+            .send(
+                FutureRecord::to("ratings").key("k").payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("rating delivered");
+    }
+    let shutdown = CancellationToken::new();
+    let config = LearnerConfig {
+        ratings_topic: "ratings".into(),
+        model_topic: "model-updates".into(),
+        dlq_topic: "ratings-dlq".into(),
+        ..LearnerConfig::new(settings.clone())
+    };
+    let initial = model().current();
+    let initial = recstream_stream::serving::read(&initial).model().clone();
+    let task = tokio::spawn(learner::run(config, initial, shutdown.clone()));
+    let letters = read_all(&settings, "ratings-dlq", 1, Duration::from_secs(30));
+    assert_eq!(letters.len(), 1, "the huge rating was dead-lettered");
+    assert_eq!(letters[0]["truncated"], true);
+    // The rating after it is learnt: its user state reaches the model topic.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let consumer: BaseConsumer = settings.reader("model-reader").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("model-updates", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut learnt = false;
+    while !learnt && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            learnt = message.key() == Some(b"user:1".as_slice());
+        }
+    }
+    assert!(learnt, "the rating after the huge one was learnt");
+    shutdown.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the learner stops on request")
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.learnt, summary.dead_letters), (1, 1));
 }

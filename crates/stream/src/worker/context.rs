@@ -118,4 +118,26 @@ impl ConsumerContext for WorkerContext {
             Rebalance::Error(e) => tracing::warn!("rebalance failed: {e}"),
         }
     }
+
+    /// Background and final commits report here: a refused commit is not
+    /// data loss (the requests are answered again after a restart) but it
+    /// must be seen, not swallowed.
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &rdkafka::TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => {}
+            // Nothing new was stored since the last commit.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                metrics::counter!(crate::metrics::COMMIT_FAILURES).increment(1);
+                tracing::warn!(
+                    partitions = ?self.partitions_of(offsets),
+                    "offset commit failed ({e}); those requests will be answered again after a restart"
+                );
+            }
+        }
+    }
 }

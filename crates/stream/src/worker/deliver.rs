@@ -4,11 +4,22 @@
 //! producer (idempotent, `acks=all`); its input offset is registered with the
 //! [`OffsetTracker`] when sent and released when the broker acknowledges it.
 //! Every 100 ms the offsets the tracker allows are *stored* on the consumer,
-//! which commits them in the background (and on rebalance and close). An
-//! output whose delivery fails, for instance because the broker stayed away
-//! longer than `message.timeout.ms`, is sent again until it succeeds or the
-//! worker stops; its input is then simply not committed, and a restarted
-//! worker answers it again.
+//! which commits them in the background (and on rebalance and close).
+//!
+//! A failed send or delivery is classified once, by [`delivery::classify`]:
+//! - transient (the broker stayed away longer than `message.timeout.ms`, a
+//!   leader moved) or a full queue: the output is sent again until it
+//!   succeeds or the worker stops; its input is then simply not committed,
+//!   and a restarted worker answers it again;
+//! - about the message itself (too large for the topic, refused): a reply
+//!   becomes an `undeliverable` dead letter, and a dead letter is cut to
+//!   [`MIN_DEAD_LETTER_BYTES`] of payload; a dead letter that still cannot
+//!   be delivered is logged, counted in `recstream_delivery_failures_total`
+//!   and its offset committed, since nothing could ever deliver it;
+//! - about the deployment (no such topic, no permission, a fenced
+//!   producer): the worker stops with that error, committing nothing past
+//!   the failed output, so a supervisor's restart answers it again once the
+//!   cause is fixed. Never a silent stall.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -28,10 +39,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{RebalanceNotice, WorkerContext};
 use super::score::{Destination, Output, Scored};
-use super::{WorkerConfig, WorkerSummary};
+use super::{WorkerConfig, WorkerError, WorkerSummary};
+use crate::delivery::{self, Permanent, Verdict};
 use crate::kafka::LoggingContext;
 use crate::metrics as m;
 use crate::tracker::{OffsetTracker, Ticket};
+use crate::wire::{self, MIN_DEAD_LETTER_BYTES, Origin, RejectCode, Rejection};
 
 type DeliveryResult =
     Result<Result<Delivery, (KafkaError, OwnedMessage)>, futures::channel::oneshot::Canceled>;
@@ -49,17 +62,22 @@ struct Deliverer {
     retry: VecDeque<(Ticket, Output)>,
     summary: WorkerSummary,
     last_warning: Option<Instant>,
+    /// Set when an output can never be delivered for a reason outside the
+    /// message (no such topic, no permission): the worker stops.
+    fatal: Option<WorkerError>,
 }
 
 /// Delivers until the input channel closes and every output is acknowledged
-/// (or `drain_timeout` after shutdown), then commits.
+/// (or `drain_timeout` after shutdown), then commits. Stops early with an
+/// error when an output can never be delivered for a reason outside the
+/// message (see the module docs).
 pub(crate) async fn run(
     mut scored: mpsc::Receiver<Vec<Scored>>,
     producer: FutureProducer<LoggingContext>,
     consumer: Arc<StreamConsumer<WorkerContext>>,
     config: &WorkerConfig,
     shutdown: CancellationToken,
-) -> WorkerSummary {
+) -> Result<WorkerSummary, WorkerError> {
     let mut stage = Deliverer {
         producer,
         consumer,
@@ -71,6 +89,7 @@ pub(crate) async fn run(
         retry: VecDeque::new(),
         summary: WorkerSummary::default(),
         last_warning: None,
+        fatal: None,
     };
     let mut open = true;
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -78,7 +97,7 @@ pub(crate) async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let unacknowledged = stage.pending.len() + stage.retry.len();
-        if !open && unacknowledged == 0 {
+        if (!open && unacknowledged == 0) || stage.fatal.is_some() {
             break;
         }
         let has_room = unacknowledged < config.max_in_flight;
@@ -121,10 +140,16 @@ pub(crate) async fn run(
     }
     stage.store_offsets(true);
     let Deliverer {
-        consumer, summary, ..
+        consumer,
+        summary,
+        fatal,
+        ..
     } = stage;
     commit(consumer).await;
-    summary
+    match fatal {
+        Some(error) => Err(error),
+        None => Ok(summary),
+    }
 }
 
 impl Deliverer {
@@ -162,16 +187,107 @@ impl Deliverer {
                     (ticket, output, result)
                 }));
             }
-            Err((error, _record)) => {
-                if !matches!(
-                    error,
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                ) {
-                    self.warn(&format!("cannot queue an output ({error}); retrying"));
-                }
+            Err((error, _record)) => self.failed(ticket, output, error),
+        }
+    }
+
+    fn topic_of(&self, output: &Output) -> &str {
+        match output.destination {
+            Destination::Reply { .. } => &self.output_topic,
+            Destination::DeadLetter(_) => &self.dlq_topic,
+        }
+    }
+
+    /// Decides what becomes of an output that could not be sent or delivered.
+    fn failed(&mut self, ticket: Ticket, output: Output, error: KafkaError) {
+        match delivery::classify(&error) {
+            Verdict::QueueFull => self.retry.push_back((ticket, output)),
+            Verdict::Retry => {
+                let text = delivery::describe(self.topic_of(&output), &error);
+                self.warn(&format!("{text}; sending again"));
+                self.summary.retries += 1;
+                metrics::counter!(m::DELIVERY_RETRIES).increment(1);
                 self.retry.push_back((ticket, output));
             }
+            Verdict::Permanent(reason @ (Permanent::TooLarge | Permanent::Refused)) => {
+                match self.smaller(&output, &error) {
+                    Some(letter) => self.send(ticket, letter),
+                    None => {
+                        // Already a dead letter with almost nothing in it: no
+                        // output of this input can ever be delivered.
+                        self.summary.undeliverable += 1;
+                        metrics::counter!(m::DELIVERY_FAILURES, "reason" => reason.as_str())
+                            .increment(1);
+                        tracing::error!(
+                            partition = output.position.partition,
+                            offset = output.position.offset,
+                            "{}; this input is skipped and its offset committed",
+                            delivery::describe(&self.dlq_topic, &error)
+                        );
+                        self.tracker.finish(ticket);
+                    }
+                }
+            }
+            Verdict::Permanent(reason) => {
+                metrics::counter!(m::DELIVERY_FAILURES, "reason" => reason.as_str()).increment(1);
+                let topic = self.topic_of(&output).to_string();
+                tracing::error!(
+                    partition = output.position.partition,
+                    offset = output.position.offset,
+                    "{}; stopping: nothing is committed past this input",
+                    delivery::describe(&topic, &error)
+                );
+                self.fatal.get_or_insert(WorkerError::Undeliverable {
+                    topic,
+                    reason: reason.advice(),
+                    source: error,
+                });
+            }
         }
+    }
+
+    /// The output to send instead of one that was too large or refused: a
+    /// reply becomes a dead letter carrying it; a dead letter is cut to
+    /// [`MIN_DEAD_LETTER_BYTES`]. `None` when it cannot get smaller.
+    fn smaller(&self, output: &Output, error: &KafkaError) -> Option<Output> {
+        let payload = match output.destination {
+            Destination::Reply { .. } => {
+                let rejection = Rejection {
+                    code: RejectCode::Undeliverable,
+                    message: format!(
+                        "the reply could not be delivered to {:?}: {}",
+                        self.output_topic,
+                        delivery::describe(&self.output_topic, error)
+                    ),
+                };
+                let origin = Origin {
+                    topic: &self.input_topic,
+                    partition: output.position.partition,
+                    offset: output.position.offset,
+                };
+                wire::encode_dead_letter(&rejection, &origin, Some(&output.payload))
+            }
+            Destination::DeadLetter(_) => {
+                wire::shrink_dead_letter(&output.payload, MIN_DEAD_LETTER_BYTES)?
+            }
+        };
+        let destination = match output.destination {
+            Destination::Reply { .. } => Destination::DeadLetter(RejectCode::Undeliverable),
+            other => other,
+        };
+        tracing::warn!(
+            partition = output.position.partition,
+            offset = output.position.offset,
+            "{}; sending a smaller dead letter instead",
+            delivery::describe(self.topic_of(output), error)
+        );
+        Some(Output {
+            position: output.position,
+            destination,
+            key: output.key.clone(),
+            payload,
+            request_timestamp_ms: None,
+        })
     }
 
     fn completed(&mut self, (ticket, output, result): (Ticket, Output, DeliveryResult)) {
@@ -200,12 +316,7 @@ impl Deliverer {
                     }
                 }
             }
-            Ok(Err((error, _message))) => {
-                self.warn(&format!("delivery failed ({error}); sending again"));
-                self.summary.retries += 1;
-                metrics::counter!(m::DELIVERY_RETRIES).increment(1);
-                self.retry.push_back((ticket, output));
-            }
+            Ok(Err((error, _message))) => self.failed(ticket, output, error),
             Err(_cancelled) => {
                 self.summary.retries += 1;
                 self.retry.push_back((ticket, output));

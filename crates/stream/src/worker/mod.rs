@@ -120,6 +120,9 @@ pub struct WorkerSummary {
     /// Outputs still unacknowledged when shutdown gave up waiting (their
     /// requests will be answered again after a restart).
     pub abandoned: u64,
+    /// Inputs none of whose outputs could ever be delivered, not even a
+    /// dead letter cut to a few KiB: logged, counted and committed.
+    pub undeliverable: u64,
 }
 
 /// Why a worker could not start or went wrong.
@@ -137,6 +140,17 @@ pub enum WorkerError {
     /// Exactly-once mode cannot run.
     #[error("exactly-once: {0}")]
     Transactions(String),
+    /// An output can never be delivered for a reason outside the message.
+    #[error("cannot produce to {topic:?}: {reason} ({source})")]
+    Undeliverable {
+        /// The topic.
+        topic: String,
+        /// The likely cause, in words.
+        reason: &'static str,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
 }
 
 /// A messages's place in its input topic, carried through the stages.
@@ -193,11 +207,13 @@ pub async fn run(
     let capacity = (config.max_in_flight / config.batch_size.max(1)).max(2);
     let (batches_tx, batches_rx) = tokio::sync::mpsc::channel(capacity);
     let (scored_tx, scored_rx) = tokio::sync::mpsc::channel(capacity);
+    // Consumption stops on shutdown, or when delivery gives up.
+    let stop_consuming = shutdown.child_token();
     let consumed = tokio::spawn(consume::run(
         consumer.clone(),
         batches_tx,
         config.batch_size,
-        shutdown.clone(),
+        stop_consuming.clone(),
     ));
     let scored = tokio::spawn(score::run(
         batches_rx,
@@ -212,7 +228,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     let follower = spawn_follower(&config, &model, &shutdown);
-    let summary = deliver::run(
+    let delivered = deliver::run(
         scored_rx,
         producer,
         consumer.clone(),
@@ -220,6 +236,7 @@ pub async fn run(
         shutdown.clone(),
     )
     .await;
+    stop_consuming.cancel();
 
     let consumed = consumed
         .await
@@ -232,6 +249,7 @@ pub async fn run(
         follower.abort();
     }
     health.set_ready(false);
+    let summary = delivered?;
     let summary = WorkerSummary {
         consumed,
         ..summary
@@ -242,6 +260,7 @@ pub async fn run(
         dead_letters = summary.dead_letters,
         retries = summary.retries,
         abandoned = summary.abandoned,
+        undeliverable = summary.undeliverable,
         "worker stopped"
     );
     // Leave the group now rather than when the last reference goes.
