@@ -218,10 +218,50 @@ impl KafkaProperties {
     }
 }
 
+/// Parses a number that must be finite and above zero (a rate, a number of
+/// seconds): zero, negative, NaN and infinite values are refused here, so the
+/// libraries never see one (`Duration::from_secs_f64(-1.0)` panics).
+pub fn positive(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("must be a number above zero, got {text}"))
+    }
+}
+
+/// Parses a number of seconds above zero, at most a year.
+pub fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    let value = positive(text)?;
+    if value > 365.0 * 86_400.0 {
+        return Err(format!("{text} seconds is more than a year"));
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
 /// A tokio runtime for the streaming commands.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_negative_and_non_finite_numbers_are_refused() {
+        for bad in ["0", "-1", "NaN", "inf", "-inf", "", "x", "1e400"] {
+            assert!(positive(bad).is_err(), "{bad}");
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(positive("0.5"), Ok(0.5));
+        assert_eq!(seconds("2"), Ok(std::time::Duration::from_secs(2)));
+        assert!(seconds("1e12").is_err());
+    }
 }

@@ -7,6 +7,7 @@
 
 mod args;
 mod commands;
+mod output;
 mod progress;
 
 use std::io::IsTerminal;
@@ -77,6 +78,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader closed the pipe (`| head -1`): that is not a failure.
+        Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

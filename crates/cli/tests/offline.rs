@@ -339,3 +339,103 @@ fn help_lists_the_commands_and_surprise_defaults() {
         assert!(help.contains(default), "{default} in train --help");
     }
 }
+
+/// Runs `recstream args` with stdout a pipe nobody reads any more (as in
+/// `| head -1` once head has its line): every write fails with EPIPE.
+fn with_closed_stdout(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("recstream"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run")
+}
+
+#[test]
+fn printing_to_a_closed_pipe_ends_quietly_instead_of_panicking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ratings, items) = synthetic_files(dir.path());
+    let model = train(dir.path(), &ratings, &items);
+    let model = model.to_string_lossy();
+    for args in [
+        vec!["recommend", "--model", &model, "--user", "7"],
+        vec!["recommend", "--model", &model, "--user", "7", "--json"],
+        vec!["model", "info", &model],
+    ] {
+        let output = with_closed_stdout(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            output.status.success(),
+            "{args:?}: {:?} {stderr}",
+            output.status
+        );
+    }
+}
+
+#[test]
+fn zero_negative_and_nan_durations_and_rates_are_refused_by_the_command_line() {
+    for args in [
+        vec![
+            "consume",
+            "--brokers",
+            "127.0.0.1:9",
+            "--idle-timeout=-1",
+        ],
+        vec![
+            "consume",
+            "--brokers",
+            "127.0.0.1:9",
+            "--idle-timeout",
+            "NaN",
+        ],
+        vec![
+            "produce",
+            "--brokers",
+            "127.0.0.1:9",
+            "--uids",
+            "1..5",
+            "--rate",
+            "0",
+        ],
+        vec![
+            "bench",
+            "freshness",
+            "--brokers",
+            "127.0.0.1:9",
+            "--users",
+            "0",
+        ],
+        vec![
+            "bench",
+            "latency",
+            "--brokers",
+            "127.0.0.1:9",
+            "--duration=-3",
+        ],
+        vec![
+            "bench",
+            "replies",
+            "--brokers",
+            "127.0.0.1:9",
+            "--expect",
+            "1",
+            "--idle-timeout",
+            "inf",
+        ],
+        vec!["learn", "--brokers", "127.0.0.1:9", "--snapshot-every", "0"],
+        vec!["serve", "--brokers", "127.0.0.1:9", "--batch-size", "0"],
+    ] {
+        let output = recstream().args(&args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?} is a usage error: {stderr}"
+        );
+        assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

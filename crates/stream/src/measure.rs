@@ -206,6 +206,13 @@ pub async fn latency(
     duration: Duration,
     uids: (u64, u64),
 ) -> Result<LatencyStats, KafkaError> {
+    // The CLI refuses such values; a library caller gets one a second.
+    let rate = if rate.is_finite() && rate > 0.0 {
+        rate
+    } else {
+        1.0
+    };
+    let uids = (uids.0.min(uids.1), uids.0.max(uids.1));
     let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
     let (Ok(mut round_trip), Ok(mut stamps)) = (histogram(), histogram()) else {
         return Err(KafkaError::Canceled);
@@ -232,7 +239,7 @@ pub async fn latency(
         let due = started + Duration::from_secs_f64(sent as f64 / rate);
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()), if !all_sent => {
-                let uid = uids.0 + (sent * 7919) % (uids.1 - uids.0 + 1);
+                let uid = uids.0 + (sent.wrapping_mul(7919)) % (uids.1 - uids.0).saturating_add(1);
                 let payload = format!(r#"{{"uid":{uid},"request_id":"{prefix}-{sent}"}}"#);
                 let stamp = now_ms();
                 let key = uid.to_string();
@@ -312,6 +319,13 @@ pub async fn freshness(
     duration: Duration,
     users: u64,
 ) -> Result<FreshnessStats, KafkaError> {
+    // The CLI refuses such values; a library caller gets one user, one a second.
+    let rate = if rate.is_finite() && rate > 0.0 {
+        rate
+    } else {
+        1.0
+    };
+    let users = users.max(1);
     let Ok(mut histogram) = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) else {
         return Err(KafkaError::Canceled);
     };

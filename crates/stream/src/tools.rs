@@ -6,6 +6,7 @@
 //! client settings as the worker, so `--kafka` options apply here too.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -19,7 +20,23 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::{self, Verdict};
 use crate::kafka::{KafkaSettings, LoggingContext};
+use crate::topics;
+
+/// Why a tool stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// A client could not be created or assigned.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A message can never be delivered as it is.
+    #[error("{0}")]
+    Undeliverable(String),
+    /// The topic could not be looked up.
+    #[error(transparent)]
+    Topic(#[from] topics::TopicError),
+}
 
 /// Messages sent and acknowledged, and the wall time it took.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,7 +84,9 @@ impl Sender {
         })
     }
 
-    async fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) {
+    /// Sends one message; an error that can never succeed is returned
+    /// (with the topic and the cause) instead of being retried forever.
+    async fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<(), ToolError> {
         while self.pending.len() >= self.window {
             settle_one(&mut self.pending, &mut self.report).await;
         }
@@ -84,10 +103,17 @@ impl Sender {
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     self.pending.push_back(delivery);
-                    return;
+                    return Ok(());
                 }
-                Err((_, returned)) => {
-                    // Queue full: wait for acknowledgements, then try again.
+                Err((error, returned)) => {
+                    if let Verdict::Permanent(_) = delivery::classify(&error) {
+                        return Err(ToolError::Undeliverable(delivery::describe(
+                            &self.topic,
+                            &error,
+                        )));
+                    }
+                    // Queue full, or the broker away: wait for
+                    // acknowledgements, then try again.
                     record = returned;
                     if self.pending.is_empty() {
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -118,9 +144,12 @@ async fn settle_one(
     };
     match delivery.await {
         Ok(Ok(_)) => report.delivered += 1,
-        Ok(Err((e, _))) => {
+        Ok(Err((e, message))) => {
             report.failed += 1;
-            tracing::warn!("a message was not delivered: {e}");
+            tracing::warn!(
+                "a message was not delivered: {}",
+                delivery::describe(message.topic(), &e)
+            );
         }
         Err(_) => report.failed += 1,
     }
@@ -132,7 +161,7 @@ pub async fn produce_lines<R: tokio::io::AsyncBufRead + Unpin>(
     topic: &str,
     input: R,
     shutdown: CancellationToken,
-) -> Result<ProduceReport, KafkaError> {
+) -> Result<ProduceReport, ToolError> {
     let mut sender = Sender::new(settings, topic)?;
     let mut lines = input.lines();
     loop {
@@ -142,7 +171,7 @@ pub async fn produce_lines<R: tokio::io::AsyncBufRead + Unpin>(
         };
         match line {
             Ok(Some(line)) if line.trim().is_empty() => continue,
-            Ok(Some(line)) => sender.send(None, line.as_bytes()).await,
+            Ok(Some(line)) => sender.send(None, line.as_bytes()).await?,
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!("stopped reading input: {e}");
@@ -175,7 +204,7 @@ pub async fn produce_load(
     topic: &str,
     load: &Load,
     shutdown: CancellationToken,
-) -> Result<ProduceReport, KafkaError> {
+) -> Result<ProduceReport, ToolError> {
     let mut rng = rand::rng();
     let (first, last) = (load.first_uid, load.last_uid.max(load.first_uid));
     let messages = (0..load.count).map(move |n| {
@@ -193,7 +222,7 @@ pub async fn produce_paced(
     messages: impl Iterator<Item = (Option<Vec<u8>>, Vec<u8>)>,
     rate: Option<f64>,
     shutdown: CancellationToken,
-) -> Result<ProduceReport, KafkaError> {
+) -> Result<ProduceReport, ToolError> {
     let mut sender = Sender::new(settings, topic)?;
     let started = Instant::now();
     for (n, (key, payload)) in messages.enumerate() {
@@ -207,7 +236,7 @@ pub async fn produce_paced(
                 tokio::time::sleep(due - now).await;
             }
         }
-        sender.send(key.as_deref(), &payload).await;
+        sender.send(key.as_deref(), &payload).await?;
     }
     Ok(sender.finish().await)
 }
@@ -262,16 +291,21 @@ pub struct ConsumeLimits {
     pub idle_timeout: Option<Duration>,
 }
 
-/// Calls `each` for every message on `topic` until a limit or `shutdown`.
-/// Returns the number of messages seen.
+/// Calls `each` for every message on `topic` until a limit, `shutdown`, or
+/// `each` says [`ControlFlow::Break`] (its reader went away, say). Waits for
+/// the topic to be created, saying so in the log at the start of the wait
+/// and every minute. Returns the number of messages seen.
 pub async fn consume(
     settings: &KafkaSettings,
     topic: &str,
     start: StartAt,
     limits: ConsumeLimits,
     shutdown: CancellationToken,
-    mut each: impl FnMut(&OwnedMessage),
-) -> Result<u64, KafkaError> {
+    mut each: impl FnMut(&OwnedMessage) -> ControlFlow<()>,
+) -> Result<u64, ToolError> {
+    let Some(partitions) = topics::wait_for_partitions(settings, topic, &shutdown).await? else {
+        return Ok(0);
+    };
     let consumer: StreamConsumer<LoggingContext> = match &start {
         StartAt::Group(group) => {
             let consumer: StreamConsumer<LoggingContext> = settings
@@ -286,12 +320,6 @@ pub async fn consume(
             let consumer: StreamConsumer<LoggingContext> = settings
                 .reader(&group)
                 .create_with_context(LoggingContext::new("consumer"))?;
-            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            let partitions = metadata
-                .topics()
-                .first()
-                .map(|t| t.partitions().len())
-                .unwrap_or(0);
             let offset = if start == StartAt::Beginning {
                 Offset::Beginning
             } else {
@@ -325,7 +353,9 @@ pub async fn consume(
         match next {
             Some(Ok(message)) => {
                 seen += 1;
-                each(&message.detach());
+                if each(&message.detach()).is_break() {
+                    break;
+                }
             }
             Some(Err(e)) => tracing::warn!("consumer error: {e}; continuing"),
             None => break,

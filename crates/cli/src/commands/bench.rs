@@ -7,6 +7,7 @@
 //! Results are medians and percentiles over many calls, printed as a table
 //! or JSON, because one number from a shared 2-core machine means little.
 
+use crate::output::out;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -55,13 +56,13 @@ struct FreshnessBenchArgs {
     #[arg(long, default_value = "rating-events")]
     ratings_topic: String,
     /// Ratings per second.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 1000.0, value_parser = crate::args::positive)]
     rate: f64,
     /// Seconds of rating.
-    #[arg(long, default_value_t = 30.0)]
-    duration: f64,
+    #[arg(long, default_value = "30", value_parser = crate::args::seconds)]
+    duration: std::time::Duration,
     /// Users 1..=N to rate as.
-    #[arg(long, default_value_t = 943)]
+    #[arg(long, default_value_t = 943, value_parser = clap::value_parser!(u64).range(1..))]
     users: u64,
 }
 
@@ -76,8 +77,8 @@ struct RepliesBenchArgs {
     #[arg(long)]
     expect: u64,
     /// Stop after this many seconds without a reply.
-    #[arg(long, default_value_t = 30.0)]
-    idle_timeout: f64,
+    #[arg(long, default_value = "30", value_parser = crate::args::seconds)]
+    idle_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -91,11 +92,11 @@ struct LatencyBenchArgs {
     #[arg(long, default_value = "recommendation-events")]
     output_topic: String,
     /// Requests per second.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 1000.0, value_parser = crate::args::positive)]
     rate: f64,
     /// Seconds of sending.
-    #[arg(long, default_value_t = 30.0)]
-    duration: f64,
+    #[arg(long, default_value = "30", value_parser = crate::args::seconds)]
+    duration: std::time::Duration,
     /// User ids to ask for, FIRST..LAST.
     #[arg(long, default_value = "1..943")]
     uids: String,
@@ -189,17 +190,37 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Checks that the topics a benchmark writes to and reads from exist.
+async fn check_topics(
+    settings: &recstream_stream::kafka::KafkaSettings,
+    names: &[&str],
+) -> anyhow::Result<()> {
+    let specs: Vec<_> = names
+        .iter()
+        .map(|name| recstream_stream::topics::TopicSpec::new(*name, 4))
+        .collect();
+    let shutdown = recstream_stream::shutdown::on_signals();
+    recstream_stream::topics::check(settings, &specs, &shutdown)
+        .await
+        .context("checking the topics")
+}
+
 fn bench_freshness(args: FreshnessBenchArgs) -> anyhow::Result<()> {
-    let stats = crate::args::runtime()?.block_on(recstream_stream::measure::freshness(
+    let runtime = crate::args::runtime()?;
+    runtime.block_on(check_topics(
+        &args.kafka.settings(),
+        &[&args.input_topic, &args.output_topic, &args.ratings_topic],
+    ))?;
+    let stats = runtime.block_on(recstream_stream::measure::freshness(
         &args.kafka.settings(),
         &args.input_topic,
         &args.output_topic,
         &args.ratings_topic,
         args.rate,
-        std::time::Duration::from_secs_f64(args.duration),
+        args.duration,
         args.users,
     ))?;
-    println!("{}", serde_json::to_string(&stats)?);
+    out!("{}", serde_json::to_string(&stats)?);
     Ok(())
 }
 
@@ -208,9 +229,9 @@ fn bench_replies(args: RepliesBenchArgs) -> anyhow::Result<()> {
         &args.kafka.settings(),
         &args.topic,
         args.expect,
-        std::time::Duration::from_secs_f64(args.idle_timeout),
+        args.idle_timeout,
     ))?;
-    println!("{}", serde_json::to_string(&stats)?);
+    out!("{}", serde_json::to_string(&stats)?);
     anyhow::ensure!(
         stats.distinct_requests >= args.expect,
         "only {} of {} requests were answered",
@@ -227,15 +248,20 @@ fn bench_latency(args: LatencyBenchArgs) -> anyhow::Result<()> {
         .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
         .filter(|(a, b)| a <= b)
         .context("--uids must be FIRST..LAST")?;
-    let stats = crate::args::runtime()?.block_on(recstream_stream::measure::latency(
+    let runtime = crate::args::runtime()?;
+    runtime.block_on(check_topics(
+        &args.kafka.settings(),
+        &[&args.input_topic, &args.output_topic],
+    ))?;
+    let stats = runtime.block_on(recstream_stream::measure::latency(
         &args.kafka.settings(),
         &args.input_topic,
         &args.output_topic,
         args.rate,
-        std::time::Duration::from_secs_f64(args.duration),
+        args.duration,
         (first, last),
     ))?;
-    println!("{}", serde_json::to_string(&stats)?);
+    out!("{}", serde_json::to_string(&stats)?);
     Ok(())
 }
 
@@ -295,9 +321,9 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
         "peak_rss_mib": peak_rss_mib(),
     });
     if args.json {
-        println!("{report}");
+        out!("{report}");
     } else {
-        println!(
+        out!(
             "{label}: {} ratings, {} threads ({} kernel): load {:.2} s, fit median {:.3} s over {} run(s), train RMSE {:.4}, peak RSS {} MiB",
             data.len(),
             args.hyper.threads,
@@ -383,29 +409,29 @@ fn bench_topn(args: TopnBenchArgs) -> anyhow::Result<()> {
         "batched_64_us_per_request": batched_us,
     });
     if args.json {
-        println!("{report}");
+        out!("{report}");
     } else {
-        println!(
+        out!(
             "{label}: {} items x {} factors, top-{} over {requests} requests (single thread)",
             model.items.len(),
             model.svd.n_factors,
             args.n
         );
-        println!(
+        out!(
             "  recstream (transposed scoring + partial selection): p50 {:>8.2} us  p99 {:>8.2} us",
             us(&fast, 0.5),
             us(&fast, 0.99)
         );
-        println!(
+        out!(
             "  baseline  (dot per item, then sort every item):     p50 {:>8.2} us  p99 {:>8.2} us",
             us(&naive, 0.5),
             us(&naive, 0.99)
         );
-        println!(
+        out!(
             "  speed-up at the median: {:.1}x",
             report["speedup_p50"].as_f64().unwrap_or(0.0)
         );
-        println!(
+        out!(
             "  answered {batch} at a time (as the streaming worker does): {batched_us:.2} us per request"
         );
     }

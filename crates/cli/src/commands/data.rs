@@ -1,5 +1,6 @@
 //! `recstream data`: fetch MovieLens 100K, or write a synthetic ratings file.
 
+use crate::output::out;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
@@ -87,13 +88,13 @@ fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let fetched = fetch_ml100k_verbose(&options)?;
     let (data, report) = read_ratings(&fetched.ratings, ReadOptions::default())
         .with_context(|| format!("checking {}", fetched.ratings.display()))?;
-    println!(
+    out!(
         "ratings: {} ({} format)",
         fetched.ratings.display(),
         report.format
     );
-    println!("items:   {}", fetched.items.display());
-    println!(
+    out!("items:   {}", fetched.items.display());
+    out!(
         "read {} ratings from {} users on {} items",
         data.len(),
         data.users.len(),
@@ -137,7 +138,7 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
     }
     out.flush()
         .with_context(|| format!("writing {}", args.out.display()))?;
-    println!(
+    out!(
         "wrote {} ratings ({} users, {} items, seed {}) to {}",
         data.len(),
         data.users.len(),

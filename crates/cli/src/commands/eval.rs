@@ -1,5 +1,6 @@
 //! `recstream eval`: k-fold cross-validation or train/test evaluation, as a table or JSON.
 
+use crate::output::out;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -80,9 +81,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             &config,
         )?;
         if args.json {
-            println!("{}", serde_json::to_string(&report)?);
+            out!("{}", serde_json::to_string(&report)?);
         } else {
-            print_table(std::slice::from_ref(&report), None, args.k);
+            print_table(std::slice::from_ref(&report), None, args.k)?;
         }
         return Ok(());
     }
@@ -105,22 +106,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             !args.freeze_items,
         )?;
         if args.json {
-            println!("{}", serde_json::to_string(&report)?);
+            out!("{}", serde_json::to_string(&report)?);
         } else {
-            println!(
+            out!(
                 "trained on the first {} ratings, replayed {} in time order",
-                report.train_ratings, report.replayed_ratings
+                report.train_ratings,
+                report.replayed_ratings
             );
-            println!("{:<24}{:>10}{:>16}", "", "RMSE", "hit rate@10");
-            println!(
+            out!("{:<24}{:>10}{:>16}", "", "RMSE", "hit rate@10");
+            out!(
                 "{:<24}{:>10.4}{:>16.4}",
-                "frozen batch model", report.frozen.rmse, report.frozen.hit_rate_at_10
+                "frozen batch model",
+                report.frozen.rmse,
+                report.frozen.hit_rate_at_10
             );
-            println!(
+            out!(
                 "{:<24}{:>10.4}{:>16.4}",
-                "learning online", report.online.rmse, report.online.hit_rate_at_10
+                "learning online",
+                report.online.rmse,
+                report.online.hit_rate_at_10
             );
-            println!(
+            out!(
                 "online learning cost {:.1} us per rating",
                 report.online_seconds_per_rating * 1e6
             );
@@ -150,9 +156,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         },
     )?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?);
     } else {
-        print_table(&report.folds, Some(&report), args.k);
+        print_table(&report.folds, Some(&report), args.k)?;
     }
     Ok(())
 }
@@ -175,7 +181,7 @@ fn config(
 type Row = (String, fn(&FoldReport) -> f64, usize);
 
 /// A table in the layout of surprise's `cross_validate(verbose=True)`.
-fn print_table(folds: &[FoldReport], cv: Option<&CvReport>, k: usize) {
+fn print_table(folds: &[FoldReport], cv: Option<&CvReport>, k: usize) -> std::io::Result<()> {
     let rows: [Row; 7] = [
         ("RMSE".into(), |r| r.rmse, 4),
         ("MAE".into(), |r| r.mae, 4),
@@ -194,7 +200,7 @@ fn print_table(folds: &[FoldReport], cv: Option<&CvReport>, k: usize) {
     } else {
         header.push_str(&format!("{:>9}", "Test"));
     }
-    println!("{header}");
+    out!("{header}");
     for (name, get, decimals) in rows {
         let values: Vec<f64> = folds.iter().map(get).collect();
         let mut line = format!("{name:<16}");
@@ -208,6 +214,7 @@ fn print_table(folds: &[FoldReport], cv: Option<&CvReport>, k: usize) {
                 .sqrt();
             line.push_str(&format!("{mean:>9.decimals$}{std:>9.decimals$}"));
         }
-        println!("{line}");
+        out!("{line}");
     }
+    Ok(())
 }

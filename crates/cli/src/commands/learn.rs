@@ -9,7 +9,7 @@ use clap::Args;
 use recstream_core::modelfile;
 use recstream_stream::learner::{self, LearnerConfig};
 use recstream_stream::metrics::Health;
-use recstream_stream::topics::{TopicSpec, ensure_topics};
+use recstream_stream::topics::{self, TopicSpec};
 
 use super::serve::{DEFAULT_FILES_TOPIC, model_topics, start_metrics};
 use crate::args::{KafkaArgs, runtime};
@@ -31,7 +31,8 @@ pub struct LearnArgs {
     #[arg(long, default_value = "model.rsm")]
     model: PathBuf,
 
-    /// Create the ratings, dead-letter, model and files topics if missing.
+    /// Create the ratings, dead-letter, model and files topics if missing
+    /// (without it a missing topic is an error at start).
     #[arg(long)]
     create_topics: bool,
 
@@ -39,7 +40,8 @@ pub struct LearnArgs {
     #[arg(long, default_value_t = 4)]
     partitions: i32,
 
-    /// Serve Prometheus metrics (prequential accuracy, ratings learnt) at this address.
+    /// Serve Prometheus metrics (prequential accuracy, ratings learnt) on
+    /// /metrics, and /healthz, /readyz (ready once it consumes ratings) at this address.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -61,7 +63,7 @@ pub struct LearnerArgs {
     pub snapshot_dir: PathBuf,
 
     /// Seconds between snapshots.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
 
     /// Keep item factors as trained (biases and user factors still learn).
@@ -105,11 +107,13 @@ pub fn run(args: LearnArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
         let settings = args.kafka.settings();
-        if args.create_topics {
-            ensure_topics(&settings, &args.learner.topics(args.partitions, &args.model_topic)).await.context("creating the topics")?;
-        }
-        start_metrics(args.metrics_addr, Arc::new(Health::default()), &shutdown).await?;
-        let summary = learner::run(args.learner.config(settings, &args.model_topic), model, shutdown).await.context("learning")?;
+        topics::prepare(&settings, &args.learner.topics(args.partitions, &args.model_topic), args.create_topics, &shutdown)
+            .await
+            .context("checking the topics")?;
+        let health = Arc::new(Health::default());
+        start_metrics(args.metrics_addr, health.clone(), &shutdown).await?;
+        let config = LearnerConfig { health, ..args.learner.config(settings, &args.model_topic) };
+        let summary = learner::run(config, model, shutdown).await.context("learning")?;
         eprintln!(
             "learnt {} rating(s) (prequential RMSE {:.4}, hit rate@10 {:.4}), {} refused, model sequence {}",
             summary.learnt, summary.rmse, summary.hit_rate_at_10, summary.dead_letters, summary.seq

@@ -1,5 +1,6 @@
 //! `recstream model info` and `model publish`: inspect a model file, or roll it out to running workers.
 
+use crate::output::out;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -51,7 +52,7 @@ pub struct PublishTopics {
     #[arg(long, default_value = super::serve::DEFAULT_FILES_TOPIC)]
     pub files_topic: String,
 
-    /// Create the two topics first if missing.
+    /// Create the two topics first if missing (without it a missing topic is an error).
     #[arg(long)]
     pub create_topics: bool,
 }
@@ -63,15 +64,15 @@ pub fn publish(
     topics: &PublishTopics,
 ) -> anyhow::Result<()> {
     crate::args::runtime()?.block_on(async {
-        if topics.create_topics {
-            recstream_stream::topics::ensure_topics(settings, &super::serve::model_topics(&topics.model_topic, &topics.files_topic))
-                .await
-                .context("creating the model topics")?;
-        }
+        let shutdown = recstream_stream::shutdown::on_signals();
+        let needed = super::serve::model_topics(&topics.model_topic, &topics.files_topic);
+        recstream_stream::topics::prepare(settings, &needed, topics.create_topics, &shutdown)
+            .await
+            .context("checking the model topics")?;
         let announcement = recstream_stream::publish::publish_model(settings, &topics.files_topic, &topics.model_topic, path)
             .await
             .with_context(|| format!("publishing {}", path.display()))?;
-        println!(
+        out!(
             "published model {} ({} bytes in {} chunk(s) on {}); workers following {} will switch to it",
             announcement.id, announcement.bytes, announcement.chunks, announcement.files_topic, topics.model_topic
         );
@@ -105,22 +106,22 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         "meta": model.meta,
     });
     if json {
-        println!("{info}");
+        out!("{info}");
     } else {
-        println!(
+        out!(
             "{}: model {} (format version {}), checksum OK",
             path.display(),
             model.id,
             modelfile::FORMAT_VERSION
         );
-        println!(
+        out!(
             "  {} users, {} items, {} factors, {} titles",
             model.users.len(),
             model.items.len(),
             model.svd.n_factors,
             info["titles"]
         );
-        println!(
+        out!(
             "  trained on {} ratings from {:?}, seed {}, {} thread(s), {:.3} s, train RMSE {:.4}",
             model.meta.n_ratings,
             model.meta.source,
@@ -129,7 +130,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             model.meta.fit_seconds,
             model.meta.train_rmse.unwrap_or(f64::NAN)
         );
-        println!(
+        out!(
             "  hyper-parameters: {}",
             serde_json::to_string(&model.meta.params)?
         );

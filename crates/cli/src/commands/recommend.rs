@@ -1,5 +1,6 @@
 //! `recstream recommend`: the top movies for one user, from a model file.
 
+use crate::output::out;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -34,21 +35,22 @@ pub fn run(args: RecommendArgs) -> anyhow::Result<()> {
     let recommender = Recommender::new(model);
     let answer = recommender.recommend(&args.user, usize::from(args.n));
     if args.json {
-        println!("{}", serde_json::to_string(&answer)?);
+        out!("{}", serde_json::to_string(&answer)?);
     } else {
-        print_table(&answer);
+        print_table(&answer)?;
     }
     Ok(())
 }
 
-fn print_table(answer: &Recommendations) {
+fn print_table(answer: &Recommendations) -> std::io::Result<()> {
     if answer.cold_start {
-        println!(
+        out!(
             "User {} is not in the model: most popular well-rated movies instead (cold start, model {}).",
-            answer.uid, answer.model_version
+            answer.uid,
+            answer.model_version
         );
     } else {
-        println!(
+        out!(
             "Top {} for user {} (model {}):",
             answer.recommendations.len(),
             answer.uid,
@@ -61,6 +63,7 @@ fn print_table(answer: &Recommendations) {
         } else {
             r.title.as_str()
         };
-        println!("{:>3}. {:.2}  {title}  [item {}]", rank + 1, r.score, r.iid);
+        out!("{:>3}. {:.2}  {title}  [item {}]", rank + 1, r.score, r.iid);
     }
+    Ok(())
 }

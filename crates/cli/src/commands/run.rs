@@ -1,5 +1,6 @@
 //! `recstream run`: the whole service in one command, on an embedded broker unless one is given.
 
+use crate::output::out;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +15,13 @@ use recstream_stream::embedded::EmbeddedBroker;
 use recstream_stream::kafka::KafkaSettings;
 use recstream_stream::metrics::Health;
 use recstream_stream::tools::{self, ConsumeLimits, StartAt};
-use recstream_stream::topics::ensure_topics;
+use recstream_stream::topics;
 use tokio_util::sync::CancellationToken;
 
 use recstream_stream::learner;
 
 use super::learn::LearnerArgs;
-use super::serve::{WorkerArgs, load_model, serve_until_stopped, start_metrics};
+use super::serve::{WorkerArgs, serve_until_stopped, start_metrics};
 use crate::args::{KafkaProperties, runtime};
 
 /// Arguments of `recstream run`.
@@ -62,11 +63,26 @@ pub struct RunArgs {
 
 /// Runs `recstream run` until Ctrl-C or SIGTERM.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let model_path = match &args.model {
+    let mut learner_args = args.learner.clone();
+    if args.brokers.is_none() {
+        // What was learnt on an earlier run's embedded broker is kept under
+        // the data folder, and the next run starts from it.
+        learner_args.snapshot_dir = args.data_dir.join("snapshots");
+    }
+    let batch_path = match &args.model {
         Some(path) => path.clone(),
         None => movielens_model(&args.data_dir)?,
     };
-    let model = load_model(&model_path)?;
+    let model_path = match carried_over_snapshot(&args, &learner_args.snapshot_dir, &batch_path)? {
+        Some(snapshot) => snapshot,
+        None => batch_path,
+    };
+    let base_model = recstream_core::modelfile::load(&model_path)
+        .with_context(|| format!("loading the model {}", model_path.display()))?;
+    tracing::info!(model = %base_model.version(), users = base_model.users.len(), items = base_model.items.len(), "model loaded");
+    let model = recstream_stream::serving::ServingModel::new(recstream_core::Recommender::new(
+        base_model.clone(),
+    ));
     let mut topics = args.worker.topics(args.partitions);
     if !args.no_learn {
         for topic in args
@@ -88,10 +104,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("no broker"),
     };
     let mut settings = args.properties.settings(&brokers);
-    // An embedded broker starts empty every time, so snapshots of an earlier
-    // run would not match it: they go to a folder that lives as long as the run.
-    let run_snapshots = tempfile::tempdir().context("creating a snapshot folder")?;
-    let mut learner_args = args.learner.clone();
     if embedded.is_some() {
         // The in-process broker does not end a consumer's fetch wait when data
         // arrives, and latency matters more than batching for trying things
@@ -99,16 +111,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let low_latency = [("fetch.wait.max.ms", "1"), ("linger.ms", "0")]
             .map(|(k, v)| (k.to_string(), v.to_string()));
         settings.overrides.splice(0..0, low_latency);
-        learner_args.snapshot_dir = run_snapshots.path().to_path_buf();
     }
-    let base_model = recstream_core::modelfile::load(&model_path)
-        .context("loading the model for the learner")?;
     let result = runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
+        // On a cluster of yours, the missing topics are created and every
+        // topic checked; the embedded broker was started with them.
         if args.brokers.is_some() {
-            ensure_topics(&settings, &topics)
+            topics::prepare(&settings, &topics, true, &shutdown)
                 .await
-                .context("creating the topics")?;
+                .context("checking the topics")?;
         }
         let health = Arc::new(Health::default());
         let metrics = start_metrics(args.worker.metrics_addr, health.clone(), &shutdown).await?;
@@ -122,7 +133,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 &recommender,
                 &args,
                 metrics,
-            );
+            )?;
         }
         let worker = tokio::spawn(serve_until_stopped(
             args.worker.config(settings.clone()),
@@ -138,15 +149,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             if let Err(e) = demo(&settings, &args, shutdown.clone()).await {
                 tracing::warn!("demo failed: {e:#}");
             }
-            println!("\nThe service keeps running; Ctrl-C stops it.");
+            out!("\nThe service keeps running; Ctrl-C stops it.");
         }
-        if let Some(learner) = learner {
-            learner
+        let learnt = match learner {
+            Some(learner) => learner
                 .await
-                .context("the learner task failed")?
-                .context("learning")?;
+                .context("the learner task failed")
+                .and_then(|r| r.context("learning").map(drop)),
+            None => Ok(()),
+        };
+        if learnt.is_err() {
+            // Stop the worker too, letting it drain and commit, then report.
+            shutdown.cancel();
         }
-        worker.await.context("the worker task failed")?
+        let served = worker.await.context("the worker task failed")?;
+        learnt?;
+        served
     });
     // The broker goes last: clients must leave before it does.
     drop(embedded);
@@ -160,56 +178,111 @@ fn print_banner(
     recommender: &recstream_core::Recommender,
     args: &RunArgs,
     metrics: Option<std::net::SocketAddr>,
-) {
+) -> std::io::Result<()> {
     let model = recommender.model();
     let worker = &args.worker;
-    println!("recstream is serving recommendations");
+    out!("recstream is serving recommendations");
     if embedded {
-        println!(
+        out!(
             "  broker   {brokers}  (embedded in-memory broker: for trying things out, not durable)"
         );
     } else {
-        println!("  broker   {brokers}");
+        out!("  broker   {brokers}");
     }
-    println!(
+    out!(
         "  model    {} ({}, {} users, {} movies)",
         model_path.display(),
         recommender.version(),
         model.users.len(),
         model.items.len()
     );
-    println!(
+    out!(
         "  topics   requests {}  ->  replies {}, invalid requests {}",
-        worker.input_topic, worker.output_topic, worker.dlq_topic
+        worker.input_topic,
+        worker.output_topic,
+        worker.dlq_topic
     );
     if !args.no_learn && !worker.no_follow {
-        println!(
+        out!(
             "           ratings {}  ->  model updates {} (learnt online, applied live)",
-            args.learner.ratings_topic, worker.model_topic
+            args.learner.ratings_topic,
+            worker.model_topic
         );
     }
     if let Some(addr) = metrics {
-        println!("  metrics  http://{addr}/metrics");
+        out!("  metrics  http://{addr}/metrics");
     }
-    println!("Send requests and ratings from another terminal with any Kafka client, for example:");
-    println!(
+    out!("Send requests and ratings from another terminal with any Kafka client, for example:");
+    out!(
         "  echo '{{\"uid\":196}}' | cargo run --release -- produce --brokers {brokers} --topic {}",
         worker.input_topic
     );
-    println!(
+    out!(
         "  cargo run --release -- consume --brokers {brokers} --topic {} --from-beginning",
         worker.output_topic
     );
     if !args.no_learn && !worker.no_follow {
-        println!(
+        out!(
             "  echo '{{\"uid\":196,\"iid\":242,\"rating\":5}}' | cargo run --release -- produce --brokers {brokers} --topic {}",
             args.learner.ratings_topic
         );
     }
-    println!(
+    out!(
         "  echo '{{\"uid\":196}}' | kcat -P -b {brokers} -t {}",
         worker.input_topic
     );
+    Ok(())
+}
+
+/// The snapshot an earlier run on the embedded broker left in `dir`, made
+/// ready for a new, empty broker: its topic positions (offsets on a broker
+/// that is gone) are dropped, so the learner and the worker start from the
+/// learnt model and read the new topics from their beginning. `None` with no
+/// snapshot, or one of another batch model than `batch` or that cannot be
+/// read: that one is set aside (renamed), so the learner does not pick it up.
+fn carried_over_snapshot(
+    args: &RunArgs,
+    dir: &Path,
+    batch: &Path,
+) -> anyhow::Result<Option<PathBuf>> {
+    if args.brokers.is_some() {
+        return Ok(None);
+    }
+    let Some(path) = learner::latest_snapshot(dir) else {
+        return Ok(None);
+    };
+    let batch_id = modelfile::load(batch)
+        .with_context(|| format!("loading the model {}", batch.display()))?
+        .id;
+    let mut snapshot = match modelfile::load(&path) {
+        Ok(snapshot) if snapshot.base_id() == batch_id => snapshot,
+        outcome => {
+            let aside = path.with_extension("rsm.old");
+            let why = match outcome {
+                Ok(other) => format!("it was learnt on another batch model ({})", other.base_id()),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(
+                "not starting from {} ({why}); moved to {}",
+                path.display(),
+                aside.display()
+            );
+            std::fs::rename(&path, &aside)
+                .with_context(|| format!("moving {} aside", path.display()))?;
+            return Ok(None);
+        }
+    };
+    if let Some(online) = snapshot.meta.online.as_mut() {
+        online.positions.clear();
+    }
+    modelfile::save(&mut snapshot, &path)
+        .with_context(|| format!("rewriting {}", path.display()))?;
+    eprintln!(
+        "starting from what an earlier run learnt: {} ({})",
+        path.display(),
+        snapshot.version()
+    );
+    Ok(Some(path))
 }
 
 /// Fetches MovieLens 100K and trains the model once; later runs reuse it.
@@ -283,6 +356,7 @@ async fn demo(
                     }) {
                         let _ = replies_tx.send(reply);
                     }
+                    std::ops::ControlFlow::Continue(())
                 },
             )
             .await
@@ -321,13 +395,13 @@ async fn demo(
         .iter()
         .map(|(body, n)| format!(r#"{{{body}, "request_id": "{marker}{n}"}}"#))
         .collect();
-    println!(
+    out!(
         "\nDemo: sending {} requests to {} (the last one is invalid)",
         lines.len(),
         worker.input_topic
     );
     for line in &lines {
-        println!("  > {line}");
+        out!("  > {line}");
     }
     send(worker.input_topic.clone(), lines)
         .await
@@ -335,11 +409,11 @@ async fn demo(
     let ids: Vec<String> = (1..=3).map(|n| format!("{marker}{n}")).collect();
     let answered = wait_for(&ids).await;
     for reply in &answered {
-        print_reply(reply);
+        print_reply(reply)?;
     }
     let letters = read_dead_letter(settings, &worker.dlq_topic, &marker, shutdown.clone()).await?;
     if let Some(letter) = letters {
-        println!("\n  dead letter on {}: {letter}", worker.dlq_topic);
+        out!("\n  dead letter on {}: {letter}", worker.dlq_topic);
     }
 
     if !args.no_learn && !worker.no_follow {
@@ -350,11 +424,11 @@ async fn demo(
                 top["iid"].clone(),
                 top["title"].as_str().unwrap_or("?").to_string(),
             );
-            println!(
+            out!(
                 "\nOnline learning: user 196 watches their top recommendation, {title}, and rates it 1 star"
             );
             let rating = format!(r#"{{"uid": 196, "iid": {iid}, "rating": 1}}"#);
-            println!("  > {rating}   (to {})", args.learner.ratings_topic);
+            out!("  > {rating}   (to {})", args.learner.ratings_topic);
             send(args.learner.ratings_topic.clone(), vec![rating])
                 .await
                 .context("sending the demo rating")?;
@@ -374,8 +448,8 @@ async fn demo(
                     .as_array()
                     .is_some_and(|recs| recs.iter().all(|r| r["iid"] != iid));
                 if gone {
-                    print_reply(&reply);
-                    println!(
+                    print_reply(&reply)?;
+                    out!(
                         "\n  {title} is no longer recommended: the rating reached the worker live."
                     );
                     break;
@@ -409,14 +483,15 @@ async fn read_dead_letter(
         stop.clone(),
         |message| {
             let Some(payload) = message.payload_view::<str>().and_then(Result::ok) else {
-                return;
+                return std::ops::ControlFlow::Continue(());
             };
             if payload.contains(marker) {
                 if let Ok(mut slot) = found.lock() {
                     slot.get_or_insert_with(|| payload.to_string());
                 }
-                stop.cancel();
+                return std::ops::ControlFlow::Break(());
             }
+            std::ops::ControlFlow::Continue(())
         },
     )
     .await
@@ -424,9 +499,9 @@ async fn read_dead_letter(
     Ok(found.into_inner().unwrap_or_default())
 }
 
-fn print_reply(reply: &serde_json::Value) {
+fn print_reply(reply: &serde_json::Value) -> std::io::Result<()> {
     let cold = reply["cold_start"].as_bool().unwrap_or(false);
-    println!(
+    out!(
         "\n  < user {}{} (model {}):",
         reply["uid"],
         if cold {
@@ -442,7 +517,7 @@ fn print_reply(reply: &serde_json::Value) {
         .flatten()
         .enumerate()
     {
-        println!(
+        out!(
             "    {:>2}. {:.2}  {}",
             rank + 1,
             rec["score"].as_f64().unwrap_or(f64::NAN),
@@ -452,4 +527,5 @@ fn print_reply(reply: &serde_json::Value) {
                 .unwrap_or("(no title)")
         );
     }
+    Ok(())
 }

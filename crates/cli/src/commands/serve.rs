@@ -12,7 +12,7 @@ use recstream_core::{Recommender, modelfile};
 use recstream_stream::kafka::KafkaSettings;
 use recstream_stream::metrics::Health;
 use recstream_stream::serving::ServingModel;
-use recstream_stream::topics::{TopicSpec, ensure_topics};
+use recstream_stream::topics::{self, TopicSpec};
 use recstream_stream::worker::{self, WorkerConfig, WorkerSummary};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     worker: WorkerArgs,
 
-    /// Create the three topics first if they do not exist (clusters usually manage their own).
+    /// Create the topics the worker uses if they do not exist (requests,
+    /// replies, dead letters, and the model and files topics unless
+    /// --no-follow). Without it a missing topic is an error at start.
     #[arg(long)]
     create_topics: bool,
 
@@ -68,11 +70,11 @@ pub struct WorkerArgs {
     pub metrics_addr: Option<SocketAddr>,
 
     /// Most replies sent but not yet acknowledged (backpressure beyond that).
-    #[arg(long, default_value_t = 4_000)]
+    #[arg(long, default_value_t = 4_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_in_flight: usize,
 
     /// Most requests scored together.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_size: usize,
 
     /// Threads scoring requests (default: one per core).
@@ -84,7 +86,7 @@ pub struct WorkerArgs {
     pub max_request_bytes: usize,
 
     /// Seconds shutdown waits for the last replies to be acknowledged.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub drain_timeout: u64,
 
     /// Model topic to follow: online updates from `recstream learn` and new
@@ -136,7 +138,8 @@ impl WorkerArgs {
         }
     }
 
-    /// The three topics with `partitions` partitions (replies and dead letters too).
+    /// The topics the worker uses: requests, replies and dead letters with
+    /// `partitions` partitions, and the model topics when it follows them.
     pub fn topics(&self, partitions: i32) -> Vec<TopicSpec> {
         let mut topics: Vec<TopicSpec> = [&self.input_topic, &self.output_topic, &self.dlq_topic]
             .into_iter()
@@ -155,11 +158,10 @@ pub const DEFAULT_FILES_TOPIC: &str = "model-files";
 /// The model topic (one partition, compacted: the latest state per user and
 /// item is all a newcomer needs) and the files topic (one partition).
 pub fn model_topics(model_topic: &str, files_topic: &str) -> [TopicSpec; 2] {
-    let mut updates = TopicSpec::new(model_topic, 1);
-    updates
-        .configs
-        .push(("cleanup.policy".into(), "compact".into()));
-    [updates, TopicSpec::new(files_topic, 1)]
+    [
+        TopicSpec::compacted(model_topic),
+        TopicSpec::single(files_topic),
+    ]
 }
 
 /// Loads and verifies a model file for serving.
@@ -206,11 +208,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
         let settings = args.kafka.settings();
-        if args.create_topics {
-            ensure_topics(&settings, &args.worker.topics(args.partitions))
-                .await
-                .context("creating the topics")?;
-        }
+        topics::prepare(
+            &settings,
+            &args.worker.topics(args.partitions),
+            args.create_topics,
+            &shutdown,
+        )
+        .await
+        .context("checking the topics")?;
         let health = Arc::new(Health::default());
         start_metrics(args.worker.metrics_addr, health.clone(), &shutdown).await?;
         serve_until_stopped(args.worker.config(settings), model, health, shutdown)

@@ -24,7 +24,7 @@ pub struct ProduceArgs {
     uids: Option<(u64, u64)>,
 
     /// With --uids or --ratings: messages per second (as fast as possible when omitted).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::positive)]
     rate: Option<f64>,
 
     /// With --uids: how many requests.
@@ -47,9 +47,17 @@ pub struct ProduceArgs {
     /// With --ratings: skip this many events first (to replay the second half of a timeline, say).
     #[arg(long, requires = "ratings", default_value_t = 0)]
     skip: usize,
+
+    /// Create --topic if it does not exist (without it a missing topic is an error at start).
+    #[arg(long)]
+    create_topics: bool,
+
+    /// Partitions of the topic --create-topics creates.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
+    partitions: i32,
 }
 
-/// Arguments of `recstream consume`.
+/// Arguments of `recstream consume` (it waits for the topic to be created).
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     #[command(flatten)]
@@ -72,8 +80,8 @@ pub struct ConsumeArgs {
     max_messages: Option<u64>,
 
     /// Stop after this many seconds without a message.
-    #[arg(long)]
-    idle_timeout: Option<f64>,
+    #[arg(long, value_parser = crate::args::seconds)]
+    idle_timeout: Option<Duration>,
 
     /// What to print per message.
     #[arg(long, value_enum, default_value = "payload")]
@@ -149,6 +157,10 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
         let settings = args.kafka.settings();
+        let topic = recstream_stream::topics::TopicSpec::new(&args.topic, args.partitions);
+        recstream_stream::topics::prepare(&settings, &[topic], args.create_topics, &shutdown)
+            .await
+            .context("checking the topic")?;
         let report = match (args.uids, &args.ratings) {
             (_, Some(path)) => {
                 let events = rating_events(path, args.skip, args.limit)?;
@@ -214,7 +226,7 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         };
         let limits = ConsumeLimits {
             max_messages: args.max_messages,
-            idle_timeout: args.idle_timeout.map(Duration::from_secs_f64),
+            idle_timeout: args.idle_timeout,
         };
         let stdout = std::io::stdout();
         let mut out = std::io::LineWriter::new(stdout.lock());
@@ -231,20 +243,26 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                     PrintFormat::Payload => printed.payload.unwrap_or_default(),
                     PrintFormat::Json => serde_json::to_string(&printed).unwrap_or_default(),
                 };
-                if let Err(e) = writeln!(out, "{line}") {
-                    write_error.get_or_insert(e);
+                match writeln!(out, "{line}") {
+                    Ok(()) => std::ops::ControlFlow::Continue(()),
+                    Err(e) => {
+                        // Nobody reads any more (`| head -1`): stop.
+                        write_error.get_or_insert(e);
+                        std::ops::ControlFlow::Break(())
+                    }
                 }
             },
         )
         .await
         .context("consuming")?;
-        if let Some(e) = write_error {
+        match write_error {
             // A closed pipe (| head) is a normal way to stop reading.
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(e).context("writing to stdout");
+            Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Some(e) => Err(e).context("writing to stdout"),
+            None => {
+                eprintln!("consumed {seen} message(s) from {}", args.topic);
+                Ok(())
             }
         }
-        eprintln!("consumed {seen} message(s) from {}", args.topic);
-        Ok(())
     })
 }

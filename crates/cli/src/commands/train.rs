@@ -1,5 +1,6 @@
 //! `recstream train`: fit a model on a ratings file and write it as a `.rsm` file.
 
+use crate::output::out;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -95,7 +96,7 @@ pub fn train_model(args: &TrainArgs) -> anyhow::Result<Model> {
             model.meta.fit_seconds,
             model.meta.train_rmse.unwrap_or(f64::NAN),
         );
-        println!(
+        out!(
             "wrote {} (model {}, {:.1} MiB)",
             args.out.display(),
             model.id,

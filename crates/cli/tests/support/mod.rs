@@ -107,42 +107,65 @@ impl Tansu {
         }
     }
 
+    /// Creates the request, reply and dead-letter topics with `partitions`
+    /// partitions, and the model topics every `serve` follows by default.
     pub fn create_topics(&self, partitions: i32) {
         self.create(&[(IN, partitions), (OUT, partitions), (DLQ, partitions)]);
+        self.create_model_topics();
     }
 
     /// Creates the request, reply, rating and model topics of the online loop.
     pub fn create_online_topics(&self) {
-        self.create(&[
-            (IN, 4),
-            (OUT, 4),
-            (DLQ, 4),
-            (RATINGS, 4),
-            (RATINGS_DLQ, 4),
-            (MODEL_TOPIC, 1),
-            (FILES_TOPIC, 1),
+        self.create(&[(IN, 4), (OUT, 4), (DLQ, 4), (RATINGS, 4), (RATINGS_DLQ, 4)]);
+        self.create_model_topics();
+    }
+
+    /// The compacted single-partition model topic and the files topic.
+    pub fn create_model_topics(&self) {
+        self.create_with(&[
+            (MODEL_TOPIC, 1, &[("cleanup.policy", "compact")]),
+            (FILES_TOPIC, 1, &[]),
         ]);
     }
 
     pub fn create(&self, specs: &[(&str, i32)]) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .expect("admin client");
-        let topics: Vec<NewTopic<'_>> = specs
-            .iter()
-            .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
-            .collect();
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let results = runtime
-            .block_on(admin.create_topics(
-                &topics,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-            ))
-            .expect("create topics");
-        for result in results {
-            result.expect("topic created");
-        }
+        let specs: Vec<TopicToCreate<'_>> = specs.iter().map(|&(t, p)| (t, p, &[][..])).collect();
+        self.create_with(&specs);
+    }
+
+    /// Creates topics with partitions and topic configs.
+    pub fn create_with(&self, specs: &[TopicToCreate<'_>]) {
+        create_topics(&self.bootstrap, specs);
+    }
+}
+
+/// A topic to create: name, partitions, topic configs.
+pub type TopicToCreate<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
+
+/// Creates topics through the admin API of the broker at `bootstrap`.
+pub fn create_topics(bootstrap: &str, specs: &[TopicToCreate<'_>]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|(t, p, configs)| {
+            configs.iter().fold(
+                NewTopic::new(t, *p, TopicReplication::Fixed(1)),
+                |topic, (k, v)| topic.set(k, v),
+            )
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let results = runtime
+        .block_on(admin.create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        ))
+        .expect("create topics");
+    for result in results {
+        result.expect("topic created");
     }
 }
 
@@ -211,6 +234,8 @@ pub fn synthetic_model_named(dir: &Path, name: &str, seed: u64) -> PathBuf {
 pub struct Worker {
     pub child: Child,
     pub log: PathBuf,
+    /// Its metrics and health endpoint, `127.0.0.1:PORT`.
+    pub metrics: String,
 }
 
 /// Consumer settings that make group membership quick to settle on Tansu.
@@ -232,6 +257,7 @@ impl Worker {
     ) -> Worker {
         let log = logs.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("worker log");
+        let metrics = format!("127.0.0.1:{}", free_port());
         let child = Command::new(recstream_binary())
             .args([
                 "serve",
@@ -239,6 +265,8 @@ impl Worker {
                 bootstrap,
                 "--group-id",
                 group,
+                "--metrics-addr",
+                &metrics,
                 "--model",
             ])
             .arg(model)
@@ -249,7 +277,11 @@ impl Worker {
             .stderr(file)
             .spawn()
             .expect("start recstream serve");
-        Worker { child, log }
+        Worker {
+            child,
+            log,
+            metrics,
+        }
     }
 
     pub fn kill_9(&mut self) {
@@ -279,15 +311,17 @@ impl Worker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the worker logged a non-empty partition assignment.
+    /// Partitions the worker owns, from its `recstream_assigned_partitions` gauge.
+    pub fn assigned_partitions(&self) -> Option<f64> {
+        let (_, text) = http_get(&self.metrics, "/metrics")?;
+        metric(&text, "recstream_assigned_partitions")
+    }
+
+    /// Waits until the worker owns at least one partition (its gauge says so).
     pub fn wait_assigned(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self
-                .log_text()
-                .lines()
-                .any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]"))
-            {
+            if self.assigned_partitions().is_some_and(|n| n > 0.0) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -306,6 +340,8 @@ impl Drop for Worker {
 pub struct Learner {
     pub child: Child,
     pub log: PathBuf,
+    /// Its metrics and health endpoint, `127.0.0.1:PORT`.
+    pub metrics: String,
 }
 
 impl Learner {
@@ -318,6 +354,7 @@ impl Learner {
     ) -> Learner {
         let log = logs.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("learner log");
+        let metrics = format!("127.0.0.1:{}", free_port());
         let child = Command::new(recstream_binary())
             .args([
                 "learn",
@@ -325,6 +362,8 @@ impl Learner {
                 bootstrap,
                 "--snapshot-every",
                 "2",
+                "--metrics-addr",
+                &metrics,
                 "--model",
             ])
             .arg(model)
@@ -335,7 +374,11 @@ impl Learner {
             .stderr(file)
             .spawn()
             .expect("start recstream learn");
-        Learner { child, log }
+        Learner {
+            child,
+            log,
+            metrics,
+        }
     }
 
     pub fn kill_9(&mut self) {
@@ -347,16 +390,9 @@ impl Learner {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the learner logged that it is consuming ratings.
+    /// Waits until the learner is consuming ratings (`/readyz` says so).
     pub fn wait_learning(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log_text().contains(" learning ") {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+        wait_ready(&self.metrics, timeout)
     }
 }
 
@@ -618,4 +654,95 @@ pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
         }
     }
     ends
+}
+
+/// `GET path` on a metrics server: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Waits until `GET /readyz` answers 200 (or the timeout passes).
+pub fn wait_ready(addr: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The value of a metric line (`name{labels} value`) in Prometheus text.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs `recstream` with `args` to its end (at most `limit`), returning the
+/// exit status, stderr and how long it took; stdin is closed.
+pub fn run_to_end(args: &[&str], limit: Duration) -> (std::process::ExitStatus, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(recstream_binary())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start recstream");
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("recstream output");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Waits until the metric `name` on the server at `addr` satisfies `pred`;
+/// returns its last value.
+pub fn wait_metric(
+    addr: &str,
+    name: &str,
+    timeout: Duration,
+    pred: impl Fn(f64) -> bool,
+) -> Option<f64> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = http_get(addr, "/metrics").and_then(|(_, text)| metric(&text, name));
+        if last.is_some_and(&pred) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    last
 }
