@@ -335,6 +335,19 @@ fn a_learner_killed_with_sigkill_resumes_without_losing_or_repeating_a_rating() 
     // Kill it while it is publishing.
     read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| m.len() >= 1500);
     s.learners[first].kill_9();
+    let before_restart = read_topic(
+        &s.broker.bootstrap,
+        MODEL_TOPIC,
+        Duration::from_secs(3),
+        |_| false,
+    )
+    .iter()
+    .filter(|x| x["type"] == "user")
+    .count();
+    assert!(
+        before_restart > 0 && before_restart < 3000,
+        "the premise: the learner was killed while it was learning ({before_restart} of 3000 published)"
+    );
     s.learner("second");
     let updates = read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| {
         m.iter().filter(|x| x["type"] == "user").count() >= 3000

@@ -75,8 +75,10 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let model = synthetic_model(dir.path());
     let run_log = dir.path().join("run.log");
+    let run_metrics = format!("127.0.0.1:{}", free_port());
     let mut run = Command::new(recstream_binary())
         .args(["run", "--no-learn", "--no-follow", "--group-id", "pair"])
+        .args(["--metrics-addr", &run_metrics])
         .args(FAST_GROUP)
         .arg("--model")
         .arg(&model)
@@ -100,6 +102,18 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
         "{}",
         other.log_text()
     );
+    // The premise: the two share the partitions before one is killed.
+    let shared = wait_metric(
+        &run_metrics,
+        "recstream_assigned_partitions",
+        Duration::from_secs(60),
+        |n| n > 0.0 && n < 4.0,
+    );
+    assert!(
+        shared.is_some_and(|n| n > 0.0 && n < 4.0),
+        "the partitions were shared ({shared:?})\n{}",
+        std::fs::read_to_string(&run_log).unwrap_or_default()
+    );
     let load = std::thread::spawn({
         let broker = broker.clone();
         move || {
@@ -120,7 +134,12 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
         }
     });
     std::thread::sleep(Duration::from_secs(3));
+    let still_sending = !load.is_finished();
     other.kill_9();
+    assert!(
+        still_sending,
+        "the premise: requests were still arriving at the kill"
+    );
     load.join().unwrap();
     let replies = wait_for_replies(&broker, &ids("k", 5000), Duration::from_secs(120));
     let run_text = std::fs::read_to_string(&run_log).unwrap_or_default();
@@ -129,18 +148,15 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
         5000,
         "every request answered after the crash\n{run_text}"
     );
-    let assignments: Vec<&str> = run_text
-        .lines()
-        .filter(|l| l.contains("partitions assigned"))
-        .collect();
-    let shared_at = assignments
-        .iter()
-        .position(|l| !l.contains("[0, 1, 2, 3]"))
-        .expect("the partitions were shared");
-    assert!(
-        assignments[shared_at..]
-            .iter()
-            .any(|l| l.contains("[0, 1, 2, 3]")),
+    let took_over = wait_metric(
+        &run_metrics,
+        "recstream_assigned_partitions",
+        Duration::from_secs(60),
+        |n| n == 4.0,
+    );
+    assert_eq!(
+        took_over,
+        Some(4.0),
         "after sharing, the survivor took all partitions\n{run_text}"
     );
     let _ = Command::new("kill")
