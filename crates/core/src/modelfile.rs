@@ -267,7 +267,15 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
         });
     }
 
+    // Every section takes at least its 16-byte header: a count the file
+    // cannot hold is refused before anything is allocated for it.
     let count = read_u32(bytes, 12) as usize;
+    let room = (body_end - HEADER_LEN) / 16;
+    if count > room {
+        return Err(invalid(format!(
+            "the header announces {count} sections, but the file has room for at most {room}"
+        )));
+    }
     let mut sections: Vec<(u32, &[u8])> = Vec::with_capacity(count);
     let mut at = HEADER_LEN;
     for _ in 0..count {
@@ -297,6 +305,16 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
 
     let meta: MetaSection = serde_json::from_slice(section(Tag::Meta)?)
         .map_err(|e| invalid(format!("metadata: {e}")))?;
+    // Each factor row is `n_factors` floats of the file: a larger count is a
+    // crafted one (and would size allocations when users are added later).
+    if meta.n_factors == 0 || meta.n_factors > bytes.len() / 4 {
+        return Err(invalid(format!(
+            "{} factors is impossible in a file of {} bytes",
+            meta.n_factors,
+            bytes.len()
+        )));
+    }
+    meta.scale.check().map_err(invalid)?;
     let users =
         decode_ids(section(Tag::UserIds)?).map_err(|e| invalid(format!("user ids: {e}")))?;
     let items =
@@ -442,20 +460,28 @@ fn decode_strings(bytes: &[u8]) -> Result<Vec<String>, String> {
         return Err("string list shorter than its count".into());
     }
     let count = u64::from_le_bytes(array8(&bytes[..8]));
-    let offsets_len = usize::try_from(count)
+    // The count, its `count + 1` offsets and all arithmetic on them come from
+    // the file: checked, and compared with the section before any slicing.
+    let offsets_end = usize::try_from(count)
         .ok()
         .and_then(|c| c.checked_add(1))
         .and_then(|c| c.checked_mul(8))
-        .filter(|&l| 8 + l <= bytes.len())
-        .ok_or("string list offsets run past the section")?;
-    let offsets: Vec<u64> = pod_vec(&bytes[8..8 + offsets_len])?;
-    let text = &bytes[8 + offsets_len..];
+        .and_then(|l| l.checked_add(8))
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| {
+            format!(
+                "a list of {count} strings runs past the section ({} bytes)",
+                bytes.len()
+            )
+        })?;
+    let offsets: Vec<u64> = pod_vec(&bytes[8..offsets_end])?;
+    let text = &bytes[offsets_end..];
     let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
     for w in offsets.windows(2) {
-        let (start, end) = (w[0] as usize, w[1] as usize);
-        if start > end || end > text.len() {
-            return Err("string offsets out of order or out of range".into());
-        }
+        let (start, end) = match (usize::try_from(w[0]), usize::try_from(w[1])) {
+            (Ok(start), Ok(end)) if start <= end && end <= text.len() => (start, end),
+            _ => return Err("string offsets out of order or out of range".into()),
+        };
         let s = std::str::from_utf8(&text[start..end]).map_err(|e| format!("not UTF-8: {e}"))?;
         out.push(s.to_string());
     }
@@ -579,6 +605,140 @@ mod tests {
         bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
         let err = decode(&bytes, Path::new("m.rsm")).unwrap_err();
         assert!(matches!(err, ModelFileError::Invalid { .. }), "{err}");
+    }
+
+    /// Offset of the body of the section `tag` in an encoded file.
+    fn body_at(bytes: &[u8], tag: Tag) -> usize {
+        let mut at = HEADER_LEN;
+        loop {
+            let len = u64::from_le_bytes(array8(&bytes[at + 8..at + 16])) as usize;
+            if read_u32(bytes, at) == tag as u32 {
+                return at + 16;
+            }
+            at = (at + 16 + len).next_multiple_of(8);
+        }
+    }
+
+    /// Recomputes the checksum, as someone crafting a file would.
+    fn fix_crc(bytes: &mut [u8]) {
+        let end = bytes.len() - TRAILER_LEN;
+        let crc = crc32fast::hash(&bytes[..end]);
+        bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// The sections of an encoded file, as (tag, body).
+    fn sections_of(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let mut at = HEADER_LEN;
+        let mut out = Vec::new();
+        for _ in 0..read_u32(bytes, 12) {
+            let len = u64::from_le_bytes(array8(&bytes[at + 8..at + 16])) as usize;
+            out.push((read_u32(bytes, at), bytes[at + 16..at + 16 + len].to_vec()));
+            at = (at + 16 + len).next_multiple_of(8);
+        }
+        out
+    }
+
+    /// A file made of these sections, with a valid checksum and trailer.
+    fn assemble(sections: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+        for (tag, body) in sections {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            out.extend_from_slice(body);
+            out.resize(out.len().next_multiple_of(8), 0);
+        }
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&END_MAGIC);
+        fix_crc(&mut out);
+        out
+    }
+
+    /// `bytes` with its metadata JSON edited by `edit`.
+    fn with_meta(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+        let mut sections = sections_of(bytes);
+        let mut meta: serde_json::Value = serde_json::from_slice(&sections[0].1).unwrap();
+        edit(&mut meta);
+        sections[0].1 = serde_json::to_vec(&meta).unwrap();
+        assemble(&sections)
+    }
+
+    fn invalid_reason(result: Result<Model, ModelFileError>) -> String {
+        match result {
+            Err(ModelFileError::Invalid { reason, .. }) => reason,
+            Err(other) => panic!("expected an invalid-file error, got {other:?}"),
+            Ok(model) => panic!("expected an invalid-file error, got model {}", model.id),
+        }
+    }
+
+    #[test]
+    fn huge_string_counts_with_a_valid_checksum_are_invalid_not_a_panic() {
+        let bytes = encode(&trained()).unwrap();
+        // (count + 1) * 8 is the largest multiple of 8 below 2^64 for the
+        // first; 8 + that overflows.
+        let counts = [(1u64 << 61) - 2, (1 << 61) - 1, u64::MAX, u64::MAX / 8];
+        for tag in [Tag::UserIds, Tag::ItemIds, Tag::Titles] {
+            for count in counts {
+                let mut bad = bytes.clone();
+                let at = body_at(&bad, tag);
+                bad[at..at + 8].copy_from_slice(&count.to_le_bytes());
+                fix_crc(&mut bad);
+                let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+                assert!(
+                    reason.contains("past the section"),
+                    "{tag:?} {count}: {reason}"
+                );
+            }
+        }
+        assert!(decode_strings(&((1u64 << 61) - 2).to_le_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_huge_factor_count_with_a_valid_checksum_is_invalid_not_a_panic() {
+        let bytes = encode(&trained()).unwrap();
+        // 60 users and 80 items times 2^62 wrap to 0 in 64 bits: with empty
+        // factor sections an unchecked product "matches".
+        let mut sections = sections_of(&bytes);
+        for (tag, body) in &mut sections {
+            if *tag == Tag::UserFactors as u32 || *tag == Tag::ItemFactors as u32 {
+                body.clear();
+            }
+        }
+        for k in [1u64 << 62, u64::MAX, 1 << 40] {
+            let bad = with_meta(&assemble(&sections), |m| m["n_factors"] = k.into());
+            let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+            assert!(reason.contains("factors"), "{k}: {reason}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_rating_scale_in_a_crafted_file_is_invalid() {
+        let bytes = encode(&trained()).unwrap();
+        // min > max would make every clip panic; JSON cannot say NaN, and
+        // serde refuses numbers beyond f32.
+        let cases = [
+            (5.0, 1.0, "rating scale 5..=1"),
+            (1.0, 1e39, "number out of range"),
+            (-1e39, 5.0, "number out of range"),
+        ];
+        for (min, max, expected) in cases {
+            let bad = with_meta(&bytes, |m| {
+                m["scale"] = serde_json::json!({ "min": min, "max": max });
+            });
+            let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+            assert!(reason.contains(expected), "{min},{max}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_huge_section_count_is_refused_without_a_huge_allocation() {
+        let mut bytes = encode(&trained()).unwrap();
+        bytes[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        fix_crc(&mut bytes);
+        let reason = invalid_reason(decode(&bytes, Path::new("m.rsm")));
+        assert!(reason.contains("section"), "{reason}");
     }
 
     #[test]

@@ -119,12 +119,25 @@ impl SvdModel {
         &mut self.item_factors[item as usize * k..(item as usize + 1) * k]
     }
 
-    /// Checks that every array has the length the counts imply.
+    /// Checks that every array has the length the counts imply (the counts
+    /// may come from a file: a product that overflows is an error too).
     pub fn check_shape(&self) -> Result<(), String> {
         let (users, items, k) = (self.n_users(), self.n_items(), self.n_factors);
+        let factors = |what: &str, rows: usize| {
+            rows.checked_mul(k)
+                .ok_or_else(|| format!("{what}: {rows} rows of {k} factors overflow"))
+        };
         let checks = [
-            ("user factors", self.user_factors.len(), users * k),
-            ("item factors", self.item_factors.len(), items * k),
+            (
+                "user factors",
+                self.user_factors.len(),
+                factors("user factors", users)?,
+            ),
+            (
+                "item factors",
+                self.item_factors.len(),
+                factors("item factors", items)?,
+            ),
             ("user counts", self.user_counts.len(), users),
             ("item counts", self.item_counts.len(), items),
         ];
@@ -187,6 +200,17 @@ mod tests {
         assert_eq!(
             m.check_shape().unwrap_err(),
             "item factors: 3 values where 4 were expected"
+        );
+        // 2 rows times 2^63 factors wraps to 0 in 64 bits.
+        let huge = SvdModel {
+            n_factors: 1 << 63,
+            user_factors: vec![],
+            item_factors: vec![],
+            ..tiny()
+        };
+        assert_eq!(
+            huge.check_shape().unwrap_err(),
+            "user factors: 2 rows of 9223372036854775808 factors overflow"
         );
     }
 }
