@@ -10,10 +10,11 @@
 //!
 //! Metadata is a JSON section (easy to extend, readable with `strings`); the
 //! big arrays are raw `f32`/`u32`/`u64` sections aligned to 8 bytes. Loading
-//! maps the file into memory, verifies the trailer and the checksum before
-//! believing any length in it, then copies each section out, so a truncated,
-//! corrupted or foreign file is a clear error and never a panic or a huge
-//! allocation. Saving writes a temporary file and renames it into place, so
+//! maps the file into memory, verifies every byte of the trailer and the
+//! checksum before believing any length in it, then copies each section out,
+//! checking each length and count against the file with checked arithmetic,
+//! so a truncated, corrupted, appended-to, foreign or crafted file is a clear
+//! error and never a panic or a huge allocation. Saving writes a temporary file and renames it into place, so
 //! a reader never sees a half-written model.
 
 use std::fs::File;
@@ -99,12 +100,31 @@ pub enum ModelFileError {
         hint: &'static str,
     },
     /// The file ends early (an interrupted copy or download).
-    #[error("{path}: the model file is truncated ({len} bytes)")]
+    #[error("{path}: the model file is truncated ({len} bytes, no RSMODEND end marker)")]
     Truncated {
         /// The file.
         path: PathBuf,
         /// Its length.
         len: u64,
+    },
+    /// A complete model is followed by more bytes: something was appended.
+    #[error(
+        "{path}: {extra} unexpected {} after the RSMODEND end marker of a complete model (data appended to the file?)",
+        bytes_word(.extra)
+    )]
+    TrailingBytes {
+        /// The file.
+        path: PathBuf,
+        /// How many bytes follow the end marker.
+        extra: u64,
+    },
+    /// The checksum matches, but the rest of the trailer is damaged.
+    #[error("{path}: the model file's trailer is damaged: {reason}")]
+    DamagedTrailer {
+        /// The file.
+        path: PathBuf,
+        /// Which part.
+        reason: String,
     },
     /// The checksum does not match: the bytes changed after writing.
     #[error("{path}: the model file is corrupted (checksum {found:08x}, expected {expected:08x})")]
@@ -249,23 +269,8 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
             hint,
         });
     }
-    if bytes.len() < HEADER_LEN + TRAILER_LEN || bytes[bytes.len() - END_MAGIC.len()..] != END_MAGIC
-    {
-        return Err(ModelFileError::Truncated {
-            path: path_buf(),
-            len: bytes.len() as u64,
-        });
-    }
+    let expected = check_trailer(bytes, path)?;
     let body_end = bytes.len() - TRAILER_LEN;
-    let expected = read_u32(bytes, body_end);
-    let found = crc32fast::hash(&bytes[..body_end]);
-    if found != expected {
-        return Err(ModelFileError::Corrupted {
-            path: path_buf(),
-            found,
-            expected,
-        });
-    }
 
     // Every section takes at least its 16-byte header: a count the file
     // cannot hold is refused before anything is allocated for it.
@@ -353,6 +358,78 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
     };
     model.check_consistency().map_err(invalid)?;
     Ok(model)
+}
+
+/// Verifies the trailer (`CRC | u32 0 | "RSMODEND"`) of a file that starts
+/// like a model, and returns the checksum. Every trailer byte is checked; when
+/// something is wrong, says whether the file was cut, damaged or appended to.
+fn check_trailer(bytes: &[u8], path: &Path) -> Result<u32, ModelFileError> {
+    let len = bytes.len();
+    if len < HEADER_LEN + TRAILER_LEN {
+        return Err(ModelFileError::Truncated {
+            path: path.to_path_buf(),
+            len: len as u64,
+        });
+    }
+    let body_end = len - TRAILER_LEN;
+    let expected = read_u32(bytes, body_end);
+    let found = crc32fast::hash(&bytes[..body_end]);
+    let ends_with_marker = bytes[len - END_MAGIC.len()..] == END_MAGIC;
+    let damaged = |reason: &str| ModelFileError::DamagedTrailer {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if found == expected && ends_with_marker {
+        let reserved = read_u32(bytes, body_end + 4);
+        return if reserved == 0 {
+            Ok(expected)
+        } else {
+            Err(damaged(&format!(
+                "the reserved word after the checksum is {reserved:#010x}, not zero"
+            )))
+        };
+    }
+    if let Some(end) = earlier_model_end(bytes) {
+        return Err(ModelFileError::TrailingBytes {
+            path: path.to_path_buf(),
+            extra: (len - end) as u64,
+        });
+    }
+    Err(match (found == expected, ends_with_marker) {
+        (true, _) => damaged("the RSMODEND end marker is damaged"),
+        (false, false) => ModelFileError::Truncated {
+            path: path.to_path_buf(),
+            len: len as u64,
+        },
+        (false, true) => ModelFileError::Corrupted {
+            path: path.to_path_buf(),
+            found,
+            expected,
+        },
+    })
+}
+
+/// Where a complete model ends when more bytes follow it: the last end
+/// marker before the end of `bytes` whose checksum matches what precedes it.
+/// Only a few candidates are tried (each costs a checksum of the file).
+fn earlier_model_end(bytes: &[u8]) -> Option<usize> {
+    let mut search_end = bytes.len().checked_sub(1)?;
+    for _ in 0..4 {
+        let at = memchr::memmem::rfind(&bytes[..search_end], &END_MAGIC)?;
+        if let Some(crc_at) = at.checked_sub(8).filter(|&c| c >= HEADER_LEN) {
+            let stored = read_u32(bytes, crc_at);
+            let reserved = read_u32(bytes, crc_at + 4);
+            if reserved == 0 && crc32fast::hash(&bytes[..crc_at]) == stored {
+                return Some(at + END_MAGIC.len());
+            }
+        }
+        search_end = at + END_MAGIC.len() - 1;
+    }
+    None
+}
+
+fn bytes_word(n: &u64) -> &'static str {
+    if *n == 1 { "byte" } else { "bytes" }
 }
 
 /// The model id for a content checksum.
@@ -739,6 +816,44 @@ mod tests {
         fix_crc(&mut bytes);
         let reason = invalid_reason(decode(&bytes, Path::new("m.rsm")));
         assert!(reason.contains("section"), "{reason}");
+    }
+
+    #[test]
+    fn every_byte_of_the_trailer_is_checked() {
+        let bytes = encode(&trained()).unwrap();
+        for at in bytes.len() - TRAILER_LEN..bytes.len() {
+            for bit in [0x01, 0x80] {
+                let mut bad = bytes.clone();
+                bad[at] ^= bit;
+                let err = decode(&bad, Path::new("m.rsm"))
+                    .map(|_| ())
+                    .expect_err(&format!("byte {at} flipped by {bit:#x} was accepted"));
+                assert!(
+                    !err.to_string().contains("truncated"),
+                    "byte {at} of a whole file: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn appended_bytes_are_reported_as_such_not_as_a_truncation() {
+        let bytes = encode(&trained()).unwrap();
+        for extra in [1usize, 5, 8, 100] {
+            let mut bad = bytes.clone();
+            bad.extend(std::iter::repeat_n(0x5a, extra));
+            let message = decode(&bad, Path::new("m.rsm")).unwrap_err().to_string();
+            assert!(!message.contains("truncated"), "{message}");
+            assert!(
+                message.contains(&format!("{extra} unexpected byte")),
+                "{message}"
+            );
+        }
+        // Appending a second copy of the end marker is still appended data.
+        let mut bad = bytes.clone();
+        bad.extend_from_slice(&END_MAGIC);
+        let message = decode(&bad, Path::new("m.rsm")).unwrap_err().to_string();
+        assert!(!message.contains("truncated"), "{message}");
     }
 
     #[test]
