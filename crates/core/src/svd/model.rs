@@ -150,6 +150,41 @@ impl SvdModel {
     }
 }
 
+impl SvdModel {
+    /// The first parameter array (or the global mean) holding a NaN or an
+    /// infinity, named for messages ("user factors"), or `None` when every
+    /// parameter is finite. Estimates from such a model are NaN: it must not
+    /// be written, loaded or served.
+    pub fn non_finite_parameters(&self) -> Option<&'static str> {
+        if !self.global_mean.is_finite() {
+            return Some("the global mean");
+        }
+        self.parameter_arrays()
+            .into_iter()
+            .find(|(_, values)| values.iter().any(|x| !x.is_finite()))
+            .map(|(what, _)| what)
+    }
+
+    /// How many parameters (global mean, biases, factors) are NaN or infinite.
+    pub fn count_non_finite(&self) -> usize {
+        let arrays: usize = self
+            .parameter_arrays()
+            .iter()
+            .map(|(_, values)| values.iter().filter(|x| !x.is_finite()).count())
+            .sum();
+        arrays + usize::from(!self.global_mean.is_finite())
+    }
+
+    fn parameter_arrays(&self) -> [(&'static str, &[f32]); 4] {
+        [
+            ("user biases", &self.user_bias),
+            ("item biases", &self.item_bias),
+            ("user factors", &self.user_factors),
+            ("item factors", &self.item_factors),
+        ]
+    }
+}
+
 /// Appends exactly `k` values: `row` truncated or zero-padded.
 fn push_row(matrix: &mut Vec<f32>, row: &[f32], k: usize) {
     matrix.extend(row.iter().copied().chain(std::iter::repeat(0.0)).take(k));
@@ -190,6 +225,20 @@ mod tests {
         assert_eq!(m.raw_estimate(None, None), 3.0);
         assert_eq!(m.raw_estimate(Some(99), Some(99)), 3.0);
         assert_eq!(m.predict(None, Some(1)), 5.0);
+    }
+
+    #[test]
+    fn non_finite_parameters_are_found_and_counted() {
+        let mut m = tiny();
+        assert_eq!((m.non_finite_parameters(), m.count_non_finite()), (None, 0));
+        m.item_factors[3] = f32::NAN;
+        m.item_factors[1] = f32::INFINITY;
+        assert_eq!(m.non_finite_parameters(), Some("item factors"));
+        m.user_bias[1] = f32::NEG_INFINITY;
+        assert_eq!(m.non_finite_parameters(), Some("user biases"));
+        m.global_mean = f32::NAN;
+        assert_eq!(m.non_finite_parameters(), Some("the global mean"));
+        assert_eq!(m.count_non_finite(), 4);
     }
 
     #[test]
