@@ -14,7 +14,8 @@
 //! checksum before believing any length in it, then copies each section out,
 //! checking each length and count against the file with checked arithmetic,
 //! so a truncated, corrupted, appended-to, foreign or crafted file is a clear
-//! error and never a panic or a huge allocation. Saving writes a temporary file and renames it into place, so
+//! error and never a panic or a huge allocation. A model with a NaN or
+//! infinite parameter is neither written nor read: its estimates would be NaN. Saving writes a temporary file and renames it into place, so
 //! a reader never sees a half-written model.
 
 use std::fs::File;
@@ -136,6 +137,16 @@ pub enum ModelFileError {
         /// Checksum stored in the trailer.
         expected: u32,
     },
+    /// The model has NaN or infinite parameters (a diverged run): writing it is refused.
+    #[error(
+        "{path}: refusing to write a model with non-finite parameters (NaN or infinity) in {what}"
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// Which parameters, e.g. "user factors".
+        what: &'static str,
+    },
     /// The checksum matches but the content is inconsistent (a writer bug, or a crafted file).
     #[error("{path}: invalid model file: {reason}")]
     Invalid {
@@ -147,18 +158,14 @@ pub enum ModelFileError {
 }
 
 /// Writes `model` to `path` atomically and sets `model.id` to the content hash.
+/// An inconsistent model or one with a NaN or infinite parameter is refused
+/// and nothing is written.
 pub fn save(model: &mut Model, path: &Path) -> Result<(), ModelFileError> {
     let io_err = |source| ModelFileError::Io {
         path: path.to_path_buf(),
         source,
     };
-    model
-        .check_consistency()
-        .map_err(|reason| ModelFileError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-    let bytes = encode(model).map_err(io_err)?;
+    let bytes = encode(model, path)?;
     let crc = crc32fast::hash(&bytes[..bytes.len() - TRAILER_LEN]);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -187,9 +194,23 @@ pub fn save(model: &mut Model, path: &Path) -> Result<(), ModelFileError> {
     Ok(())
 }
 
-/// Encodes a model into the file layout (trailer included).
-pub fn encode(model: &Model) -> io::Result<Vec<u8>> {
-    let meta = serde_json::to_vec(&MetaSection::of(model)).map_err(io::Error::other)?;
+/// Encodes a model into the file layout (trailer included); `path` is used
+/// in messages. Refuses what [`decode`] would refuse: an inconsistent model,
+/// or one with a NaN or infinite parameter.
+pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, ModelFileError> {
+    let invalid = |reason| ModelFileError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    model.check_consistency().map_err(invalid)?;
+    if let Some(what) = model.svd.non_finite_parameters() {
+        return Err(ModelFileError::NonFinite {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    let meta = serde_json::to_vec(&MetaSection::of(model))
+        .map_err(|e| invalid(format!("metadata: {e}")))?;
     let (seen_offsets, seen_items) = model.seen.to_parts(model.svd.n_users());
     let svd = &model.svd;
     let mut out = Vec::with_capacity(
@@ -343,6 +364,11 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
         user_counts: u32s(Tag::UserCounts)?,
         item_counts: u32s(Tag::ItemCounts)?,
     };
+    if let Some(what) = svd.non_finite_parameters() {
+        return Err(invalid(format!(
+            "non-finite parameters (NaN or infinity) in {what}"
+        )));
+    }
     let seen_offsets = section(Tag::SeenOffsets)
         .and_then(|b| pod_vec::<u64>(b).map_err(|e| invalid(format!("seen offsets: {e}"))))?;
     let seen = SeenItems::from_parts(seen_offsets, u32s(Tag::SeenItems)?, svd.n_items())
@@ -627,7 +653,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_rejected_cleanly() {
-        let bytes = encode(&trained()).unwrap();
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         let path = Path::new("m.rsm");
         for cut in (0..bytes.len())
             .step_by(97)
@@ -646,7 +672,7 @@ mod tests {
 
     #[test]
     fn flipped_bytes_are_caught_by_the_checksum() {
-        let bytes = encode(&trained()).unwrap();
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         for at in (16..bytes.len() - TRAILER_LEN).step_by(131) {
             let mut bad = bytes.clone();
             bad[at] ^= 0x40;
@@ -661,7 +687,7 @@ mod tests {
 
     #[test]
     fn other_versions_and_foreign_files_get_clear_errors() {
-        let mut bytes = encode(&trained()).unwrap();
+        let mut bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
         let err = decode(&bytes, Path::new("m.rsm")).unwrap_err();
         assert_eq!(
@@ -674,7 +700,7 @@ mod tests {
 
     #[test]
     fn a_crafted_file_with_a_valid_checksum_is_still_validated() {
-        let mut bytes = encode(&trained()).unwrap();
+        let mut bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         // Claim a huge first section, then fix up the checksum.
         bytes[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
         let end = bytes.len() - TRAILER_LEN;
@@ -752,7 +778,7 @@ mod tests {
 
     #[test]
     fn huge_string_counts_with_a_valid_checksum_are_invalid_not_a_panic() {
-        let bytes = encode(&trained()).unwrap();
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         // (count + 1) * 8 is the largest multiple of 8 below 2^64 for the
         // first; 8 + that overflows.
         let counts = [(1u64 << 61) - 2, (1 << 61) - 1, u64::MAX, u64::MAX / 8];
@@ -774,7 +800,7 @@ mod tests {
 
     #[test]
     fn a_huge_factor_count_with_a_valid_checksum_is_invalid_not_a_panic() {
-        let bytes = encode(&trained()).unwrap();
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         // 60 users and 80 items times 2^62 wrap to 0 in 64 bits: with empty
         // factor sections an unchecked product "matches".
         let mut sections = sections_of(&bytes);
@@ -792,7 +818,7 @@ mod tests {
 
     #[test]
     fn an_unusable_rating_scale_in_a_crafted_file_is_invalid() {
-        let bytes = encode(&trained()).unwrap();
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         // min > max would make every clip panic; JSON cannot say NaN, and
         // serde refuses numbers beyond f32.
         let cases = [
@@ -811,7 +837,7 @@ mod tests {
 
     #[test]
     fn a_huge_section_count_is_refused_without_a_huge_allocation() {
-        let mut bytes = encode(&trained()).unwrap();
+        let mut bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         bytes[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         fix_crc(&mut bytes);
         let reason = invalid_reason(decode(&bytes, Path::new("m.rsm")));
@@ -820,7 +846,7 @@ mod tests {
 
     #[test]
     fn every_byte_of_the_trailer_is_checked() {
-        let bytes = encode(&trained()).unwrap();
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         for at in bytes.len() - TRAILER_LEN..bytes.len() {
             for bit in [0x01, 0x80] {
                 let mut bad = bytes.clone();
@@ -838,7 +864,7 @@ mod tests {
 
     #[test]
     fn appended_bytes_are_reported_as_such_not_as_a_truncation() {
-        let bytes = encode(&trained()).unwrap();
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         for extra in [1usize, 5, 8, 100] {
             let mut bad = bytes.clone();
             bad.extend(std::iter::repeat_n(0x5a, extra));
@@ -854,6 +880,55 @@ mod tests {
         bad.extend_from_slice(&END_MAGIC);
         let message = decode(&bad, Path::new("m.rsm")).unwrap_err().to_string();
         assert!(!message.contains("truncated"), "{message}");
+    }
+
+    #[test]
+    fn non_finite_parameters_are_neither_written_nor_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = trained();
+        type Spoil = fn(&mut SvdModel);
+        let bad_models: [(&str, Spoil); 4] = [
+            ("user biases", |s| s.user_bias[3] = f32::NAN),
+            ("item biases", |s| s.item_bias[0] = f32::INFINITY),
+            ("user factors", |s| s.user_factors[7] = f32::NEG_INFINITY),
+            ("item factors", |s| s.item_factors[11] = f32::NAN),
+        ];
+        for (what, spoil) in bad_models {
+            let mut model = good.clone();
+            spoil(&mut model.svd);
+            let path = dir.path().join("nan.rsm");
+            let err = save(&mut model, &path).unwrap_err();
+            assert!(err.to_string().contains(what), "{what}: {err}");
+            assert!(!path.exists(), "{what}: a file was written");
+            assert!(encode(&model, &path).is_err(), "{what}: encoded");
+        }
+        // The same, crafted into a file with a valid checksum.
+        let bytes = encode(&good, Path::new("m.rsm")).unwrap();
+        for (tag, what) in [
+            (Tag::UserBias, "user biases"),
+            (Tag::ItemBias, "item biases"),
+            (Tag::UserFactors, "user factors"),
+            (Tag::ItemFactors, "item factors"),
+        ] {
+            for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut bad = bytes.clone();
+                let at = body_at(&bad, tag) + 4;
+                bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
+                fix_crc(&mut bad);
+                let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+                assert_eq!(
+                    reason,
+                    format!("non-finite parameters (NaN or infinity) in {what}")
+                );
+            }
+        }
+        // JSON has no NaN or infinity (a NaN is written as null), and serde
+        // refuses numbers beyond f32: a non-finite global mean cannot be read.
+        for mean in [serde_json::Value::Null, 1e39.into()] {
+            let bad = with_meta(&bytes, |m| m["global_mean"] = mean.clone());
+            let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+            assert!(reason.starts_with("metadata: "), "{reason}");
+        }
     }
 
     #[test]
