@@ -579,6 +579,10 @@ fn decode_strings(bytes: &[u8]) -> Result<Vec<String>, String> {
         })?;
     let offsets: Vec<u64> = pod_vec(&bytes[8..offsets_end])?;
     let text = &bytes[offsets_end..];
+    // The writer's strings fill the text exactly: anything else was edited.
+    if offsets.first() != Some(&0) || offsets.last() != Some(&(text.len() as u64)) {
+        return Err("the string offsets do not span the text".into());
+    }
     let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
     for w in offsets.windows(2) {
         let (start, end) = match (usize::try_from(w[0]), usize::try_from(w[1])) {
@@ -929,6 +933,23 @@ mod tests {
             let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
             assert!(reason.starts_with("metadata: "), "{reason}");
         }
+    }
+
+    #[test]
+    fn a_string_list_with_unused_bytes_is_invalid() {
+        // Found by the fuzz suite: lengthening the titles section into its
+        // zero padding left bytes no string used, and the file still loaded.
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
+        let mut sections = sections_of(&bytes);
+        assert_eq!(sections[3].0, Tag::Titles as u32);
+        sections[3].1.push(0);
+        let bad = assemble(&sections);
+        let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+        assert_eq!(reason, "titles: the string offsets do not span the text");
+        // And a list whose first string does not start at 0.
+        let mut list = encode_strings(["ab", "c"].into_iter());
+        list[8] = 1;
+        assert!(decode_strings(&list).is_err());
     }
 
     #[test]
