@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, ItemTitles, RatingScale};
 use crate::ids::IdMap;
 use crate::seen::SeenItems;
+use crate::svd::train::first_out_of_scale;
 use crate::svd::{EpochReport, Hyperparams, SvdModel, TrainError, TrainOptions, train};
 
 /// How and from what a model was trained.
@@ -75,7 +76,8 @@ pub struct FitConfig<'a> {
     pub params: Hyperparams,
     /// 1 for sequential SGD, more for blocked parallel SGD.
     pub threads: usize,
-    /// Rating scale; the data's observed range when `None`.
+    /// Rating scale; the data's observed range when `None`. A rating outside
+    /// it is an error ([`TrainError::RatingOutOfScale`]).
     pub scale: Option<RatingScale>,
     /// Titles by raw item id, if an item file was given.
     pub titles: Option<&'a ItemTitles>,
@@ -94,6 +96,22 @@ impl Model {
             .scale
             .or_else(|| data.observed_scale())
             .ok_or(TrainError::NoRatings)?;
+        // `train` checks this too, but can only name dense indices.
+        scale.check().map_err(TrainError::InvalidScale)?;
+        if let Some((index, r)) = first_out_of_scale(&data.ratings, scale) {
+            let raw = |map: &IdMap, i: u32| {
+                map.raw(i)
+                    .map_or_else(|| i.to_string(), |id| id.to_string())
+            };
+            return Err(TrainError::RatingOutOfScale {
+                position: index + 1,
+                user: raw(&data.users, r.user),
+                item: raw(&data.items, r.item),
+                value: r.value,
+                min: scale.min,
+                max: scale.max,
+            });
+        }
         let started = Instant::now();
         let mut last_rmse = None;
         let svd = train(
@@ -180,5 +198,57 @@ impl Model {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_with(value: f32) -> Dataset {
+        let mut data = Dataset::default();
+        for u in 0..10 {
+            for i in 0..8 {
+                let r = 1.0 + ((u + i) % 5) as f32;
+                data.push(&format!("u{u}"), &format!("m{i}"), r, None);
+            }
+        }
+        data.push("u7", "m3", value, None);
+        data
+    }
+
+    fn config(scale: Option<RatingScale>) -> FitConfig<'static> {
+        FitConfig {
+            params: Hyperparams {
+                n_factors: 4,
+                n_epochs: 3,
+                ..Hyperparams::with_seed(1)
+            },
+            threads: 1,
+            scale,
+            titles: None,
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_rating_outside_the_declared_scale_is_an_error_naming_it() {
+        let data = data_with(1e6);
+        let err = Model::fit(&data, &config(Some(RatingScale::FIVE_STARS)), &mut |_| {})
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rating 1000000 (user u7, item m3, rating #81 of the data) is outside the rating scale 1..=5"
+        );
+    }
+
+    #[test]
+    fn a_huge_rating_within_the_observed_scale_fails_as_divergence_not_nan() {
+        let data = data_with(1e30);
+        let err = Model::fit(&data, &config(None), &mut |_| {})
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().starts_with("training diverged"), "{err}");
     }
 }

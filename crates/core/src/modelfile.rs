@@ -10,10 +10,12 @@
 //!
 //! Metadata is a JSON section (easy to extend, readable with `strings`); the
 //! big arrays are raw `f32`/`u32`/`u64` sections aligned to 8 bytes. Loading
-//! maps the file into memory, verifies the trailer and the checksum before
-//! believing any length in it, then copies each section out, so a truncated,
-//! corrupted or foreign file is a clear error and never a panic or a huge
-//! allocation. Saving writes a temporary file and renames it into place, so
+//! maps the file into memory, verifies every byte of the trailer and the
+//! checksum before believing any length in it, then copies each section out,
+//! checking each length and count against the file with checked arithmetic,
+//! so a truncated, corrupted, appended-to, foreign or crafted file is a clear
+//! error and never a panic or a huge allocation. A model with a NaN or
+//! infinite parameter is neither written nor read: its estimates would be NaN. Saving writes a temporary file and renames it into place, so
 //! a reader never sees a half-written model.
 
 use std::fs::File;
@@ -99,12 +101,31 @@ pub enum ModelFileError {
         hint: &'static str,
     },
     /// The file ends early (an interrupted copy or download).
-    #[error("{path}: the model file is truncated ({len} bytes)")]
+    #[error("{path}: the model file is truncated ({len} bytes, no RSMODEND end marker)")]
     Truncated {
         /// The file.
         path: PathBuf,
         /// Its length.
         len: u64,
+    },
+    /// A complete model is followed by more bytes: something was appended.
+    #[error(
+        "{path}: {extra} unexpected {} after the RSMODEND end marker of a complete model (data appended to the file?)",
+        bytes_word(.extra)
+    )]
+    TrailingBytes {
+        /// The file.
+        path: PathBuf,
+        /// How many bytes follow the end marker.
+        extra: u64,
+    },
+    /// The checksum matches, but the rest of the trailer is damaged.
+    #[error("{path}: the model file's trailer is damaged: {reason}")]
+    DamagedTrailer {
+        /// The file.
+        path: PathBuf,
+        /// Which part.
+        reason: String,
     },
     /// The checksum does not match: the bytes changed after writing.
     #[error("{path}: the model file is corrupted (checksum {found:08x}, expected {expected:08x})")]
@@ -115,6 +136,16 @@ pub enum ModelFileError {
         found: u32,
         /// Checksum stored in the trailer.
         expected: u32,
+    },
+    /// The model has NaN or infinite parameters (a diverged run): writing it is refused.
+    #[error(
+        "{path}: refusing to write a model with non-finite parameters (NaN or infinity) in {what}"
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// Which parameters, e.g. "user factors".
+        what: &'static str,
     },
     /// The checksum matches but the content is inconsistent (a writer bug, or a crafted file).
     #[error("{path}: invalid model file: {reason}")]
@@ -127,18 +158,14 @@ pub enum ModelFileError {
 }
 
 /// Writes `model` to `path` atomically and sets `model.id` to the content hash.
+/// An inconsistent model or one with a NaN or infinite parameter is refused
+/// and nothing is written.
 pub fn save(model: &mut Model, path: &Path) -> Result<(), ModelFileError> {
     let io_err = |source| ModelFileError::Io {
         path: path.to_path_buf(),
         source,
     };
-    model
-        .check_consistency()
-        .map_err(|reason| ModelFileError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-    let bytes = encode(model).map_err(io_err)?;
+    let bytes = encode(model, path)?;
     let crc = crc32fast::hash(&bytes[..bytes.len() - TRAILER_LEN]);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -167,9 +194,23 @@ pub fn save(model: &mut Model, path: &Path) -> Result<(), ModelFileError> {
     Ok(())
 }
 
-/// Encodes a model into the file layout (trailer included).
-pub fn encode(model: &Model) -> io::Result<Vec<u8>> {
-    let meta = serde_json::to_vec(&MetaSection::of(model)).map_err(io::Error::other)?;
+/// Encodes a model into the file layout (trailer included); `path` is used
+/// in messages. Refuses what [`decode`] would refuse: an inconsistent model,
+/// or one with a NaN or infinite parameter.
+pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, ModelFileError> {
+    let invalid = |reason| ModelFileError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    model.check_consistency().map_err(invalid)?;
+    if let Some(what) = model.svd.non_finite_parameters() {
+        return Err(ModelFileError::NonFinite {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    let meta = serde_json::to_vec(&MetaSection::of(model))
+        .map_err(|e| invalid(format!("metadata: {e}")))?;
     let (seen_offsets, seen_items) = model.seen.to_parts(model.svd.n_users());
     let svd = &model.svd;
     let mut out = Vec::with_capacity(
@@ -249,25 +290,18 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
             hint,
         });
     }
-    if bytes.len() < HEADER_LEN + TRAILER_LEN || bytes[bytes.len() - END_MAGIC.len()..] != END_MAGIC
-    {
-        return Err(ModelFileError::Truncated {
-            path: path_buf(),
-            len: bytes.len() as u64,
-        });
-    }
+    let expected = check_trailer(bytes, path)?;
     let body_end = bytes.len() - TRAILER_LEN;
-    let expected = read_u32(bytes, body_end);
-    let found = crc32fast::hash(&bytes[..body_end]);
-    if found != expected {
-        return Err(ModelFileError::Corrupted {
-            path: path_buf(),
-            found,
-            expected,
-        });
-    }
 
+    // Every section takes at least its 16-byte header: a count the file
+    // cannot hold is refused before anything is allocated for it.
     let count = read_u32(bytes, 12) as usize;
+    let room = (body_end - HEADER_LEN) / 16;
+    if count > room {
+        return Err(invalid(format!(
+            "the header announces {count} sections, but the file has room for at most {room}"
+        )));
+    }
     let mut sections: Vec<(u32, &[u8])> = Vec::with_capacity(count);
     let mut at = HEADER_LEN;
     for _ in 0..count {
@@ -297,6 +331,16 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
 
     let meta: MetaSection = serde_json::from_slice(section(Tag::Meta)?)
         .map_err(|e| invalid(format!("metadata: {e}")))?;
+    // Each factor row is `n_factors` floats of the file: a larger count is a
+    // crafted one (and would size allocations when users are added later).
+    if meta.n_factors == 0 || meta.n_factors > bytes.len() / 4 {
+        return Err(invalid(format!(
+            "{} factors is impossible in a file of {} bytes",
+            meta.n_factors,
+            bytes.len()
+        )));
+    }
+    meta.scale.check().map_err(invalid)?;
     let users =
         decode_ids(section(Tag::UserIds)?).map_err(|e| invalid(format!("user ids: {e}")))?;
     let items =
@@ -320,6 +364,11 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
         user_counts: u32s(Tag::UserCounts)?,
         item_counts: u32s(Tag::ItemCounts)?,
     };
+    if let Some(what) = svd.non_finite_parameters() {
+        return Err(invalid(format!(
+            "non-finite parameters (NaN or infinity) in {what}"
+        )));
+    }
     let seen_offsets = section(Tag::SeenOffsets)
         .and_then(|b| pod_vec::<u64>(b).map_err(|e| invalid(format!("seen offsets: {e}"))))?;
     let seen = SeenItems::from_parts(seen_offsets, u32s(Tag::SeenItems)?, svd.n_items())
@@ -335,6 +384,78 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
     };
     model.check_consistency().map_err(invalid)?;
     Ok(model)
+}
+
+/// Verifies the trailer (`CRC | u32 0 | "RSMODEND"`) of a file that starts
+/// like a model, and returns the checksum. Every trailer byte is checked; when
+/// something is wrong, says whether the file was cut, damaged or appended to.
+fn check_trailer(bytes: &[u8], path: &Path) -> Result<u32, ModelFileError> {
+    let len = bytes.len();
+    if len < HEADER_LEN + TRAILER_LEN {
+        return Err(ModelFileError::Truncated {
+            path: path.to_path_buf(),
+            len: len as u64,
+        });
+    }
+    let body_end = len - TRAILER_LEN;
+    let expected = read_u32(bytes, body_end);
+    let found = crc32fast::hash(&bytes[..body_end]);
+    let ends_with_marker = bytes[len - END_MAGIC.len()..] == END_MAGIC;
+    let damaged = |reason: &str| ModelFileError::DamagedTrailer {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if found == expected && ends_with_marker {
+        let reserved = read_u32(bytes, body_end + 4);
+        return if reserved == 0 {
+            Ok(expected)
+        } else {
+            Err(damaged(&format!(
+                "the reserved word after the checksum is {reserved:#010x}, not zero"
+            )))
+        };
+    }
+    if let Some(end) = earlier_model_end(bytes) {
+        return Err(ModelFileError::TrailingBytes {
+            path: path.to_path_buf(),
+            extra: (len - end) as u64,
+        });
+    }
+    Err(match (found == expected, ends_with_marker) {
+        (true, _) => damaged("the RSMODEND end marker is damaged"),
+        (false, false) => ModelFileError::Truncated {
+            path: path.to_path_buf(),
+            len: len as u64,
+        },
+        (false, true) => ModelFileError::Corrupted {
+            path: path.to_path_buf(),
+            found,
+            expected,
+        },
+    })
+}
+
+/// Where a complete model ends when more bytes follow it: the last end
+/// marker before the end of `bytes` whose checksum matches what precedes it.
+/// Only a few candidates are tried (each costs a checksum of the file).
+fn earlier_model_end(bytes: &[u8]) -> Option<usize> {
+    let mut search_end = bytes.len().checked_sub(1)?;
+    for _ in 0..4 {
+        let at = memchr::memmem::rfind(&bytes[..search_end], &END_MAGIC)?;
+        if let Some(crc_at) = at.checked_sub(8).filter(|&c| c >= HEADER_LEN) {
+            let stored = read_u32(bytes, crc_at);
+            let reserved = read_u32(bytes, crc_at + 4);
+            if reserved == 0 && crc32fast::hash(&bytes[..crc_at]) == stored {
+                return Some(at + END_MAGIC.len());
+            }
+        }
+        search_end = at + END_MAGIC.len() - 1;
+    }
+    None
+}
+
+fn bytes_word(n: &u64) -> &'static str {
+    if *n == 1 { "byte" } else { "bytes" }
 }
 
 /// The model id for a content checksum.
@@ -442,20 +563,32 @@ fn decode_strings(bytes: &[u8]) -> Result<Vec<String>, String> {
         return Err("string list shorter than its count".into());
     }
     let count = u64::from_le_bytes(array8(&bytes[..8]));
-    let offsets_len = usize::try_from(count)
+    // The count, its `count + 1` offsets and all arithmetic on them come from
+    // the file: checked, and compared with the section before any slicing.
+    let offsets_end = usize::try_from(count)
         .ok()
         .and_then(|c| c.checked_add(1))
         .and_then(|c| c.checked_mul(8))
-        .filter(|&l| 8 + l <= bytes.len())
-        .ok_or("string list offsets run past the section")?;
-    let offsets: Vec<u64> = pod_vec(&bytes[8..8 + offsets_len])?;
-    let text = &bytes[8 + offsets_len..];
+        .and_then(|l| l.checked_add(8))
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| {
+            format!(
+                "a list of {count} strings runs past the section ({} bytes)",
+                bytes.len()
+            )
+        })?;
+    let offsets: Vec<u64> = pod_vec(&bytes[8..offsets_end])?;
+    let text = &bytes[offsets_end..];
+    // The writer's strings fill the text exactly: anything else was edited.
+    if offsets.first() != Some(&0) || offsets.last() != Some(&(text.len() as u64)) {
+        return Err("the string offsets do not span the text".into());
+    }
     let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
     for w in offsets.windows(2) {
-        let (start, end) = (w[0] as usize, w[1] as usize);
-        if start > end || end > text.len() {
-            return Err("string offsets out of order or out of range".into());
-        }
+        let (start, end) = match (usize::try_from(w[0]), usize::try_from(w[1])) {
+            (Ok(start), Ok(end)) if start <= end && end <= text.len() => (start, end),
+            _ => return Err("string offsets out of order or out of range".into()),
+        };
         let s = std::str::from_utf8(&text[start..end]).map_err(|e| format!("not UTF-8: {e}"))?;
         out.push(s.to_string());
     }
@@ -524,7 +657,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_rejected_cleanly() {
-        let bytes = encode(&trained()).unwrap();
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         let path = Path::new("m.rsm");
         for cut in (0..bytes.len())
             .step_by(97)
@@ -543,7 +676,7 @@ mod tests {
 
     #[test]
     fn flipped_bytes_are_caught_by_the_checksum() {
-        let bytes = encode(&trained()).unwrap();
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         for at in (16..bytes.len() - TRAILER_LEN).step_by(131) {
             let mut bad = bytes.clone();
             bad[at] ^= 0x40;
@@ -558,7 +691,7 @@ mod tests {
 
     #[test]
     fn other_versions_and_foreign_files_get_clear_errors() {
-        let mut bytes = encode(&trained()).unwrap();
+        let mut bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
         let err = decode(&bytes, Path::new("m.rsm")).unwrap_err();
         assert_eq!(
@@ -571,7 +704,7 @@ mod tests {
 
     #[test]
     fn a_crafted_file_with_a_valid_checksum_is_still_validated() {
-        let mut bytes = encode(&trained()).unwrap();
+        let mut bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
         // Claim a huge first section, then fix up the checksum.
         bytes[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
         let end = bytes.len() - TRAILER_LEN;
@@ -579,6 +712,244 @@ mod tests {
         bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
         let err = decode(&bytes, Path::new("m.rsm")).unwrap_err();
         assert!(matches!(err, ModelFileError::Invalid { .. }), "{err}");
+    }
+
+    /// Offset of the body of the section `tag` in an encoded file.
+    fn body_at(bytes: &[u8], tag: Tag) -> usize {
+        let mut at = HEADER_LEN;
+        loop {
+            let len = u64::from_le_bytes(array8(&bytes[at + 8..at + 16])) as usize;
+            if read_u32(bytes, at) == tag as u32 {
+                return at + 16;
+            }
+            at = (at + 16 + len).next_multiple_of(8);
+        }
+    }
+
+    /// Recomputes the checksum, as someone crafting a file would.
+    fn fix_crc(bytes: &mut [u8]) {
+        let end = bytes.len() - TRAILER_LEN;
+        let crc = crc32fast::hash(&bytes[..end]);
+        bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// The sections of an encoded file, as (tag, body).
+    fn sections_of(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let mut at = HEADER_LEN;
+        let mut out = Vec::new();
+        for _ in 0..read_u32(bytes, 12) {
+            let len = u64::from_le_bytes(array8(&bytes[at + 8..at + 16])) as usize;
+            out.push((read_u32(bytes, at), bytes[at + 16..at + 16 + len].to_vec()));
+            at = (at + 16 + len).next_multiple_of(8);
+        }
+        out
+    }
+
+    /// A file made of these sections, with a valid checksum and trailer.
+    fn assemble(sections: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+        for (tag, body) in sections {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            out.extend_from_slice(body);
+            out.resize(out.len().next_multiple_of(8), 0);
+        }
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&END_MAGIC);
+        fix_crc(&mut out);
+        out
+    }
+
+    /// `bytes` with its metadata JSON edited by `edit`.
+    fn with_meta(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+        let mut sections = sections_of(bytes);
+        let mut meta: serde_json::Value = serde_json::from_slice(&sections[0].1).unwrap();
+        edit(&mut meta);
+        sections[0].1 = serde_json::to_vec(&meta).unwrap();
+        assemble(&sections)
+    }
+
+    fn invalid_reason(result: Result<Model, ModelFileError>) -> String {
+        match result {
+            Err(ModelFileError::Invalid { reason, .. }) => reason,
+            Err(other) => panic!("expected an invalid-file error, got {other:?}"),
+            Ok(model) => panic!("expected an invalid-file error, got model {}", model.id),
+        }
+    }
+
+    #[test]
+    fn huge_string_counts_with_a_valid_checksum_are_invalid_not_a_panic() {
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
+        // (count + 1) * 8 is the largest multiple of 8 below 2^64 for the
+        // first; 8 + that overflows.
+        let counts = [(1u64 << 61) - 2, (1 << 61) - 1, u64::MAX, u64::MAX / 8];
+        for tag in [Tag::UserIds, Tag::ItemIds, Tag::Titles] {
+            for count in counts {
+                let mut bad = bytes.clone();
+                let at = body_at(&bad, tag);
+                bad[at..at + 8].copy_from_slice(&count.to_le_bytes());
+                fix_crc(&mut bad);
+                let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+                assert!(
+                    reason.contains("past the section"),
+                    "{tag:?} {count}: {reason}"
+                );
+            }
+        }
+        assert!(decode_strings(&((1u64 << 61) - 2).to_le_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_huge_factor_count_with_a_valid_checksum_is_invalid_not_a_panic() {
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
+        // 60 users and 80 items times 2^62 wrap to 0 in 64 bits: with empty
+        // factor sections an unchecked product "matches".
+        let mut sections = sections_of(&bytes);
+        for (tag, body) in &mut sections {
+            if *tag == Tag::UserFactors as u32 || *tag == Tag::ItemFactors as u32 {
+                body.clear();
+            }
+        }
+        for k in [1u64 << 62, u64::MAX, 1 << 40] {
+            let bad = with_meta(&assemble(&sections), |m| m["n_factors"] = k.into());
+            let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+            assert!(reason.contains("factors"), "{k}: {reason}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_rating_scale_in_a_crafted_file_is_invalid() {
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
+        // min > max would make every clip panic; JSON cannot say NaN, and
+        // serde refuses numbers beyond f32.
+        let cases = [
+            (5.0, 1.0, "rating scale 5..=1"),
+            (1.0, 1e39, "number out of range"),
+            (-1e39, 5.0, "number out of range"),
+        ];
+        for (min, max, expected) in cases {
+            let bad = with_meta(&bytes, |m| {
+                m["scale"] = serde_json::json!({ "min": min, "max": max });
+            });
+            let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+            assert!(reason.contains(expected), "{min},{max}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_huge_section_count_is_refused_without_a_huge_allocation() {
+        let mut bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
+        bytes[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        fix_crc(&mut bytes);
+        let reason = invalid_reason(decode(&bytes, Path::new("m.rsm")));
+        assert!(reason.contains("section"), "{reason}");
+    }
+
+    #[test]
+    fn every_byte_of_the_trailer_is_checked() {
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
+        for at in bytes.len() - TRAILER_LEN..bytes.len() {
+            for bit in [0x01, 0x80] {
+                let mut bad = bytes.clone();
+                bad[at] ^= bit;
+                let err = decode(&bad, Path::new("m.rsm"))
+                    .map(|_| ())
+                    .expect_err(&format!("byte {at} flipped by {bit:#x} was accepted"));
+                assert!(
+                    !err.to_string().contains("truncated"),
+                    "byte {at} of a whole file: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn appended_bytes_are_reported_as_such_not_as_a_truncation() {
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
+        for extra in [1usize, 5, 8, 100] {
+            let mut bad = bytes.clone();
+            bad.extend(std::iter::repeat_n(0x5a, extra));
+            let message = decode(&bad, Path::new("m.rsm")).unwrap_err().to_string();
+            assert!(!message.contains("truncated"), "{message}");
+            assert!(
+                message.contains(&format!("{extra} unexpected byte")),
+                "{message}"
+            );
+        }
+        // Appending a second copy of the end marker is still appended data.
+        let mut bad = bytes.clone();
+        bad.extend_from_slice(&END_MAGIC);
+        let message = decode(&bad, Path::new("m.rsm")).unwrap_err().to_string();
+        assert!(!message.contains("truncated"), "{message}");
+    }
+
+    #[test]
+    fn non_finite_parameters_are_neither_written_nor_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = trained();
+        type Spoil = fn(&mut SvdModel);
+        let bad_models: [(&str, Spoil); 4] = [
+            ("user biases", |s| s.user_bias[3] = f32::NAN),
+            ("item biases", |s| s.item_bias[0] = f32::INFINITY),
+            ("user factors", |s| s.user_factors[7] = f32::NEG_INFINITY),
+            ("item factors", |s| s.item_factors[11] = f32::NAN),
+        ];
+        for (what, spoil) in bad_models {
+            let mut model = good.clone();
+            spoil(&mut model.svd);
+            let path = dir.path().join("nan.rsm");
+            let err = save(&mut model, &path).unwrap_err();
+            assert!(err.to_string().contains(what), "{what}: {err}");
+            assert!(!path.exists(), "{what}: a file was written");
+            assert!(encode(&model, &path).is_err(), "{what}: encoded");
+        }
+        // The same, crafted into a file with a valid checksum.
+        let bytes = encode(&good, Path::new("m.rsm")).unwrap();
+        for (tag, what) in [
+            (Tag::UserBias, "user biases"),
+            (Tag::ItemBias, "item biases"),
+            (Tag::UserFactors, "user factors"),
+            (Tag::ItemFactors, "item factors"),
+        ] {
+            for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut bad = bytes.clone();
+                let at = body_at(&bad, tag) + 4;
+                bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
+                fix_crc(&mut bad);
+                let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+                assert_eq!(
+                    reason,
+                    format!("non-finite parameters (NaN or infinity) in {what}")
+                );
+            }
+        }
+        // JSON has no NaN or infinity (a NaN is written as null), and serde
+        // refuses numbers beyond f32: a non-finite global mean cannot be read.
+        for mean in [serde_json::Value::Null, 1e39.into()] {
+            let bad = with_meta(&bytes, |m| m["global_mean"] = mean.clone());
+            let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+            assert!(reason.starts_with("metadata: "), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_string_list_with_unused_bytes_is_invalid() {
+        // Found by the fuzz suite: lengthening the titles section into its
+        // zero padding left bytes no string used, and the file still loaded.
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
+        let mut sections = sections_of(&bytes);
+        assert_eq!(sections[3].0, Tag::Titles as u32);
+        sections[3].1.push(0);
+        let bad = assemble(&sections);
+        let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+        assert_eq!(reason, "titles: the string offsets do not span the text");
+        // And a list whose first string does not start at 0.
+        let mut list = encode_strings(["ab", "c"].into_iter());
+        list[8] = 1;
+        assert!(decode_strings(&list).is_err());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! item's factors when enabled), adds users and items it has never seen with
 //! fresh factors, and marks the item as rated by the user, so their next
 //! recommendations change at once. Before learning from a rating it scores
-//! it (test-then-learn), which gives honest running accuracy figures.
+//! it (test-then-learn), which gives honest running accuracy figures. A
+//! rating outside the model's scale, or one that would make a parameter NaN
+//! or infinite, is refused and leaves the model as it was.
 //!
 //! Each rating yields an [`Update`]: the full new state of the user and of
 //! the item, with a sequence number. Full states rather than differences make
@@ -73,6 +75,19 @@ pub enum OnlineError {
         min: f32,
         /// Highest allowed.
         max: f32,
+    },
+    /// One SGD step on this rating would make a bias or factor NaN or
+    /// infinite (a learning rate far too high, or parameters near overflow).
+    #[error(
+        "learning rating {value} of user {user} for item {item} would make the model's parameters non-finite (NaN or infinity); the rating was refused and the model left unchanged"
+    )]
+    NonFinite {
+        /// Raw user id.
+        user: String,
+        /// Raw item id.
+        item: String,
+        /// The rating.
+        value: f32,
     },
 }
 
@@ -151,7 +166,9 @@ impl OnlineLearner {
         }
     }
 
-    /// Scores the rating, then learns from it.
+    /// Scores the rating, then learns from it. A rating that is not a finite
+    /// number within the model's scale, or whose step would make a bias or
+    /// factor NaN or infinite, is an error and changes nothing.
     pub fn learn(
         &mut self,
         uid: &str,
@@ -167,25 +184,51 @@ impl OnlineLearner {
             });
         }
         let prequential = self.predict(uid, iid, rating);
-        let (user, _) = self.intern(uid, true);
-        let (item, new_item) = self.intern(iid, false);
+        // The step runs on copies first: a rating that would make a parameter
+        // NaN or infinite is refused before anything changes (ids, rows, the
+        // random stream that draws new users' and items' factors).
+        let mut rng = self.rng.clone();
+        let model = self.recommender.model();
+        let svd = &model.svd;
+        let (user, item) = (model.users.get(uid), model.items.get(iid));
+        let mut pu = match user {
+            Some(u) => svd.user_row(u).to_vec(),
+            None => self.fresh_factors(&mut rng),
+        };
+        let mut qi = match item {
+            Some(i) => svd.item_row(i).to_vec(),
+            None => self.fresh_factors(&mut rng),
+        };
+        let (pu_initial, qi_initial) = (pu.clone(), qi.clone());
+        let mut bu = user.map_or(0.0, |u| svd.user_bias[u as usize]);
+        let mut bi = item.map_or(0.0, |i| svd.item_bias[i as usize]);
+        let row = StepRow {
+            bu: &mut bu,
+            bi: &mut bi,
+            pu: &mut pu,
+            qi: &mut qi,
+        };
+        kernels::sgd_step(rating, svd.global_mean, row, &self.rates);
+        // Without item updates a trained item keeps its factors (biases still move).
+        let store_qi = self.update_items || item.is_none();
+        let finite = |xs: &[f32]| xs.iter().all(|x| x.is_finite());
+        if !(bu.is_finite() && bi.is_finite() && finite(&pu) && (!store_qi || finite(&qi))) {
+            return Err(OnlineError::NonFinite {
+                user: uid.to_string(),
+                item: iid.to_string(),
+                value: rating,
+            });
+        }
+        self.rng = rng;
+        let user = self.intern(uid, true, &pu_initial);
+        let item = self.intern(iid, false, &qi_initial);
         let model = self.recommender.model_mut();
         let svd = &mut model.svd;
-        let mu = svd.global_mean;
-        let k = svd.n_factors;
-        let keep_item = (!self.update_items && !new_item).then(|| svd.item_row(item).to_vec());
-        {
-            let (users, items) = (&mut svd.user_factors, &mut svd.item_factors);
-            let row = StepRow {
-                bu: &mut svd.user_bias[user as usize],
-                bi: &mut svd.item_bias[item as usize],
-                pu: &mut users[user as usize * k..(user as usize + 1) * k],
-                qi: &mut items[item as usize * k..(item as usize + 1) * k],
-            };
-            kernels::sgd_step(rating, mu, row, &self.rates);
-        }
-        if let Some(trained) = keep_item {
-            svd.item_row_mut(item).copy_from_slice(&trained);
+        svd.user_bias[user as usize] = bu;
+        svd.user_row_mut(user).copy_from_slice(&pu);
+        svd.item_bias[item as usize] = bi;
+        if store_qi {
+            svd.item_row_mut(item).copy_from_slice(&qi);
         }
         svd.user_counts[user as usize] += 1;
         svd.item_counts[item as usize] += 1;
@@ -212,29 +255,32 @@ impl OnlineLearner {
         }
     }
 
-    /// The dense index of an id, adding it with fresh factors when new.
-    fn intern(&mut self, raw: &str, is_user: bool) -> (u32, bool) {
+    /// Factors for a new user or item, drawn from `rng`.
+    fn fresh_factors(&self, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
+        let k = self.recommender.model().svd.n_factors;
+        match self.init {
+            Some(normal) => (0..k).map(|_| normal.sample(rng)).collect(),
+            None => vec![0.0; k],
+        }
+    }
+
+    /// The dense index of an id, adding it with `factors` when new.
+    fn intern(&mut self, raw: &str, is_user: bool, factors: &[f32]) -> u32 {
         let model = self.recommender.model_mut();
         let map = if is_user { &model.users } else { &model.items };
         if let Some(index) = map.get(raw) {
-            return (index, false);
+            return index;
         }
-        let k = model.svd.n_factors;
-        let factors: Vec<f32> = match self.init {
-            Some(normal) => (0..k).map(|_| normal.sample(&mut self.rng)).collect(),
-            None => vec![0.0; k],
-        };
-        let index = if is_user {
+        if is_user {
             model.users.intern(raw);
-            let u = model.svd.push_user(0.0, &factors);
+            let u = model.svd.push_user(0.0, factors);
             model.seen.ensure_users(model.svd.n_users());
             u
         } else {
             model.items.intern(raw);
             model.titles.push(String::new());
-            model.svd.push_item(0.0, &factors)
-        };
-        (index, true)
+            model.svd.push_item(0.0, factors)
+        }
     }
 
     fn state_update(&self, user: u32, item: u32) -> Update {
@@ -554,6 +600,55 @@ mod tests {
         ));
         assert!(learner.learn("1", "m1", f32::NAN).is_err());
         assert_eq!(learner.seq(), 0);
+    }
+
+    #[test]
+    fn a_step_that_would_overflow_is_refused_and_changes_nothing() {
+        let mut model = base();
+        // Finite (training's checks accept it), but one step with an error
+        // of 2 or more overflows f32.
+        model.meta.params.lr_bu = 3e38;
+        model.meta.params.lr_pu = 3e38;
+        let mut learner = OnlineLearner::new(model, true);
+        let before = learner.recommender().model().clone();
+        for (uid, iid) in [
+            ("1", "m1"),
+            ("newcomer", "m1"),
+            ("1", "new-movie"),
+            ("x", "y"),
+        ] {
+            let (u, i) = (before.users.get(uid), before.items.get(iid));
+            // At least 2 away from the estimate.
+            let rating = if before.svd.raw_estimate(u, i) < 3.0 {
+                5.0
+            } else {
+                1.0
+            };
+            let err = learner.learn(uid, iid, rating).map(|_| ()).unwrap_err();
+            assert!(err.to_string().contains("non-finite"), "{err}");
+            assert_eq!(learner.seq(), 0);
+            assert!(
+                learner.recommender().model() == &before,
+                "{uid} {iid}: the model changed"
+            );
+            assert_eq!(learner.recommender().version(), "base");
+        }
+    }
+
+    #[test]
+    fn a_refused_rating_leaves_no_trace_in_later_updates() {
+        let mut hot = base();
+        hot.meta.params.lr_bu = 3e38;
+        let mut refused = OnlineLearner::new(hot.clone(), true);
+        refused
+            .learn("newcomer", "m1", 5.0)
+            .map(|_| ())
+            .unwrap_err();
+        // Same model, same random stream: the refused rating drew nothing.
+        let sane = OnlineLearner::new(hot, true);
+        let state = |l: &OnlineLearner| l.recommender().model().clone();
+        assert!(state(&sane) == state(&refused));
+        assert_eq!(sane.rng, refused.rng);
     }
 
     #[test]

@@ -44,9 +44,27 @@ impl RatingScale {
     /// The 1..=5 star scale of MovieLens 100K/1M/10M.
     pub const FIVE_STARS: RatingScale = RatingScale { min: 1.0, max: 5.0 };
 
-    /// Clips an estimate into the scale.
+    /// Clips an estimate into the scale (which must pass [`RatingScale::check`]).
     pub fn clip(&self, estimate: f32) -> f32 {
         estimate.clamp(self.min, self.max)
+    }
+
+    /// Checks that the scale is a finite range, `min <= max` (clipping to
+    /// anything else panics).
+    pub fn check(&self) -> Result<(), String> {
+        if self.min.is_finite() && self.max.is_finite() && self.min <= self.max {
+            Ok(())
+        } else {
+            Err(format!(
+                "unusable rating scale {}..={}: it must be finite with min <= max",
+                self.min, self.max
+            ))
+        }
+    }
+
+    /// True when `value` is a finite rating within the scale.
+    pub fn contains(&self, value: f32) -> bool {
+        value.is_finite() && self.min <= value && value <= self.max
     }
 }
 

@@ -549,6 +549,39 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_ratings_are_refused_in_every_format() {
+        // (file with {} for the rating, line of the rating)
+        let files = [
+            ("1\t2\t{}\t3\n", 1),
+            ("1::2::{}::3\n", 1),
+            ("userId,movieId,rating,timestamp\n1,2,{},3\n", 2),
+            ("1,2,{}\n", 1),
+            ("user_id:token\titem_id:token\trating:float\n1\t2\t{}\n", 2),
+        ];
+        let values = [
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "infinity",
+            "+Infinity",
+            "1e39",
+            "-3.5e38",
+        ];
+        for (template, line) in files {
+            for value in values {
+                let text = template.replace("{}", value);
+                let err = read(&text, auto()).unwrap_err().to_string();
+                assert_eq!(
+                    err,
+                    format!("test.data:{line}: rating {value:?} is not finite"),
+                    "{text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn invalid_utf8_is_reported_not_panicked_on() {
         let bytes = b"1\t2\t3\t4\n\xff\xfe\t2\t3\t4\n";
         let err = read_ratings_from(&bytes[..], 0, Path::new("x"), auto()).unwrap_err();

@@ -119,12 +119,25 @@ impl SvdModel {
         &mut self.item_factors[item as usize * k..(item as usize + 1) * k]
     }
 
-    /// Checks that every array has the length the counts imply.
+    /// Checks that every array has the length the counts imply (the counts
+    /// may come from a file: a product that overflows is an error too).
     pub fn check_shape(&self) -> Result<(), String> {
         let (users, items, k) = (self.n_users(), self.n_items(), self.n_factors);
+        let factors = |what: &str, rows: usize| {
+            rows.checked_mul(k)
+                .ok_or_else(|| format!("{what}: {rows} rows of {k} factors overflow"))
+        };
         let checks = [
-            ("user factors", self.user_factors.len(), users * k),
-            ("item factors", self.item_factors.len(), items * k),
+            (
+                "user factors",
+                self.user_factors.len(),
+                factors("user factors", users)?,
+            ),
+            (
+                "item factors",
+                self.item_factors.len(),
+                factors("item factors", items)?,
+            ),
             ("user counts", self.user_counts.len(), users),
             ("item counts", self.item_counts.len(), items),
         ];
@@ -134,6 +147,41 @@ impl SvdModel {
             }
         }
         Ok(())
+    }
+}
+
+impl SvdModel {
+    /// The first parameter array (or the global mean) holding a NaN or an
+    /// infinity, named for messages ("user factors"), or `None` when every
+    /// parameter is finite. Estimates from such a model are NaN: it must not
+    /// be written, loaded or served.
+    pub fn non_finite_parameters(&self) -> Option<&'static str> {
+        if !self.global_mean.is_finite() {
+            return Some("the global mean");
+        }
+        self.parameter_arrays()
+            .into_iter()
+            .find(|(_, values)| values.iter().any(|x| !x.is_finite()))
+            .map(|(what, _)| what)
+    }
+
+    /// How many parameters (global mean, biases, factors) are NaN or infinite.
+    pub fn count_non_finite(&self) -> usize {
+        let arrays: usize = self
+            .parameter_arrays()
+            .iter()
+            .map(|(_, values)| values.iter().filter(|x| !x.is_finite()).count())
+            .sum();
+        arrays + usize::from(!self.global_mean.is_finite())
+    }
+
+    fn parameter_arrays(&self) -> [(&'static str, &[f32]); 4] {
+        [
+            ("user biases", &self.user_bias),
+            ("item biases", &self.item_bias),
+            ("user factors", &self.user_factors),
+            ("item factors", &self.item_factors),
+        ]
     }
 }
 
@@ -180,6 +228,20 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_parameters_are_found_and_counted() {
+        let mut m = tiny();
+        assert_eq!((m.non_finite_parameters(), m.count_non_finite()), (None, 0));
+        m.item_factors[3] = f32::NAN;
+        m.item_factors[1] = f32::INFINITY;
+        assert_eq!(m.non_finite_parameters(), Some("item factors"));
+        m.user_bias[1] = f32::NEG_INFINITY;
+        assert_eq!(m.non_finite_parameters(), Some("user biases"));
+        m.global_mean = f32::NAN;
+        assert_eq!(m.non_finite_parameters(), Some("the global mean"));
+        assert_eq!(m.count_non_finite(), 4);
+    }
+
+    #[test]
     fn shape_check_catches_mismatched_arrays() {
         let mut m = tiny();
         assert!(m.check_shape().is_ok());
@@ -187,6 +249,17 @@ mod tests {
         assert_eq!(
             m.check_shape().unwrap_err(),
             "item factors: 3 values where 4 were expected"
+        );
+        // 2 rows times 2^63 factors wraps to 0 in 64 bits.
+        let huge = SvdModel {
+            n_factors: 1 << 63,
+            user_factors: vec![],
+            item_factors: vec![],
+            ..tiny()
+        };
+        assert_eq!(
+            huge.check_shape().unwrap_err(),
+            "user factors: 2 rows of 9223372036854775808 factors overflow"
         );
     }
 }

@@ -61,6 +61,35 @@ pub enum TrainError {
         /// Declared number of items.
         n_items: usize,
     },
+    /// The rating scale is not a finite range with min <= max.
+    #[error("{0}")]
+    InvalidScale(String),
+    /// A rating is not a finite number within the rating scale.
+    #[error(
+        "rating {value} (user {user}, item {item}, rating #{position} of the data) is outside the rating scale {min}..={max}"
+    )]
+    RatingOutOfScale {
+        /// 1-based position of the rating in the data.
+        position: usize,
+        /// Its user: the raw id from [`Model::fit`](crate::Model::fit), else the dense index.
+        user: String,
+        /// Its item, likewise.
+        item: String,
+        /// The rating.
+        value: f32,
+        /// Lowest allowed.
+        min: f32,
+        /// Highest allowed.
+        max: f32,
+    },
+    /// SGD blew up: some biases or factors became NaN or infinite.
+    #[error(
+        "training diverged: {count} non-finite parameters (NaN or infinity); lower the learning rate or check the ratings' scale"
+    )]
+    Diverged {
+        /// How many parameters are not finite.
+        count: usize,
+    },
     /// `threads` was zero.
     #[error("threads must be at least 1")]
     NoThreads,
@@ -83,8 +112,10 @@ pub struct TrainOptions {
     pub scale: RatingScale,
 }
 
-/// Trains a model on `ratings`, whose indices are below `n_users` / `n_items`.
+/// Trains a model on `ratings`, whose indices are below `n_users` / `n_items`
+/// and whose values lie within `options.scale`.
 /// Users and items with no rating keep their random factors but count as unknown.
+/// A run whose parameters end up NaN or infinite is an error, never a model.
 pub fn train(
     ratings: &[Rating],
     n_users: usize,
@@ -113,6 +144,17 @@ pub fn train(
             n_items,
         });
     }
+    options.scale.check().map_err(TrainError::InvalidScale)?;
+    if let Some((index, r)) = first_out_of_scale(ratings, options.scale) {
+        return Err(TrainError::RatingOutOfScale {
+            position: index + 1,
+            user: format!("index {}", r.user),
+            item: format!("index {}", r.item),
+            value: r.value,
+            min: options.scale.min,
+            max: options.scale.max,
+        });
+    }
     let mut model = initial_model(ratings, n_users, n_items, params, options.scale);
     let k = model.n_factors;
     let mut user_rows = PaddedMatrix::from_rows(&model.user_factors, k);
@@ -133,7 +175,21 @@ pub fn train(
     }
     user_rows.write_back(&mut model.user_factors);
     item_rows.write_back(&mut model.item_factors);
-    Ok(model)
+    match model.count_non_finite() {
+        0 => Ok(model),
+        count => Err(TrainError::Diverged { count }),
+    }
+}
+
+/// The first rating that is not a finite number within `scale`, with its index.
+pub(crate) fn first_out_of_scale(
+    ratings: &[Rating],
+    scale: RatingScale,
+) -> Option<(usize, Rating)> {
+    ratings
+        .iter()
+        .position(|r| !scale.contains(r.value))
+        .map(|at| (at, ratings[at]))
 }
 
 /// Random factors, zero biases, the training counts and the global mean.
@@ -686,6 +742,80 @@ mod tests {
             train(&r, 1, 6, &p, options(0), &mut quiet()).unwrap_err(),
             TrainError::NoThreads
         );
+    }
+
+    #[test]
+    fn ratings_outside_the_scale_are_refused_naming_the_rating() {
+        let data = small_data();
+        let (nu, ni) = (data.users.len(), data.items.len());
+        let p = Hyperparams {
+            n_epochs: 1,
+            ..Hyperparams::default()
+        };
+        for value in [1e6, 0.0, 5.5, f32::NAN, f32::INFINITY] {
+            let mut ratings = data.ratings.clone();
+            ratings[17].value = value;
+            for threads in [1, 2] {
+                let err = train(&ratings, nu, ni, &p, options(threads), &mut quiet())
+                    .map(|_| ())
+                    .unwrap_err();
+                let message = err.to_string();
+                assert!(
+                    message.contains(&format!("rating {value} ")),
+                    "{value}: {message}"
+                );
+                assert!(message.contains("rating scale 1..=5"), "{message}");
+                assert!(message.contains("#18"), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_training_run_that_diverges_is_an_error_not_a_nan_model() {
+        let data = small_data();
+        let (nu, ni) = (data.users.len(), data.items.len());
+        let p = Hyperparams {
+            n_epochs: 3,
+            ..Hyperparams::default()
+        };
+        // One huge rating within a scale that allows it.
+        let mut ratings = data.ratings.clone();
+        ratings[17].value = 1e30;
+        let wide = TrainOptions {
+            threads: 1,
+            scale: RatingScale {
+                min: 1.0,
+                max: 1e30,
+            },
+        };
+        // A learning rate far too high for sane ratings.
+        let hot = Hyperparams {
+            lr_pu: 50.0,
+            lr_qi: 50.0,
+            ..p.clone()
+        };
+        let runs = [
+            (&ratings, &p, wide),
+            (&ratings, &p, TrainOptions { threads: 2, ..wide }),
+            (&data.ratings, &hot, options(1)),
+            (&data.ratings, &hot, options(2)),
+        ];
+        for (ratings, params, opts) in runs {
+            let result = train(ratings, nu, ni, params, opts, &mut quiet());
+            let message = match result {
+                Ok(model) => panic!(
+                    "trained a model with a NaN: {}",
+                    model.user_factors.iter().any(|x| !x.is_finite())
+                ),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                message.starts_with("training diverged: ")
+                    && message.contains(" non-finite parameters")
+                    && message.contains("lower the learning rate"),
+                "{message}"
+            );
+        }
     }
 
     #[test]
