@@ -378,12 +378,7 @@ fn printing_to_a_closed_pipe_ends_quietly_instead_of_panicking() {
 #[test]
 fn zero_negative_and_nan_durations_and_rates_are_refused_by_the_command_line() {
     for args in [
-        vec![
-            "consume",
-            "--brokers",
-            "127.0.0.1:9",
-            "--idle-timeout=-1",
-        ],
+        vec!["consume", "--brokers", "127.0.0.1:9", "--idle-timeout=-1"],
         vec![
             "consume",
             "--brokers",
@@ -437,5 +432,34 @@ fn zero_negative_and_nan_durations_and_rates_are_refused_by_the_command_line() {
         );
         assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_absurd_rating_is_refused_and_no_broken_model_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ratings, _) = synthetic_files(dir.path());
+    let mut text = std::fs::read_to_string(&ratings).expect("ratings");
+    text.push_str("1\t2\t1e30\t5\n");
+    std::fs::write(&ratings, text).expect("write");
+    for (scale, expected) in [
+        (Some("1,5"), "outside the rating scale 1..=5"),
+        (None, "training diverged"),
+    ] {
+        let out = dir.path().join("broken.rsm");
+        let mut command = recstream();
+        command
+            .args(["train", "--quiet", "--n-epochs", "5", "--ratings"])
+            .arg(&ratings)
+            .arg("--out")
+            .arg(&out);
+        if let Some(scale) = scale {
+            command.args(["--rating-scale", scale]);
+        }
+        let output = command.output().expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{scale:?}: {stderr}");
+        assert!(stderr.contains(expected), "{scale:?}: {stderr}");
+        assert!(!out.exists(), "{scale:?}: no model file written");
     }
 }
