@@ -320,21 +320,38 @@ fn a_learner_killed_with_sigkill_resumes_without_losing_or_repeating_a_rating() 
     let _serial = serial();
     let Some(mut s) = setup() else { return };
     let first = s.learner("first");
-    let ratings: Vec<Vec<u8>> = (0..3000)
-        .map(|i| {
-            format!(
-                r#"{{"uid": {}, "iid": {}, "rating": {}}}"#,
-                1 + i % 450,
-                1 + (i * 13) % 390,
-                1 + i % 5
-            )
-            .into_bytes()
-        })
-        .collect();
-    produce(&s.broker.bootstrap, RATINGS, &ratings);
+    // Ratings arrive over about five seconds, so that the learner is killed
+    // in the middle of them (it learns 3,000 in well under a second).
+    let sender = std::thread::spawn({
+        let bootstrap = s.broker.bootstrap.clone();
+        move || {
+            for chunk in 0..30 {
+                let ratings: Vec<Vec<u8>> = (chunk * 100..(chunk + 1) * 100)
+                    .map(|i| {
+                        format!(
+                            r#"{{"uid": {}, "iid": {}, "rating": {}}}"#,
+                            1 + i % 450,
+                            1 + (i * 13) % 390,
+                            1 + i % 5
+                        )
+                        .into_bytes()
+                    })
+                    .collect();
+                produce(&bootstrap, RATINGS, &ratings);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+    });
     // Kill it while it is publishing.
-    read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| m.len() >= 1500);
+    read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| {
+        m.iter().filter(|x| x["type"] == "user").count() >= 600
+    });
+    let still_sending = !sender.is_finished();
     s.learners[first].kill_9();
+    assert!(
+        still_sending,
+        "the premise: ratings were still arriving at the kill"
+    );
     let before_restart = read_topic(
         &s.broker.bootstrap,
         MODEL_TOPIC,
@@ -349,13 +366,19 @@ fn a_learner_killed_with_sigkill_resumes_without_losing_or_repeating_a_rating() 
         "the premise: the learner was killed while it was learning ({before_restart} of 3000 published)"
     );
     s.learner("second");
+    sender.join().unwrap();
     let updates = read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| {
         m.iter().filter(|x| x["type"] == "user").count() >= 3000
     });
-    // Let anything extra arrive before judging.
-    std::thread::sleep(Duration::from_secs(3));
+    // Let anything extra arrive before judging: read up to the topic's end,
+    // found by reading until it has been quiet for three seconds.
+    let end = end_offsets(&s.broker.bootstrap, MODEL_TOPIC, 1)[0];
+    assert!(
+        end as usize >= updates.len(),
+        "the premise: the end covers what was read"
+    );
     let updates = read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| {
-        m.len() > updates.len()
+        m.len() as i64 >= end
     });
     let users: Vec<&Value> = updates.iter().filter(|x| x["type"] == "user").collect();
     let sources: Vec<(i64, i64)> = users
