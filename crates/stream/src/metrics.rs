@@ -53,6 +53,8 @@ pub const WAITING_FOR_TOPIC: &str = "recstream_waiting_for_topic";
 pub const DELIVERY_FAILURES: &str = "recstream_delivery_failures_total";
 /// Errors reading a topic (librdkafka retries them), by `topic`.
 pub const CONSUME_ERRORS: &str = "recstream_consume_errors_total";
+/// Times a worker found the model-topic updates it needed gone (it stops).
+pub const MODEL_TOPIC_TRUNCATED: &str = "recstream_model_topic_truncated_total";
 /// Offset commits the broker refused.
 pub const COMMIT_FAILURES: &str = "recstream_commit_failures_total";
 /// Ratings learnt by the learner.
@@ -137,5 +139,102 @@ async fn ready(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) 
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Cases: `PROPTEST_CASES`, else 10,000 under CI, else 1,000.
+    fn cases() -> usize {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if std::env::var_os("CI").is_some() {
+                10_000
+            } else {
+                1_000
+            })
+    }
+
+    /// A request line (and headers) as a hostile or broken client sends it:
+    /// pieces of valid requests mixed with random bytes, cut anywhere.
+    fn hostile_request(seed: &mut u64) -> Vec<u8> {
+        let mut next = || {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed
+        };
+        let pieces: [&[u8]; 12] = [
+            b"GET ",
+            b"POST ",
+            b"/metrics",
+            b"/readyz",
+            b"/healthz",
+            b" HTTP/1.1\r\n",
+            b"Host: x\r\n",
+            b"\r\n",
+            b"Content-Length: 99999999999\r\n",
+            b"%00%ff/../",
+            b"Transfer-Encoding: chunked\r\n",
+            b"\xff\xfe\x00",
+        ];
+        let mut request = Vec::new();
+        for _ in 0..next() % 12 {
+            match next() % 3 {
+                0 => {
+                    let len = (next() % 64) as usize;
+                    request.extend((0..len).map(|_| next() as u8));
+                }
+                1 => request.extend(std::iter::repeat_n(b'A', (next() % 20_000) as usize)),
+                _ => request.extend_from_slice(pieces[(next() % 12) as usize]),
+            }
+        }
+        let cut = (next() as usize) % (request.len() + 1);
+        request.truncate(cut.max(request.len() / 2));
+        request
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_requests_get_an_answer_or_a_close_within_a_second_and_the_server_lives_on() {
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::default());
+        let addr = serve("127.0.0.1:0".parse().unwrap(), health, shutdown.clone())
+            .await
+            .unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut answered = 0;
+        for case in 0..cases() {
+            let request = hostile_request(&mut seed);
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // The server may close on a bad request before reading it all.
+            let _ = stream.write_all(&request).await;
+            let _ = stream.shutdown().await;
+            let mut response = Vec::new();
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                stream.read_to_end(&mut response),
+            )
+            .await;
+            assert!(
+                read.is_ok(),
+                "case {case}: no answer and no close within 1 s for {:?}",
+                String::from_utf8_lossy(&request[..request.len().min(200)])
+            );
+            answered += usize::from(response.starts_with(b"HTTP/1.1 "));
+        }
+        assert!(answered > 0, "the premise: some cases were answered at all");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        shutdown.cancel();
     }
 }

@@ -29,14 +29,50 @@ use crate::serving::ServingModel;
 /// Most messages applied under one write lock.
 const APPLY_BATCH: usize = 512;
 
-/// Follows `topic` from `start` until `shutdown`.
+/// Why a worker cannot follow the model topic without missing updates.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The updates this worker needs next are gone from the topic.
+    #[error(
+        "the model topic {topic:?} no longer holds the updates this worker needs (it starts at offset {earliest}, the worker is at {position}): start the worker from a recent snapshot (--model <snapshot-dir>/latest.rsm), and keep snapshots more frequent than the topic's retention"
+    )]
+    Truncated {
+        /// The model topic.
+        topic: String,
+        /// Its first retained offset.
+        earliest: i64,
+        /// Where this worker was (0: the beginning).
+        position: i64,
+    },
+    /// The follower's Kafka client could not be set up.
+    #[error("cannot follow the model topic {topic:?}: {source}")]
+    Kafka {
+        /// The model topic.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+/// Follows `topic` from `start` until `shutdown`; stops with an error when
+/// updates it needs are gone from the topic (never skips them silently).
 pub(crate) async fn run(
     settings: KafkaSettings,
     topic: String,
     start: Offset,
     model: Arc<ServingModel>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), FollowError> {
+    // A worker started from a snapshot is that far along already: say so
+    // before the first update arrives (a quiet topic may have none for a while).
+    let start_seq = crate::serving::read(&model.current())
+        .model()
+        .meta
+        .online
+        .as_ref()
+        .map_or(0, |online| online.seq);
+    metrics::gauge!(m::MODEL_SEQUENCE).set(start_seq as f64);
     let mut from = start;
     if let Some((offset, announcement)) = newest_announcement(&settings, &topic, start).await
         && announcement.id != model.base_id()
@@ -46,21 +82,28 @@ pub(crate) async fn run(
             from = Offset::Offset(offset + 1);
         }
     }
-    let consumer: StreamConsumer<LoggingContext> = match settings
-        .reader(&format!("recstream-follow-{}", rand::random::<u32>()))
-        .create_with_context(LoggingContext::new("model-follower"))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("cannot follow the model topic {topic}: {e}");
-            return;
-        }
+    let kafka = |source| FollowError::Kafka {
+        topic: topic.clone(),
+        source,
     };
-    let mut tpl = TopicPartitionList::new();
-    if tpl.add_partition_offset(&topic, 0, from).is_err() || consumer.assign(&tpl).is_err() {
-        tracing::error!("cannot follow the model topic {topic}");
-        return;
+    // A position that falls out of the topic is an error, not a silent jump
+    // to whatever is retained (that would skip updates).
+    let consumer: StreamConsumer<LoggingContext> = settings
+        .reader(&format!("recstream-follow-{}", rand::random::<u32>()))
+        .set("auto.offset.reset", "error")
+        .create_with_context(LoggingContext::new("model-follower"))
+        .map_err(kafka)?;
+    if from == Offset::Beginning {
+        // A compacted topic keeps offset 0; one that does not has lost
+        // states that a worker starting from the batch model needs.
+        let earliest = earliest_offset(&settings, &topic).await;
+        if earliest > 0 {
+            return Err(lost(&topic, earliest, 0));
+        }
     }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, from).map_err(kafka)?;
+    consumer.assign(&tpl).map_err(kafka)?;
     tracing::info!(topic = %topic, model = %model.version(), "following model updates");
     let mut stream = consumer.stream();
     let mut loading: Option<(
@@ -98,6 +141,16 @@ pub(crate) async fn run(
                 };
                 match next {
                     Some(Ok(message)) => push(&mut messages, message.payload()),
+                    Some(Err(e)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AutoOffsetReset) => {
+                        let position = consumer
+                            .position()
+                            .ok()
+                            .and_then(|p| p.find_partition(&topic, 0).map(|e| e.offset()))
+                            .and_then(|o| o.to_raw())
+                            .unwrap_or(-1);
+                        let earliest = earliest_offset(&settings, &topic).await;
+                        return Err(lost(&topic, earliest, position));
+                    }
                     Some(Err(e)) => {
                         tracing::warn!("model topic: {e}; retrying");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -139,6 +192,7 @@ pub(crate) async fn run(
             }
         }
     }
+    Ok(())
 }
 
 /// Applies user and item states in order under one write lock.
@@ -181,6 +235,38 @@ fn apply(model: &ServingModel, messages: Vec<ModelMessage>) {
     if let Some(seq) = last_seq {
         metrics::gauge!(m::MODEL_SEQUENCE).set(seq as f64);
     }
+}
+
+/// The error for a worker whose next updates are gone, logged as it is made.
+fn lost(topic: &str, earliest: i64, position: i64) -> FollowError {
+    metrics::counter!(m::MODEL_TOPIC_TRUNCATED).increment(1);
+    let error = FollowError::Truncated {
+        topic: topic.to_string(),
+        earliest,
+        position,
+    };
+    tracing::error!("{error}");
+    error
+}
+
+/// The first offset the broker still holds of the model topic's partition
+/// (0 when it cannot say: no evidence of loss is not loss).
+async fn earliest_offset(settings: &KafkaSettings, topic: &str) -> i64 {
+    let (settings, topic) = (settings.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let client: rdkafka::consumer::BaseConsumer = settings
+            .reader("recstream-follow-watermarks")
+            .create()
+            .ok()?;
+        client
+            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+            .ok()
+            .map(|(low, _)| low)
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(0)
 }
 
 /// Fetches and prepares an announced model, or says why not.

@@ -27,7 +27,7 @@
 mod consume;
 mod context;
 mod deliver;
-mod follow;
+pub mod follow;
 mod score;
 mod transactional;
 
@@ -140,6 +140,9 @@ pub enum WorkerError {
     /// Exactly-once mode cannot run.
     #[error("exactly-once: {0}")]
     Transactions(String),
+    /// The model topic can no longer be followed without missing updates.
+    #[error("{0}")]
+    ModelTopic(#[from] follow::FollowError),
     /// An output can never be delivered for a reason outside the message.
     #[error("cannot produce to {topic:?}: {reason} ({source})")]
     Undeliverable {
@@ -228,14 +231,34 @@ pub async fn run(
         shutdown.clone(),
     ));
     let follower = spawn_follower(&config, &model, &shutdown);
-    let delivered = deliver::run(
+    let delivering = deliver::run(
         scored_rx,
         producer,
         consumer.clone(),
         &config,
         shutdown.clone(),
-    )
-    .await;
+    );
+    // A follower that can no longer keep this worker's model identical to
+    // everyone else's stops the worker: stop consuming, drain, then report.
+    let (delivered, lost_track) = match follower {
+        None => (delivering.await, None),
+        Some(mut follower) => {
+            tokio::pin!(delivering);
+            tokio::select! {
+                delivered = &mut delivering => {
+                    follower.abort();
+                    (delivered, None)
+                }
+                followed = &mut follower => {
+                    let error = followed.ok().and_then(Result::err);
+                    if error.is_some() {
+                        stop_consuming.cancel();
+                    }
+                    (delivering.await, error)
+                }
+            }
+        }
+    };
     stop_consuming.cancel();
 
     let consumed = consumed
@@ -245,11 +268,11 @@ pub async fn run(
         .await
         .map_err(|e| WorkerError::Stage(format!("score: {e}")))?;
     lag.abort();
-    if let Some(follower) = follower {
-        follower.abort();
-    }
     health.set_ready(false);
     let summary = delivered?;
+    if let Some(error) = lost_track {
+        return Err(WorkerError::ModelTopic(error));
+    }
     let summary = WorkerSummary {
         consumed,
         ..summary
@@ -273,7 +296,7 @@ fn spawn_follower(
     config: &WorkerConfig,
     model: &Arc<ServingModel>,
     shutdown: &CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> Option<tokio::task::JoinHandle<Result<(), follow::FollowError>>> {
     config.model_topic.clone().map(|topic| {
         // A snapshot says where in the model topic it stands; a batch model
         // follows from the beginning (states of other models are skipped).
