@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The long run of the fuzz suites: every parser of outside input (requests,
+# ratings and dead letters on the wire, the ratings file readers, the model
+# file decoder, the metrics endpoint) with many more cases than CI's 10,000
+# a target. RELIABILITY.md quotes the counts.
+#
+#   bash bench/fuzz.sh [CASES]     # 200,000 cases a target by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+export PROPTEST_CASES="${1:-200000}"
+echo "\$ PROPTEST_CASES=$PROPTEST_CASES cargo test --locked --release -p recstream-core --test fuzz_modelfile --test fuzz_ratings"
+cargo test --locked --release -p recstream-core --test fuzz_modelfile --test fuzz_ratings 2>&1 | grep -E "^test |test result"
+echo "\$ PROPTEST_CASES=$PROPTEST_CASES cargo test --locked --release -p recstream-stream --lib wire:: metrics::"
+cargo test --locked --release -p recstream-stream --lib -- wire:: metrics:: 2>&1 | grep -E "^test |test result"

@@ -1,0 +1,507 @@
+//! The fault suite: under steady request and rating load, workers and the
+//! learner are killed with SIGKILL and restarted at random moments, the
+//! broker goes away and comes back, and the model topic grows past what the
+//! embedded broker keeps (5 MiB a partition). Then every request must have a
+//! reply, every rating must have been applied exactly once, every worker
+//! must serve exactly what a fresh replay of the same updates serves, and
+//! memory must not have grown. A second test fills the model topic past
+//! what the embedded broker keeps: a worker that would miss updates stops
+//! with an error saying so, and one started from a snapshot converges.
+//!
+//! The broker is librdkafka's mock cluster, in this test process (the
+//! embedded broker of `recstream run`), so that it can be taken down and
+//! brought back; the workers and the learner are real `recstream`
+//! processes. `FAULT_CYCLES` sets the number of kill cycles (10 by
+//! default; `bench/soak.sh` runs 100) and `FAULT_SEED` the random seed.
+
+// Test helpers may panic: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use serde_json::Value;
+use support::*;
+
+const LONG: Duration = Duration::from_secs(180);
+/// Requests and ratings per second of the steady load (the mock cluster
+/// scans a partition from its head on every fetch: much more for minutes
+/// overloads its one thread, which is the embedded broker's own limit).
+const RATE: usize = 150;
+
+/// A small deterministic random source (xorshift), seeded per run.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The model a process should start from: the learner's latest snapshot
+/// once there is one (the embedded broker may have dropped the head of the
+/// model topic), the batch model before.
+fn start_model(batch: &Path, snapshots: &Path) -> PathBuf {
+    let snapshot = snapshots.join("latest.rsm");
+    if snapshot.is_file() {
+        snapshot
+    } else {
+        batch.to_path_buf()
+    }
+}
+
+/// One rating per index: user, item and value cycle so that every event is
+/// different and users rate again and again.
+fn rating(i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"uid": {}, "iid": {}, "rating": {}}}"#,
+        1 + i % 450,
+        1 + (i * 13) % 390,
+        1 + i % 5
+    )
+    .into_bytes()
+}
+
+#[test]
+fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once() {
+    let _serial = serial();
+    let cycles: usize = std::env::var("FAULT_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let seed: u64 = std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| unique() as u64 | 1);
+    eprintln!("fault suite: {cycles} cycles, FAULT_SEED={seed}");
+    let mut dice = Dice(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for (topic, partitions) in [
+        (IN, 4),
+        (OUT, 4),
+        (DLQ, 4),
+        (RATINGS, 4),
+        (RATINGS_DLQ, 4),
+        (MODEL_TOPIC, 1),
+        (FILES_TOPIC, 1),
+        ("probe-in", 1),
+        ("probe-out", 1),
+    ] {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let batch = synthetic_model(dir.path());
+    let snapshots = dir.path().join("snapshots");
+
+    let mut workers: Vec<Worker> = ["a", "b"]
+        .iter()
+        .map(|name| Worker::start(&bootstrap, &batch, "faults", logs, name, &[]))
+        .collect();
+    let mut learner = Learner::start(&bootstrap, &batch, &snapshots, logs, "learner-0");
+    assert!(learner.wait_learning(LONG), "{}", learner.log_text());
+    for worker in &workers {
+        assert!(worker.wait_assigned(LONG), "{}", worker.log_text());
+    }
+
+    // Steady load on two threads, until told to stop; each remembers how
+    // many it sent.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = |topic: &'static str, make: fn(usize) -> Vec<u8>| {
+        let (bootstrap, stop) = (bootstrap.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // One producer for the whole run, paced at RATE a second; every
+            // message is acknowledged before it counts as sent.
+            let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("linger.ms", "5")
+                .create()
+                .expect("producer");
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            let started = std::time::Instant::now();
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let due = (started.elapsed().as_secs_f64() * RATE as f64) as usize;
+                let batch: Vec<Vec<u8>> = (sent..due.max(sent)).map(make).collect();
+                runtime.block_on(async {
+                    let pending: Vec<_> = batch
+                        .iter()
+                        .map(|payload| {
+                            let record = rdkafka::producer::FutureRecord::<(), _>::to(topic)
+                                .payload(payload);
+                            producer.send(record, Duration::from_secs(60))
+                        })
+                        .collect();
+                    for delivered in futures::future::join_all(pending).await {
+                        delivered.expect("load delivered to the broker");
+                    }
+                });
+                sent += batch.len();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            sent
+        })
+    };
+    let requests = load(IN, |i| {
+        format!(r#"{{"uid": {}, "request_id": "f-{i}"}}"#, 1 + i % 500).into_bytes()
+    });
+    let ratings = load(RATINGS, rating);
+
+    let mut kills = [0usize; 3];
+    let mut outages = 0;
+    let mut restarts = 0;
+    for cycle in 0..cycles {
+        std::thread::sleep(Duration::from_millis(1000 + dice.below(2000)));
+        let victim = dice.below(if cycle % 4 == 3 { 4 } else { 3 }) as usize;
+        match victim {
+            0 | 1 => {
+                let name = format!("{}-{cycle}", ["a", "b"][victim]);
+                workers[victim].kill_9();
+                let model = start_model(&batch, &snapshots);
+                workers[victim] = Worker::start(&bootstrap, &model, "faults", logs, &name, &[]);
+                kills[victim] += 1;
+            }
+            2 => {
+                let was_learning =
+                    http_get(&learner.metrics, "/readyz").is_some_and(|(status, _)| status == 200);
+                learner.kill_9();
+                assert!(
+                    was_learning,
+                    "the premise: the learner was working when killed\n{}",
+                    learner.log_text()
+                );
+                let model = start_model(&batch, &snapshots);
+                learner = Learner::start(
+                    &bootstrap,
+                    &model,
+                    &snapshots,
+                    logs,
+                    &format!("learner-{cycle}"),
+                );
+                assert!(learner.wait_learning(LONG), "{}", learner.log_text());
+                kills[2] += 1;
+            }
+            _ => {
+                cluster.broker_down(1).unwrap();
+                std::thread::sleep(Duration::from_millis(1000 + dice.below(2000)));
+                cluster.broker_up(1).unwrap();
+                outages += 1;
+            }
+        }
+        restarts += 1;
+    }
+    // Warm: every process up. Memory is measured from here.
+    for worker in &workers {
+        assert!(worker.wait_assigned(LONG), "{}", worker.log_text());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let pids: Vec<(String, u32)> = workers
+        .iter()
+        .map(|w| ("worker".to_string(), w.child.id()))
+        .chain([("learner".to_string(), learner.child.id())])
+        .collect();
+    let warm: Vec<u64> = pids
+        .iter()
+        .map(|(_, pid)| rss_kib(*pid).unwrap_or(0))
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    let sent_requests = requests.join().unwrap();
+    let sent_ratings = ratings.join().unwrap();
+    eprintln!(
+        "fault suite: {restarts} faults ({} kills of worker a, {} of worker b, {} of the learner, {outages} broker outages); {sent_requests} requests, {sent_ratings} ratings sent",
+        kills[0], kills[1], kills[2]
+    );
+
+    // Every request answered at least once.
+    let expected: HashSet<String> = (0..sent_requests).map(|i| format!("f-{i}")).collect();
+    let replies = wait_for_replies(&bootstrap, &expected, LONG);
+    let counts = replies_per_request(&replies);
+    let missing = expected
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .count();
+    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    eprintln!(
+        "fault suite: {} answered, {missing} lost, {duplicates} duplicate replies",
+        counts.len()
+    );
+    assert_eq!(missing, 0, "every request answered");
+
+    // Every rating applied exactly once: one sequence number per rating,
+    // and the retained tail of the model topic holds no rating twice.
+    let updates = read_topic(&bootstrap, MODEL_TOPIC, LONG, |m| {
+        m.iter()
+            .any(|x| x["type"] == "user" && x["seq"].as_u64() == Some(sent_ratings as u64))
+    });
+    let users: Vec<&Value> = updates.iter().filter(|x| x["type"] == "user").collect();
+    let last_seq = users
+        .iter()
+        .filter_map(|u| u["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let sources: Vec<(i64, i64)> = users
+        .iter()
+        .map(|u| {
+            (
+                u["source"]["partition"].as_i64().unwrap(),
+                u["source"]["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let distinct: HashSet<(i64, i64)> = sources.iter().copied().collect();
+    eprintln!(
+        "fault suite: last sequence {last_seq} for {sent_ratings} ratings; {} user states retained of the model topic",
+        users.len()
+    );
+    assert_eq!(
+        last_seq, sent_ratings as u64,
+        "each rating applied once: no gap, no repeat"
+    );
+    assert_eq!(
+        distinct.len(),
+        sources.len(),
+        "no rating published twice in the retained tail"
+    );
+
+    // Every worker serves what a fresh replay serves: a new worker started
+    // from the latest snapshot, in its own group on the probe topics.
+    let fresh_model = start_model(&batch, &snapshots);
+    let fresh = Worker::start(
+        &bootstrap,
+        &fresh_model,
+        "fresh",
+        logs,
+        "fresh",
+        &["--input-topic", "probe-in", "--output-topic", "probe-out"],
+    );
+    for worker in workers.iter().chain([&fresh]) {
+        let caught_up = wait_metric(
+            &worker.metrics,
+            "recstream_model_update_sequence",
+            LONG,
+            |s| s == last_seq as f64,
+        );
+        assert_eq!(
+            caught_up,
+            Some(last_seq as f64),
+            "{}\n--- learner ---\n{}",
+            worker.log_text(),
+            learner.log_text()
+        );
+    }
+    let probes: Vec<Vec<u8>> = (1..=60)
+        .map(|u| format!(r#"{{"uid": {u}, "request_id": "probe-{u}"}}"#).into_bytes())
+        .collect();
+    produce(&bootstrap, IN, &probes);
+    produce(&bootstrap, "probe-in", &probes);
+    let by_id = |topic: &str| -> BTreeMap<String, Value> {
+        read_topic(&bootstrap, topic, LONG, |r| {
+            r.iter()
+                .filter(|x| {
+                    x["request_id"]
+                        .as_str()
+                        .is_some_and(|i| i.starts_with("probe-"))
+                })
+                .count()
+                >= 60
+        })
+        .into_iter()
+        .filter(|r| {
+            r["request_id"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("probe-"))
+        })
+        .map(|r| {
+            (
+                r["request_id"].as_str().unwrap().to_string(),
+                r["recommendations"].clone(),
+            )
+        })
+        .collect()
+    };
+    let (served, replayed) = (by_id(OUT), by_id("probe-out"));
+    assert_eq!(served.len(), 60);
+    assert_eq!(
+        served, replayed,
+        "the workers serve exactly what a fresh replay serves"
+    );
+
+    // Memory bounded.
+    for ((role, pid), warm) in pids.iter().zip(warm) {
+        let now = rss_kib(*pid).unwrap_or(0);
+        eprintln!("fault suite: {role} {pid} RSS {warm} KiB warm, {now} KiB at the end");
+        assert!(
+            now as f64 <= warm as f64 * 1.2,
+            "{role} grew from {warm} to {now} KiB"
+        );
+    }
+}
+
+#[test]
+fn a_model_topic_that_outgrew_the_embedded_broker_never_makes_a_worker_diverge() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for (topic, partitions) in [
+        (IN, 1),
+        (DLQ, 1),
+        ("out-live", 1),
+        ("out-late", 1),
+        (RATINGS, 4),
+        (RATINGS_DLQ, 4),
+        (MODEL_TOPIC, 1),
+        (FILES_TOPIC, 1),
+    ] {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let batch = synthetic_model(dir.path());
+    let snapshots = dir.path().join("snapshots");
+    let learner = Learner::start(&bootstrap, &batch, &snapshots, logs, "learner");
+    assert!(learner.wait_learning(LONG), "{}", learner.log_text());
+    // One worker follows from the start, live.
+    let live = Worker::start(
+        &bootstrap,
+        &batch,
+        "live",
+        logs,
+        "live",
+        &["--output-topic", "out-live"],
+    );
+    assert!(live.wait_assigned(LONG), "{}", live.log_text());
+    // 12,000 ratings: about 24,000 states, well over the 5 MiB a partition
+    // the embedded broker keeps.
+    const RATINGS_SENT: usize = 12_000;
+    for chunk in 0..(RATINGS_SENT / 1000) {
+        let batch: Vec<Vec<u8>> = (chunk * 1000..(chunk + 1) * 1000).map(rating).collect();
+        produce(&bootstrap, RATINGS, &batch);
+    }
+    let settled = wait_metric(
+        &live.metrics,
+        "recstream_model_update_sequence",
+        LONG,
+        |s| s == RATINGS_SENT as f64,
+    );
+    assert_eq!(
+        settled,
+        Some(RATINGS_SENT as f64),
+        "the live worker kept up\n{}",
+        live.log_text()
+    );
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let (earliest, _) = rdkafka::consumer::Consumer::fetch_watermarks(
+        &consumer,
+        MODEL_TOPIC,
+        0,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        earliest > 0,
+        "the premise: the broker dropped the head of the model topic"
+    );
+
+    // A worker starting from the batch model would miss the dropped states:
+    // it stops, saying so, instead of serving a different model.
+    let (status, stderr, _) = run_to_end(
+        &[
+            "serve",
+            "--brokers",
+            &bootstrap,
+            "--model",
+            &batch.to_string_lossy(),
+            "--group-id",
+            "stale",
+            "--output-topic",
+            "out-late",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no longer holds the updates this worker needs"),
+        "{stderr}"
+    );
+
+    // One started from the learner's latest snapshot converges to the live one.
+    let deadline = std::time::Instant::now() + LONG;
+    while !std::fs::read(snapshots.join("latest.rsm")).is_ok_and(|_| {
+        learner
+            .log_text()
+            .lines()
+            .rev()
+            .find(|l| l.contains("snapshot written"))
+            .is_some_and(|l| l.contains(&format!("+{RATINGS_SENT} ")))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a snapshot of every rating\n{}",
+            learner.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let late = Worker::start(
+        &bootstrap,
+        &snapshots.join("latest.rsm"),
+        "late",
+        logs,
+        "late",
+        &["--output-topic", "out-late"],
+    );
+    assert!(late.wait_assigned(LONG), "{}", late.log_text());
+    let caught_up = wait_metric(
+        &late.metrics,
+        "recstream_model_update_sequence",
+        LONG,
+        |s| s == RATINGS_SENT as f64,
+    );
+    assert_eq!(caught_up, Some(RATINGS_SENT as f64), "{}", late.log_text());
+    let probes: Vec<Vec<u8>> = (1..=60)
+        .map(|u| format!(r#"{{"uid": {u}, "request_id": "probe-{u}"}}"#).into_bytes())
+        .collect();
+    produce(&bootstrap, IN, &probes);
+    let by_id = |topic: &str| -> BTreeMap<String, Value> {
+        read_topic(&bootstrap, topic, LONG, |r| r.len() >= 60)
+            .into_iter()
+            .map(|r| {
+                (
+                    r["request_id"].as_str().unwrap_or_default().to_string(),
+                    r["recommendations"].clone(),
+                )
+            })
+            .collect()
+    };
+    let (live_replies, late_replies) = (by_id("out-live"), by_id("out-late"));
+    assert_eq!(live_replies.len(), 60);
+    assert_eq!(
+        live_replies, late_replies,
+        "the late worker serves exactly what the live one does"
+    );
+}
