@@ -262,15 +262,7 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
         .filter_map(|u| u["seq"].as_u64())
         .max()
         .unwrap_or(0);
-    let sources: Vec<(i64, i64)> = users
-        .iter()
-        .map(|u| {
-            (
-                u["source"]["partition"].as_i64().unwrap(),
-                u["source"]["offset"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let sources = rating_sources(&users);
     let distinct: HashSet<(i64, i64)> = sources.iter().copied().collect();
     eprintln!(
         "fault suite: last sequence {last_seq} for {sent_ratings} ratings; {} user states retained of the model topic",

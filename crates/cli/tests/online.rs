@@ -381,15 +381,7 @@ fn a_learner_killed_with_sigkill_resumes_without_losing_or_repeating_a_rating() 
         m.len() as i64 >= end
     });
     let users: Vec<&Value> = updates.iter().filter(|x| x["type"] == "user").collect();
-    let sources: Vec<(i64, i64)> = users
-        .iter()
-        .map(|u| {
-            (
-                u["source"]["partition"].as_i64().unwrap(),
-                u["source"]["offset"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let sources = rating_sources(&users);
     let distinct: HashSet<(i64, i64)> = sources.iter().copied().collect();
     assert_eq!(distinct.len(), 3000, "every rating learnt\n{}", s.logs());
     assert_eq!(

@@ -67,19 +67,10 @@ const TRAILER_LEN: usize = 16;
 /// The id lookup table for small integer ids may take up to 16 MiB by design.
 const FIXED_ALLOWANCE: usize = 20 << 20;
 
+mod common;
+
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if std::env::var_os("CI").is_some() {
-            10_000
-        } else {
-            1_000
-        });
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
+    common::fuzz_config()
 }
 
 /// A small trained model file: titles with multi-byte UTF-8, an online

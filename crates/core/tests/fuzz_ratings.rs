@@ -21,19 +21,10 @@ use proptest::prelude::*;
 use recstream_core::data::ratings::read_ratings_from;
 use recstream_core::data::{DataError, RatingsFormat, ReadOptions};
 
+mod common;
+
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if std::env::var_os("CI").is_some() {
-            10_000
-        } else {
-            1_000
-        });
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
+    common::fuzz_config()
 }
 
 const FORMATS: [RatingsFormat; 5] = [

@@ -147,18 +147,6 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// Cases: `PROPTEST_CASES`, else 10,000 under CI, else 1,000.
-    fn cases() -> usize {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(if std::env::var_os("CI").is_some() {
-                10_000
-            } else {
-                1_000
-            })
-    }
-
     /// A request line (and headers) as a hostile or broken client sends it:
     /// pieces of valid requests mixed with random bytes, cut anywhere.
     fn hostile_request(seed: &mut u64) -> Vec<u8> {
@@ -207,7 +195,7 @@ mod tests {
             .unwrap();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut answered = 0;
-        for case in 0..cases() {
+        for case in 0..crate::testing::fuzz_cases() {
             let request = hostile_request(&mut seed);
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             // The server may close on a bad request before reading it all.

@@ -615,18 +615,6 @@ mod tests {
         assert_eq!(letter["error"], "no \"uid\" field");
     }
 
-    /// Cases per property: `PROPTEST_CASES`, else 10,000 under CI, else 1,000.
-    fn fuzz_cases() -> u32 {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(if std::env::var_os("CI").is_some() {
-                10_000
-            } else {
-                1_000
-            })
-    }
-
     fn restore(letter: &Value) -> Vec<u8> {
         let text = letter["payload"].as_str().unwrap_or_default();
         if letter["payload_encoding"] == "base64" {
@@ -695,7 +683,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::fuzz_cases()))]
 
         #[test]
         fn a_dead_letter_never_exceeds_its_limit_and_keeps_a_prefix(

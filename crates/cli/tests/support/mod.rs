@@ -746,3 +746,16 @@ pub fn wait_metric(
     }
     last
 }
+
+/// The rating (partition, offset) each published user state came from.
+pub fn rating_sources(users: &[&Value]) -> Vec<(i64, i64)> {
+    users
+        .iter()
+        .map(|u| {
+            (
+                u["source"]["partition"].as_i64().unwrap_or(-1),
+                u["source"]["offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
