@@ -146,9 +146,9 @@ fn a_new_user_becomes_known_after_their_first_ratings() {
 fn two_workers_following_the_same_updates_give_identical_scores() {
     let _serial = serial();
     let Some(mut s) = setup() else { return };
+    s.broker.create(&[("replies-a", 4), ("replies-b", 4)]);
     s.worker("g-a", "a", &["--output-topic", "replies-a"]);
     s.worker("g-b", "b", &["--output-topic", "replies-b"]);
-    s.broker.create(&[("replies-a", 4), ("replies-b", 4)]);
     s.learner("learner");
     let ratings: Vec<Vec<u8>> = (0..300)
         .map(|i| {
