@@ -254,9 +254,9 @@ fn lost(topic: &str, earliest: i64, position: i64) -> FollowError {
 async fn earliest_offset(settings: &KafkaSettings, topic: &str) -> i64 {
     let (settings, topic) = (settings.clone(), topic.to_string());
     tokio::task::spawn_blocking(move || {
-        let client: rdkafka::consumer::BaseConsumer = settings
+        let client: rdkafka::consumer::BaseConsumer<LoggingContext> = settings
             .reader("recstream-follow-watermarks")
-            .create()
+            .create_with_context(LoggingContext::new("model-follower"))
             .ok()?;
         client
             .fetch_watermarks(&topic, 0, Duration::from_secs(10))
