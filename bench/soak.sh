@@ -18,7 +18,7 @@ CYCLES="${1:-100}"
 RATE="${2:-60}"
 mkdir -p bench/results
 out="bench/results/soak-$(date +%Y%m%d-%H%M%S).txt"
-echo "\$ FAULT_CYCLES=$CYCLES FAULT_RATE=$RATE cargo test --locked -p recstream --test faults -- --include-ignored --nocapture"
-FAULT_CYCLES="$CYCLES" FAULT_RATE="$RATE" cargo test --locked -p recstream --test faults -- --include-ignored --nocapture 2>&1 \
+echo "\$ FAULT_CYCLES=$CYCLES FAULT_RATE=$RATE cargo test --locked -p recstream --test faults -- --nocapture"
+FAULT_CYCLES="$CYCLES" FAULT_RATE="$RATE" cargo test --locked -p recstream --test faults -- --nocapture 2>&1 \
   | tee "$out" | grep -E "fault suite|test result"
 echo "full output: $out"
