@@ -59,7 +59,8 @@ tansu broker --listener-url tcp://$B --advertised-listener-url tcp://$B --storag
 PIDS+=($!)
 sleep 1
 for t in quickstart-events recommendation-events recommendation-events-dlq rating-events rating-events-dlq; do tansu topic create $t --broker tcp://$B --partitions 4 >/dev/null; done
-for t in model-updates model-files; do tansu topic create $t --broker tcp://$B --partitions 1 >/dev/null; done
+tansu topic create model-updates --broker tcp://$B --partitions 1 --config cleanup.policy=compact >/dev/null
+tansu topic create model-files --broker tcp://$B --partitions 1 >/dev/null
 FAST=(--kafka session.timeout.ms=6000 --kafka linger.ms=0 --kafka fetch.wait.max.ms=1)
 $R serve --brokers $B --model $MODEL "${FAST[@]}" 2>target/bench-fresh-serve.log &
 PIDS+=($!)
@@ -79,11 +80,11 @@ $R run --model $MODEL --no-learn --no-follow >target/bench-eos.out 2>target/benc
 PIDS+=($!)
 wait_for target/bench-eos.log "partitions assigned"
 MB=$(grep -m1 '^  broker' target/bench-eos.out | awk '{print $2}')
-run $R produce --brokers $MB --topic eos-in --uids 1..943 --count 100000
+run $R produce --brokers $MB --topic eos-in --create-topics --uids 1..943 --count 100000
 for round in 1 2; do
   for mode in at-least-once exactly-once; do
     flag=(); [ $mode = exactly-once ] && flag=(--exactly-once --transactional-id bench-eos-$round)
-    $R serve --brokers $MB --model $MODEL --no-follow --input-topic eos-in --output-topic out-$mode-$round \
+    $R serve --brokers $MB --model $MODEL --no-follow --create-topics --input-topic eos-in --output-topic out-$mode-$round \
       --group-id bench-$mode-$round "${flag[@]}" 2>target/bench-$mode.log &
     SERVE=$!
     echo "-- $mode, round $round"

@@ -34,6 +34,9 @@ trap cleanup EXIT
 sleep 1
 topic() { tansu topic create "$1" --broker tcp://$B --partitions 4 >/dev/null; }
 for t in bench-requests dead-letters; do topic $t; done
+# Every serve follows the model topics by default and checks them at start.
+tansu topic create model-updates --broker tcp://$B --partitions 1 --config cleanup.policy=compact >/dev/null
+tansu topic create model-files --broker tcp://$B --partitions 1 >/dev/null
 wait_assigned() { for _ in $(seq 300); do grep -q "partitions assigned" "$1" && return 0; sleep 0.1; done; return 1; }
 
 echo "== Broker: tansu $(tansu --version | cut -d' ' -f2) at $B (memory storage), 4 partitions; CPU:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"

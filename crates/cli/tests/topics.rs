@@ -396,3 +396,35 @@ fn consume_waits_for_a_topic_that_does_not_exist_yet_and_then_reads_it() {
     std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut printed).unwrap();
     assert_eq!(printed.trim(), "{\"hello\": 1}");
 }
+
+#[test]
+fn create_topics_works_on_the_embedded_broker_which_has_no_create_topics_api() {
+    let _serial = serial();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    assert!(
+        !topic_exists(&bootstrap, "made-on-request"),
+        "the premise: it is missing"
+    );
+    let mut child = Command::new(recstream_binary())
+        .args([
+            "produce",
+            "--brokers",
+            &bootstrap,
+            "--topic",
+            "made-on-request",
+            "--create-topics",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start produce");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"{\"uid\": 1}\n").unwrap();
+    drop(child.stdin.take());
+    let output = child.wait_with_output().expect("produce output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("produced 1 message(s)"), "{stderr}");
+    assert!(topic_exists(&bootstrap, "made-on-request"));
+}

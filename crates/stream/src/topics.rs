@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +35,8 @@ use crate::metrics as m;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The Kafka API key of DescribeConfigs.
 const DESCRIBE_CONFIGS: i16 = 32;
+/// The Kafka API key of CreateTopics.
+const CREATE_TOPICS: i16 = 19;
 /// How often a wait for the brokers or a topic is logged.
 const WAIT_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -364,6 +367,29 @@ async fn create_missing(
     if missing.is_empty() {
         return Ok(());
     }
+    if !broker_implements(settings, CREATE_TOPICS).await {
+        // The embedded broker (librdkafka's mock cluster) has no CreateTopics
+        // but creates a topic a producer asks about: asked for explicitly
+        // here, with the broker's default partition count.
+        tracing::info!(
+            "the broker does not implement CreateTopics; asking it to create the topics on first use"
+        );
+        let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
+        let producer: Arc<rdkafka::producer::FutureProducer<LoggingContext>> = Arc::new(
+            settings
+                .producer()
+                .create_with_context(LoggingContext::new("admin"))?,
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            for name in &names {
+                let _ = producer
+                    .client()
+                    .fetch_metadata(Some(name), REQUEST_TIMEOUT);
+            }
+        })
+        .await;
+        return Ok(());
+    }
     let admin: AdminClient<LoggingContext> = settings
         .admin()
         .create_with_context(LoggingContext::new("admin"))?;
@@ -497,21 +523,8 @@ async fn check_configs(
     topics: &[&TopicSpec],
 ) -> Result<Vec<TopicProblem>, TopicError> {
     // A broker without DescribeConfigs (the mock cluster) would make the
-    // request wait out its timeout: ask it first, when it speaks plaintext.
-    let plaintext = settings
-        .overrides
-        .iter()
-        .all(|(k, v)| k != "security.protocol" || v.eq_ignore_ascii_case("plaintext"));
-    let first_broker = settings
-        .brokers
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .trim();
-    if plaintext
-        && let Ok(apis) = crate::probe::api_versions(first_broker, REQUEST_TIMEOUT).await
-        && !apis.contains_key(&DESCRIBE_CONFIGS)
-    {
+    // request wait out its timeout: ask it first.
+    if !broker_implements(settings, DESCRIBE_CONFIGS).await {
         tracing::info!(
             "the broker does not implement DescribeConfigs; not checking {}",
             config_list(topics)
@@ -561,6 +574,28 @@ async fn check_configs(
         }
     }
     Ok(problems)
+}
+
+/// False only when the first broker, asked over plaintext, says it lacks the
+/// API `key` (a TLS or SASL listener cannot be asked: then it is assumed).
+async fn broker_implements(settings: &KafkaSettings, key: i16) -> bool {
+    let plaintext = settings
+        .overrides
+        .iter()
+        .all(|(k, v)| k != "security.protocol" || v.eq_ignore_ascii_case("plaintext"));
+    if !plaintext {
+        return true;
+    }
+    let first_broker = settings
+        .brokers
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    match crate::probe::api_versions(first_broker, REQUEST_TIMEOUT).await {
+        Ok(apis) => apis.contains_key(&key),
+        Err(_) => true,
+    }
 }
 
 fn config_list(topics: &[&TopicSpec]) -> String {
