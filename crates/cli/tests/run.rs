@@ -23,6 +23,8 @@ fn run_serves_an_outside_client_through_its_embedded_broker_and_stops_on_sigterm
     let mut child = Command::new(recstream_binary())
         .args(["run", "--metrics-addr", "127.0.0.1:0", "--model"])
         .arg(&model)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -78,6 +80,8 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
     let run_metrics = format!("127.0.0.1:{}", free_port());
     let mut run = Command::new(recstream_binary())
         .args(["run", "--no-learn", "--no-follow", "--group-id", "pair"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
         .args(["--metrics-addr", &run_metrics])
         .args(FAST_GROUP)
         .arg("--model")
