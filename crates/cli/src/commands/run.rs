@@ -133,7 +133,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 &recommender,
                 &args,
                 metrics,
-            )?;
+            )
+            .unwrap_or_else(|e| {
+                // A reader that went away after the broker line is no
+                // reason to stop serving.
+                tracing::debug!("banner not printed in full: {e}");
+            });
         }
         let worker = tokio::spawn(serve_until_stopped(
             args.worker.config(settings.clone()),
