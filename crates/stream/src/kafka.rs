@@ -115,6 +115,20 @@ impl KafkaSettings {
         ])
     }
 
+    /// A producer for load generators (`produce`, `bench`): acknowledged like
+    /// [`producer`](Self::producer), but batching like any Kafka client's
+    /// default (`linger.ms=5`, librdkafka's and so confluent-kafka's and
+    /// kcat's), so that a benchmark loads the broker the way users' own
+    /// producers do. `--kafka linger.ms=0` still wins.
+    pub fn load_producer(&self) -> ClientConfig {
+        self.base(&[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "30000"),
+        ])
+    }
+
     /// A client for topic administration.
     pub fn admin(&self) -> ClientConfig {
         self.base(&[])

@@ -40,7 +40,18 @@ pub struct ReplyStats {
 /// appear (a worker that was just started may not have written to it yet).
 const TOPIC_WAIT: Duration = Duration::from_secs(10);
 
-/// A consumer assigned to every partition of `topic` from the beginning.
+/// Where a reader starts in its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFrom {
+    /// Everything the topic holds.
+    Beginning,
+    /// What is written from now on: the partitions' current ends, read
+    /// before anything is sent, so that no reply to this run is missed and
+    /// no earlier run's replies are read through first.
+    Now,
+}
+
+/// A consumer assigned to every partition of `topic`, from `from`.
 ///
 /// Waits up to `wait` for the topic to exist: a reader started before the
 /// first reply was written must not settle for zero partitions and then read
@@ -50,6 +61,7 @@ async fn assigned_reader(
     settings: &KafkaSettings,
     topic: &str,
     wait: Duration,
+    from: ReadFrom,
 ) -> Result<StreamConsumer<LoggingContext>, KafkaError> {
     let group = format!("recstream-measure-{}", rand::random::<u32>());
     let consumer: StreamConsumer<LoggingContext> = settings
@@ -76,7 +88,14 @@ async fn assigned_reader(
     };
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        let offset = match from {
+            ReadFrom::Beginning => Offset::Beginning,
+            ReadFrom::Now => {
+                let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+                Offset::Offset(high)
+            }
+        };
+        tpl.add_partition_offset(topic, p, offset)?;
     }
     consumer.assign(&tpl)?;
     Ok(consumer)
@@ -91,7 +110,7 @@ pub async fn reply_rate(
     expect: u64,
     idle: Duration,
 ) -> Result<ReplyStats, KafkaError> {
-    let consumer = assigned_reader(settings, topic, idle).await?;
+    let consumer = assigned_reader(settings, topic, idle, ReadFrom::Beginning).await?;
     let mut stream = consumer.stream();
     let mut ids = HashSet::new();
     let (mut first, mut last, mut replies) = (i64::MAX, i64::MIN, 0u64);
@@ -155,6 +174,107 @@ pub struct LatencyStats {
     pub round_trip_us: Percentiles,
     /// Request Kafka timestamp to reply Kafka timestamp (millisecond resolution, in microseconds).
     pub timestamp_to_timestamp_us: Percentiles,
+    /// The same two measures per window of the run, by the time each reply
+    /// was read (empty unless windows were asked for).
+    pub windows: Vec<Window>,
+}
+
+/// Percentiles of one stretch of a run, so that a drift over minutes shows
+/// instead of melting into the whole run's percentiles.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// End of the stretch, seconds since the run started.
+    pub end_s: u64,
+    /// Each measure's percentiles over the stretch, by name.
+    #[serde(flatten)]
+    pub measures: std::collections::BTreeMap<&'static str, Percentiles>,
+}
+
+/// Histograms that are cut into a [`Window`] every `every`.
+struct Windows {
+    every: Option<Duration>,
+    started: Instant,
+    next_end: Instant,
+    names: &'static [&'static str],
+    current: Vec<Histogram<u64>>,
+    done: Vec<Window>,
+}
+
+impl Windows {
+    fn new(every: Option<Duration>, names: &'static [&'static str]) -> Result<Self, KafkaError> {
+        let every = every.filter(|d| !d.is_zero());
+        let started = Instant::now();
+        let current = names
+            .iter()
+            .map(|_| new_histogram())
+            .collect::<Result<_, _>>()?;
+        Ok(Windows {
+            every,
+            started,
+            next_end: started + every.unwrap_or(Duration::MAX / 4),
+            names,
+            current,
+            done: Vec::new(),
+        })
+    }
+
+    /// When the current window ends (far away when there are no windows).
+    fn next_end(&self) -> Instant {
+        self.next_end
+    }
+
+    fn record(&mut self, measure: usize, value: u64) {
+        if self.every.is_some()
+            && let Some(h) = self.current.get_mut(measure)
+        {
+            h.saturating_record(value);
+        }
+    }
+
+    /// Closes every window that ended by `now`, handing each to `report`.
+    fn roll(&mut self, now: Instant, report: &mut impl FnMut(&Window)) {
+        let Some(every) = self.every else { return };
+        while now >= self.next_end {
+            let end = self.next_end;
+            self.close(end, report);
+            self.next_end = end + every;
+        }
+    }
+
+    /// Closes the last, partial window if it holds anything.
+    fn finish(mut self, report: &mut impl FnMut(&Window)) -> Vec<Window> {
+        if self.every.is_some() && self.current.iter().any(|h| !h.is_empty()) {
+            self.close(Instant::now(), report);
+        }
+        self.done
+    }
+
+    fn close(&mut self, end: Instant, report: &mut impl FnMut(&Window)) {
+        let window = Window {
+            end_s: end.duration_since(self.started).as_secs_f64().round() as u64,
+            measures: self
+                .names
+                .iter()
+                .zip(&self.current)
+                .map(|(name, h)| (*name, Percentiles::from(h)))
+                .collect(),
+        };
+        report(&window);
+        self.done.push(window);
+        for h in &mut self.current {
+            h.reset();
+        }
+    }
+}
+
+fn load_producer(settings: &KafkaSettings) -> Result<FutureProducer<LoggingContext>, KafkaError> {
+    settings
+        .load_producer()
+        .create_with_context(LoggingContext::new("measure"))
+}
+
+fn new_histogram() -> Result<Histogram<u64>, KafkaError> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|_| KafkaError::Canceled)
 }
 
 /// Percentiles of a histogram.
@@ -197,7 +317,10 @@ fn now_ms() -> i64 {
 }
 
 /// Sends `{"uid": U, "request_id": "<prefix>-<n>"}` at `rate` per second for
-/// `duration` and times every reply that comes back on `output`.
+/// `duration` and times every reply that comes back on `output`. With
+/// `every`, the percentiles are also cut into windows of that length, each
+/// handed to `report` as it closes.
+#[allow(clippy::too_many_arguments)]
 pub async fn latency(
     settings: &KafkaSettings,
     input: &str,
@@ -205,6 +328,8 @@ pub async fn latency(
     rate: f64,
     duration: Duration,
     uids: (u64, u64),
+    every: Option<Duration>,
+    mut report: impl FnMut(&Window),
 ) -> Result<LatencyStats, KafkaError> {
     // The CLI refuses such values; a library caller gets one a second.
     let rate = if rate.is_finite() && rate > 0.0 {
@@ -213,31 +338,40 @@ pub async fn latency(
         1.0
     };
     let uids = (uids.0.min(uids.1), uids.0.max(uids.1));
-    let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
-    let (Ok(mut round_trip), Ok(mut stamps)) = (histogram(), histogram()) else {
-        return Err(KafkaError::Canceled);
-    };
-    let reader = assigned_reader(settings, output, TOPIC_WAIT).await?;
-    let producer: FutureProducer<LoggingContext> = settings
-        .producer()
-        .set("linger.ms", "0")
-        .create_with_context(LoggingContext::new("measure"))?;
+    let (mut round_trip, mut stamps) = (new_histogram()?, new_histogram()?);
+    let reader = assigned_reader(settings, output, TOPIC_WAIT, ReadFrom::Now).await?;
+    let producer: FutureProducer<LoggingContext> = load_producer(settings)?;
     let prefix = format!("lat{}", rand::random::<u32>());
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let mut sent_at: HashMap<u64, (Instant, i64)> = HashMap::with_capacity(total as usize);
     let mut replies = reader.stream();
+    // The producer's own start (connection, producer id) is not the
+    // service's latency: one request, not timed, before the clock starts.
+    let warm_up = format!(r#"{{"uid":{},"request_id":"{prefix}-warm-up"}}"#, uids.0);
+    producer
+        .send(
+            FutureRecord::to(input)
+                .key(&uids.0.to_string())
+                .payload(&warm_up),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
     let started = Instant::now();
     let mut sent = 0u64;
     let mut answered = 0u64;
     let mut deliveries = futures::stream::FuturesUnordered::new();
     let mut last_reply = Instant::now();
+    let mut windows = Windows::new(every, &["round_trip_us", "timestamp_to_timestamp_us"])?;
     loop {
         let all_sent = sent >= total;
         if all_sent && (answered >= sent || last_reply.elapsed() > Duration::from_secs(10)) {
             break;
         }
         let due = started + Duration::from_secs_f64(sent as f64 / rate);
+        windows.roll(Instant::now(), &mut report);
         tokio::select! {
+            _ = tokio::time::sleep_until(windows.next_end().into()) => {}
             _ = tokio::time::sleep_until(due.into()), if !all_sent => {
                 let uid = uids.0 + (sent.wrapping_mul(7919)) % (uids.1 - uids.0).saturating_add(1);
                 let payload = format!(r#"{{"uid":{uid},"request_id":"{prefix}-{sent}"}}"#);
@@ -262,9 +396,13 @@ pub async fn latency(
                 if let Some((at, stamp)) = sent_at.remove(&n) {
                     answered += 1;
                     last_reply = received;
-                    round_trip.saturating_record(received.duration_since(at).as_micros() as u64);
+                    let trip = received.duration_since(at).as_micros() as u64;
+                    round_trip.saturating_record(trip);
+                    windows.record(0, trip);
                     if let Some(reply_ms) = message.timestamp().to_millis() {
-                        stamps.saturating_record(((reply_ms - stamp).max(0) as u64) * 1000);
+                        let apart = ((reply_ms - stamp).max(0) as u64) * 1000;
+                        stamps.saturating_record(apart);
+                        windows.record(1, apart);
                     }
                 }
             }
@@ -277,6 +415,7 @@ pub async fn latency(
         sent_rate: sent as f64 / duration.as_secs_f64().max(1e-9),
         round_trip_us: Percentiles::from(&round_trip),
         timestamp_to_timestamp_us: Percentiles::from(&stamps),
+        windows: windows.finish(&mut report),
     })
 }
 
@@ -294,6 +433,9 @@ pub struct FreshnessStats {
     pub freshness_us: Percentiles,
     /// Ratings per second asked for.
     pub rating_rate: f64,
+    /// Freshness per window of the run, by the time each was observed
+    /// (empty unless windows were asked for).
+    pub windows: Vec<Window>,
 }
 
 /// Delays after a rating at which its user is asked again, until a reply
@@ -309,7 +451,9 @@ const GIVE_UP_MS: u64 = 1000;
 /// user's current top recommendation 1 star, and asks for that user's
 /// recommendations a few milliseconds later (and again, until the movie is
 /// gone): freshness is from the rating's timestamp to the first reply that
-/// no longer recommends it. Users are `1..=users`.
+/// no longer recommends it. Users are `1..=users`. With `every`, the
+/// percentiles are also cut into windows, each handed to `report`.
+#[allow(clippy::too_many_arguments)]
 pub async fn freshness(
     settings: &KafkaSettings,
     requests_topic: &str,
@@ -318,6 +462,8 @@ pub async fn freshness(
     rate: f64,
     duration: Duration,
     users: u64,
+    every: Option<Duration>,
+    mut report: impl FnMut(&Window),
 ) -> Result<FreshnessStats, KafkaError> {
     // The CLI refuses such values; a library caller gets one user, one a second.
     let rate = if rate.is_finite() && rate > 0.0 {
@@ -326,14 +472,9 @@ pub async fn freshness(
         1.0
     };
     let users = users.max(1);
-    let Ok(mut histogram) = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) else {
-        return Err(KafkaError::Canceled);
-    };
-    let reader = assigned_reader(settings, replies_topic, TOPIC_WAIT).await?;
-    let producer: FutureProducer<LoggingContext> = settings
-        .producer()
-        .set("linger.ms", "0")
-        .create_with_context(LoggingContext::new("measure"))?;
+    let mut histogram = new_histogram()?;
+    let reader = assigned_reader(settings, replies_topic, TOPIC_WAIT, ReadFrom::Now).await?;
+    let producer = load_producer(settings)?;
     let prefix = format!("fr{}", rand::random::<u32>());
     let mut replies = reader.stream();
     let mut requests = 0u64;
@@ -379,7 +520,9 @@ pub async fn freshness(
     let started = Instant::now();
     let (mut rated, mut observed, mut probe_id) = (0u64, 0u64, 0u64);
     let mut last_progress = Instant::now();
+    let mut windows = Windows::new(every, &["freshness_us"])?;
     loop {
+        windows.roll(Instant::now(), &mut report);
         if rated >= total
             && (pending.is_empty() || last_progress.elapsed() > Duration::from_secs(5))
         {
@@ -392,7 +535,8 @@ pub async fn freshness(
             (true, None) => next_rating,
             (false, Some(p)) => p,
             (false, None) => Instant::now() + Duration::from_millis(50),
-        };
+        }
+        .min(windows.next_end());
         tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
@@ -421,6 +565,7 @@ pub async fn freshness(
                     if p.probes + 1 >= PROBES_MS.len() {
                         // Not seen within the schedule: count it as the give-up delay.
                         histogram.saturating_record(GIVE_UP_MS * 1000);
+                        windows.record(0, GIVE_UP_MS * 1000);
                         pending.remove(&uid);
                         continue;
                     }
@@ -441,7 +586,9 @@ pub async fn freshness(
                 {
                     observed += 1;
                     last_progress = Instant::now();
-                    histogram.saturating_record(((reply_ms - p.rated_ms).max(0) as u64) * 1000);
+                    let fresh = ((reply_ms - p.rated_ms).max(0) as u64) * 1000;
+                    histogram.saturating_record(fresh);
+                    windows.record(0, fresh);
                     if let Some(item) = first {
                         top.insert(uid, item);
                     }
@@ -455,6 +602,7 @@ pub async fn freshness(
         requests,
         freshness_us: Percentiles::from(&histogram),
         rating_rate: rate,
+        windows: windows.finish(&mut report),
     })
 }
 

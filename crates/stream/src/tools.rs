@@ -69,8 +69,10 @@ struct Sender {
 impl Sender {
     fn new(settings: &KafkaSettings, topic: &str) -> Result<Self, KafkaError> {
         Ok(Sender {
+            // Batches like any Kafka client does by default (linger.ms=5):
+            // `produce` is a load generator as often as a pipe.
             producer: settings
-                .producer()
+                .load_producer()
                 .create_with_context(LoggingContext::new("producer"))?,
             topic: topic.to_string(),
             window: 10_000,

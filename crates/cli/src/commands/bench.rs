@@ -64,6 +64,10 @@ struct FreshnessBenchArgs {
     /// Users 1..=N to rate as.
     #[arg(long, default_value_t = 943, value_parser = clap::value_parser!(u64).range(1..))]
     users: u64,
+    /// Also print the percentiles of every window of this many seconds
+    /// (on stderr as they close, and in the JSON), to see a drift.
+    #[arg(long, value_parser = crate::args::seconds)]
+    every: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +104,10 @@ struct LatencyBenchArgs {
     /// User ids to ask for, FIRST..LAST.
     #[arg(long, default_value = "1..943")]
     uids: String,
+    /// Also print the percentiles of every window of this many seconds
+    /// (on stderr as they close, and in the JSON), to see a drift.
+    #[arg(long, value_parser = crate::args::seconds)]
+    every: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -219,9 +227,31 @@ fn bench_freshness(args: FreshnessBenchArgs) -> anyhow::Result<()> {
         args.rate,
         args.duration,
         args.users,
+        args.every,
+        print_window,
     ))?;
     out!("{}", serde_json::to_string(&stats)?);
     Ok(())
+}
+
+/// One line per window on stderr: `[ 60 s] round_trip p50 4.1 / p99 12.3 / max 40.2 ms (59,998)`.
+fn print_window(window: &recstream_stream::measure::Window) {
+    let measures: Vec<String> = window
+        .measures
+        .iter()
+        .map(|(name, p)| {
+            let ms = |us: u64| us as f64 / 1000.0;
+            format!(
+                "{} p50 {:.1} / p99 {:.1} / max {:.1} ms ({})",
+                name.trim_end_matches("_us"),
+                ms(p.p50),
+                ms(p.p99),
+                ms(p.max),
+                p.count
+            )
+        })
+        .collect();
+    eprintln!("[{:>4} s] {}", window.end_s, measures.join("; "));
 }
 
 fn bench_replies(args: RepliesBenchArgs) -> anyhow::Result<()> {
@@ -260,6 +290,8 @@ fn bench_latency(args: LatencyBenchArgs) -> anyhow::Result<()> {
         args.rate,
         args.duration,
         (first, last),
+        args.every,
+        print_window,
     ))?;
     out!("{}", serde_json::to_string(&stats)?);
     Ok(())
