@@ -428,3 +428,63 @@ fn create_topics_works_on_the_embedded_broker_which_has_no_create_topics_api() {
     assert!(stderr.contains("produced 1 message(s)"), "{stderr}");
     assert!(topic_exists(&bootstrap, "made-on-request"));
 }
+
+#[test]
+fn settings_that_could_only_loop_are_refused_before_connecting() {
+    // Nothing listens on port 9: a command that tried the broker first would
+    // wait for it instead of answering at once.
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "serve",
+                "--brokers",
+                "127.0.0.1:9",
+                "--model",
+                "none.rsm",
+                "--output-topic",
+                IN,
+            ],
+            "--output-topic",
+        ),
+        (
+            &[
+                "serve",
+                "--brokers",
+                "127.0.0.1:9",
+                "--model",
+                "none.rsm",
+                "--dlq-topic",
+                IN,
+            ],
+            "--dlq-topic",
+        ),
+        (
+            &[
+                "learn",
+                "--brokers",
+                "127.0.0.1:9",
+                "--model",
+                "none.rsm",
+                "--model-topic",
+                RATINGS,
+            ],
+            "--ratings-topic",
+        ),
+        (
+            &["run", "--model", "none.rsm", "--model-topic", IN],
+            "--model-topic",
+        ),
+    ];
+    for (args, setting) in cases {
+        let (status, stderr, took) = run_to_end(args, Duration::from_secs(20));
+        assert!(
+            status.code().is_some_and(|c| c != 0),
+            "{args:?} exited by itself with an error: {status}"
+        );
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        assert!(
+            stderr.contains(setting) && stderr.contains("own output"),
+            "{args:?} names {setting}: {stderr}"
+        );
+    }
+}

@@ -40,6 +40,7 @@ use recstream_core::online::{OnlineLearner, PrequentialStats};
 use recstream_core::{Model, modelfile};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ConfigError;
 use crate::delivery::{self, Permanent, Verdict};
 use crate::kafka::{KafkaSettings, LoggingContext};
 use crate::metrics::{self as m, Health};
@@ -90,6 +91,39 @@ impl LearnerConfig {
     }
 }
 
+impl LearnerConfig {
+    /// Refuses settings that could only fail later: empty topic names, a
+    /// learner that would read its own updates or dead letters, and a zero
+    /// rating size limit. [`run`] calls it first.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (setting, topic) in [
+            ("--ratings-topic", &self.ratings_topic),
+            ("--model-topic", &self.model_topic),
+            ("--ratings-dlq-topic", &self.dlq_topic),
+        ] {
+            if topic.trim().is_empty() {
+                return Err(ConfigError::new(setting, "must not be empty"));
+            }
+        }
+        if self.model_topic == self.ratings_topic || self.dlq_topic == self.ratings_topic {
+            return Err(ConfigError::new(
+                "--ratings-topic",
+                "must differ from the model and dead-letter topics: the learner would read its own output",
+            ));
+        }
+        if self.model_topic == self.dlq_topic {
+            return Err(ConfigError::new(
+                "--ratings-dlq-topic",
+                "must differ from the model topic",
+            ));
+        }
+        if self.max_rating_bytes == 0 {
+            return Err(ConfigError::new("max_rating_bytes", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// What a learner did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LearnerSummary {
@@ -115,6 +149,9 @@ pub enum LearnerError {
     /// Kafka failed.
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The configuration can never work (see [`LearnerConfig::check`]).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     /// A snapshot could not be read or written.
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -180,6 +217,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<LearnerSummary, LearnerError> {
     crate::metrics::recorder();
+    config.check()?;
     let start_model = match config.snapshot_dir.as_deref().and_then(latest_snapshot) {
         Some(path) => {
             let model =

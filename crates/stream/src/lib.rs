@@ -13,12 +13,14 @@
 //!   [`publish`] moves batch model files through Kafka.
 //! - [`kafka`]: client settings (our defaults plus `--kafka` overrides) and logging;
 //!   [`delivery`]: which produce errors are retried and which are final.
+//! - [`config`]: settings that can never work, refused before anything starts.
 //! - [`metrics`]: Prometheus metrics and health endpoints.
 //! - [`topics`] and [`embedded`]: checking and creating topics at start, and an in-process broker
-//!   for trying things out.
+//!   for trying things out, with a watch that warns before it falls behind.
 //! - [`tools`]: produce and consume from the command line; [`measure`]:
 //!   throughput and latency as a client sees them.
 
+pub mod config;
 pub mod delivery;
 pub mod embedded;
 pub mod kafka;

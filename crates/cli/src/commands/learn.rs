@@ -102,6 +102,10 @@ impl LearnerArgs {
 
 /// Runs `recstream learn` until Ctrl-C or SIGTERM.
 pub fn run(args: LearnArgs) -> anyhow::Result<()> {
+    args.learner
+        .config(args.kafka.settings(), &args.model_topic)
+        .check()
+        .context("checking the settings")?;
     let model = modelfile::load(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;
     runtime()?.block_on(async {

@@ -204,10 +204,12 @@ pub async fn serve_until_stopped(
 
 /// Runs `recstream serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.kafka.settings();
+    let config = args.worker.config(settings.clone());
+    config.check().context("checking the settings")?;
     let model = load_model(&args.model)?;
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
-        let settings = args.kafka.settings();
         topics::prepare(
             &settings,
             &args.worker.topics(args.partitions),
@@ -218,7 +220,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("checking the topics")?;
         let health = Arc::new(Health::default());
         start_metrics(args.worker.metrics_addr, health.clone(), &shutdown).await?;
-        serve_until_stopped(args.worker.config(settings), model, health, shutdown)
+        serve_until_stopped(config, model, health, shutdown)
             .await
             .map(drop)
     })

@@ -39,6 +39,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ConfigError;
 use crate::kafka::{KafkaSettings, LoggingContext};
 use crate::metrics::Health;
 use crate::serving::ServingModel;
@@ -106,6 +107,71 @@ impl WorkerConfig {
     }
 }
 
+impl WorkerConfig {
+    /// Refuses settings that could only stall, loop or fail later: empty
+    /// names, zero limits, and topics that would feed the worker its own
+    /// output. [`run`] calls it first; callers may call it earlier to report
+    /// a mistake before connecting.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (setting, topic) in [
+            ("--input-topic", &self.input_topic),
+            ("--output-topic", &self.output_topic),
+            ("--dlq-topic", &self.dlq_topic),
+            ("--group-id", &self.group_id),
+        ] {
+            if topic.trim().is_empty() {
+                return Err(ConfigError::new(setting, "must not be empty"));
+            }
+        }
+        if self
+            .model_topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::new("--model-topic", "must not be empty"));
+        }
+        let input = &self.input_topic;
+        for (setting, topic) in [
+            ("--output-topic", Some(&self.output_topic)),
+            ("--dlq-topic", Some(&self.dlq_topic)),
+            ("--model-topic", self.model_topic.as_ref()),
+        ] {
+            if topic == Some(input) {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("is the input topic {input:?}: the worker would read its own output"),
+                ));
+            }
+        }
+        if self
+            .model_topic
+            .as_ref()
+            .is_some_and(|m| *m == self.output_topic || *m == self.dlq_topic)
+        {
+            return Err(ConfigError::new(
+                "--model-topic",
+                "must differ from the reply and dead-letter topics",
+            ));
+        }
+        for (setting, value) in [
+            ("--max-in-flight", self.max_in_flight),
+            ("--batch-size", self.batch_size),
+            ("--max-request-bytes", self.max_request_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(setting, "must be at least 1"));
+            }
+        }
+        if self.exactly_once && self.transactional_id.trim().is_empty() {
+            return Err(ConfigError::new(
+                "--transactional-id",
+                "must not be empty in exactly-once mode",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a worker did, reported when it stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerSummary {
@@ -140,6 +206,9 @@ pub enum WorkerError {
     /// Exactly-once mode cannot run.
     #[error("exactly-once: {0}")]
     Transactions(String),
+    /// The configuration can never work (see [`WorkerConfig::check`]).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     /// The model topic can no longer be followed without missing updates.
     #[error("{0}")]
     ModelTopic(#[from] follow::FollowError),
@@ -171,13 +240,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
     crate::metrics::recorder();
+    config.check()?;
     if config.exactly_once {
-        let follower = spawn_follower(&config, &model, &shutdown);
-        let result = transactional::run(config, model, health, shutdown).await;
-        if let Some(follower) = follower {
-            follower.abort();
-        }
-        return result;
+        return run_exactly_once(config, model, health, shutdown).await;
     }
     let consumer: StreamConsumer<WorkerContext> = config
         .kafka
@@ -289,6 +354,39 @@ pub async fn run(
     // Leave the group now rather than when the last reference goes.
     drop(consumer);
     Ok(summary)
+}
+
+/// The exactly-once worker, beside its model follower: a follower that can
+/// no longer keep the model identical to everyone else's stops it too (the
+/// open transaction is finished first), as in the at-least-once worker.
+async fn run_exactly_once(
+    config: WorkerConfig,
+    model: Arc<ServingModel>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<WorkerSummary, WorkerError> {
+    let stop = shutdown.child_token();
+    let Some(mut follower) = spawn_follower(&config, &model, &shutdown) else {
+        return transactional::run(config, model, health, stop).await;
+    };
+    let serving = transactional::run(config, model, health, stop.clone());
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => {
+            follower.abort();
+            served
+        }
+        followed = &mut follower => {
+            match followed.ok().and_then(Result::err) {
+                Some(error) => {
+                    stop.cancel();
+                    serving.await?;
+                    Err(WorkerError::ModelTopic(error))
+                }
+                None => serving.await,
+            }
+        }
+    }
 }
 
 /// Starts following the model topic, when there is one.

@@ -1,0 +1,97 @@
+//! Settings that can never work, refused before anything starts.
+//!
+//! The worker and the learner check their configuration first
+//! ([`crate::worker::WorkerConfig::check`],
+//! [`crate::learner::LearnerConfig::check`]) and stop with a
+//! [`ConfigError`] naming the setting as the command line spells it, rather
+//! than stalling, looping on their own output or panicking later.
+
+/// A setting that can never work, found before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting, as the command line spells it.
+    pub setting: &'static str,
+    /// What is wrong with it, and what would do.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// `setting` is wrong because of `problem`.
+    pub fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            setting,
+            problem: problem.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kafka::KafkaSettings;
+    use crate::learner::LearnerConfig;
+    use crate::worker::WorkerConfig;
+
+    fn worker() -> WorkerConfig {
+        WorkerConfig::new(KafkaSettings::new("127.0.0.1:9"))
+    }
+
+    fn learner() -> LearnerConfig {
+        LearnerConfig::new(KafkaSettings::new("127.0.0.1:9"))
+    }
+
+    #[test]
+    fn the_defaults_pass() {
+        assert_eq!(worker().check(), Ok(()));
+        assert_eq!(learner().check(), Ok(()));
+    }
+
+    #[test]
+    fn a_worker_that_would_read_its_own_output_is_refused() {
+        let mut config = worker();
+        config.output_topic = config.input_topic.clone();
+        let error = config.check().unwrap_err();
+        assert_eq!(error.setting, "--output-topic");
+        assert!(error.to_string().contains("its own output"), "{error}");
+
+        let mut config = worker();
+        config.dlq_topic = config.input_topic.clone();
+        assert_eq!(config.check().unwrap_err().setting, "--dlq-topic");
+
+        let mut config = worker();
+        config.model_topic = Some(config.output_topic.clone());
+        assert_eq!(config.check().unwrap_err().setting, "--model-topic");
+    }
+
+    #[test]
+    fn zero_limits_and_empty_names_are_refused() {
+        for change in [
+            (|c: &mut WorkerConfig| c.max_in_flight = 0) as fn(&mut WorkerConfig),
+            |c| c.batch_size = 0,
+            |c| c.max_request_bytes = 0,
+            |c| c.group_id = " ".into(),
+            |c| c.input_topic = String::new(),
+            |c| {
+                c.exactly_once = true;
+                c.transactional_id = String::new();
+            },
+        ] {
+            let mut config = worker();
+            change(&mut config);
+            assert!(config.check().is_err(), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn a_learner_that_would_read_its_own_output_is_refused() {
+        let mut config = learner();
+        config.model_topic = config.ratings_topic.clone();
+        assert_eq!(config.check().unwrap_err().setting, "--ratings-topic");
+        let mut config = learner();
+        config.dlq_topic = config.model_topic.clone();
+        assert_eq!(config.check().unwrap_err().setting, "--ratings-dlq-topic");
+        let mut config = learner();
+        config.max_rating_bytes = 0;
+        assert!(config.check().is_err());
+    }
+}
