@@ -80,6 +80,7 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
     let run_metrics = format!("127.0.0.1:{}", free_port());
     let mut run = Command::new(recstream_binary())
         .args(["run", "--no-learn", "--no-follow", "--group-id", "pair"])
+        .args(["--partitions", "4"])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--metrics-addr", &run_metrics])
@@ -167,19 +168,4 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
         .args(["-TERM", &run.id().to_string()])
         .status();
     let _ = run.wait();
-}
-
-/// The broker address `recstream run` prints in its banner (`  broker  HOST:PORT ...`).
-fn broker_address(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> String {
-    lines
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.trim().strip_prefix("broker").map(|rest| {
-                rest.split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-        })
-        .expect("run prints the broker address")
 }

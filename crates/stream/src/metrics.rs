@@ -59,6 +59,8 @@ pub const MODEL_TOPIC_TRUNCATED: &str = "recstream_model_topic_truncated_total";
 pub const COMMIT_FAILURES: &str = "recstream_commit_failures_total";
 /// Ratings learnt by the learner.
 pub const RATINGS_LEARNT: &str = "recstream_ratings_learnt_total";
+/// Share of one core the embedded broker's thread used over the last few seconds.
+pub const EMBEDDED_BROKER_CPU: &str = "recstream_embedded_broker_cpu_ratio";
 /// Prequential RMSE of the learner so far.
 pub const PREQUENTIAL_RMSE: &str = "recstream_prequential_rmse";
 /// Prequential hit rate at 10 of the learner so far.

@@ -759,3 +759,18 @@ pub fn rating_sources(users: &[&Value]) -> Vec<(i64, i64)> {
         })
         .collect()
 }
+
+/// The broker address `recstream run` prints in its banner (`  broker  HOST:PORT ...`).
+pub fn broker_address(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> String {
+    lines
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.trim().strip_prefix("broker").map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .expect("run prints the broker address")
+}

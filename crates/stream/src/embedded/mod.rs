@@ -7,7 +7,10 @@
 //! demos and tests, never for data you care about.
 //!
 //! The mock cluster cannot move between threads, so it lives on its own
-//! thread for as long as the [`EmbeddedBroker`] value does.
+//! thread for as long as the [`EmbeddedBroker`] value does; that thread also
+//! runs the [`watch`] that warns before the broker falls behind.
+
+mod watch;
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -51,9 +54,15 @@ impl EmbeddedBroker {
                         return;
                     }
                 }
-                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                // Serve until told to stop (or until the owner is gone).
-                let _ = stop_rx.recv();
+                let bootstrap = cluster.bootstrap_servers();
+                let _ = ready_tx.send(Ok(bootstrap.clone()));
+                // Serve until told to stop (or until the owner is gone),
+                // watching the broker's load and retention meanwhile.
+                let mut watch = watch::Watch::new(&bootstrap, &topics);
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(watch::TICK) {
+                    watch.tick();
+                }
+                drop(watch);
                 drop(cluster);
             })
             .map_err(|e| EmbeddedBrokerError(e.to_string()))?;
