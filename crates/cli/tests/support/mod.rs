@@ -272,7 +272,8 @@ impl Worker {
             .arg(model)
             .args(FAST_GROUP)
             .args(extra)
-            .env("RUST_LOG", "info,librdkafka=warn")
+            .args(diagnostic_kafka_args())
+            .env("RUST_LOG", diagnostic_log_filter())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -773,4 +774,26 @@ pub fn broker_address(lines: &mut impl Iterator<Item = std::io::Result<String>>)
             })
         })
         .expect("run prints the broker address")
+}
+
+/// For diagnosing a failing run: `RECSTREAM_TEST_KAFKA_DEBUG=cgrp,fetch`
+/// turns on librdkafka's debug contexts in the workers the tests start, and
+/// lets their librdkafka debug lines through to the worker logs (which
+/// failing tests print).
+pub fn diagnostic_kafka_args() -> Vec<String> {
+    std::env::var("RECSTREAM_TEST_KAFKA_DEBUG")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(|d| vec!["--kafka".to_string(), format!("debug={d}")])
+        .unwrap_or_default()
+}
+
+/// The workers' `RUST_LOG`: librdkafka at warn, or at debug when
+/// [`diagnostic_kafka_args`] asks for its debug contexts.
+pub fn diagnostic_log_filter() -> &'static str {
+    if diagnostic_kafka_args().is_empty() {
+        "info,librdkafka=warn"
+    } else {
+        "info,librdkafka=debug"
+    }
 }
