@@ -26,6 +26,14 @@ impl ConfigError {
     }
 }
 
+/// The first of `names` (setting, value) that is empty or blank, as an error.
+pub(crate) fn require_names(names: &[(&'static str, &str)]) -> Result<(), ConfigError> {
+    match names.iter().find(|(_, value)| value.trim().is_empty()) {
+        Some((setting, _)) => Err(ConfigError::new(setting, "must not be empty")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::kafka::KafkaSettings;

@@ -107,12 +107,7 @@ impl KafkaSettings {
     /// A producer that waits for full acknowledgement and never duplicates a
     /// message by its own retries.
     pub fn producer(&self) -> ClientConfig {
-        self.base(&[
-            ("acks", "all"),
-            ("enable.idempotence", "true"),
-            ("linger.ms", "2"),
-            ("message.timeout.ms", "30000"),
-        ])
+        self.acknowledged_producer("2")
     }
 
     /// A producer for load generators (`produce`, `bench`): acknowledged like
@@ -121,10 +116,14 @@ impl KafkaSettings {
     /// kcat's), so that a benchmark loads the broker the way users' own
     /// producers do. `--kafka linger.ms=0` still wins.
     pub fn load_producer(&self) -> ClientConfig {
+        self.acknowledged_producer("5")
+    }
+
+    fn acknowledged_producer(&self, linger_ms: &str) -> ClientConfig {
         self.base(&[
             ("acks", "all"),
             ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
+            ("linger.ms", linger_ms),
             ("message.timeout.ms", "30000"),
         ])
     }

@@ -40,7 +40,7 @@ use recstream_core::online::{OnlineLearner, PrequentialStats};
 use recstream_core::{Model, modelfile};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, require_names};
 use crate::delivery::{self, Permanent, Verdict};
 use crate::kafka::{KafkaSettings, LoggingContext};
 use crate::metrics::{self as m, Health};
@@ -89,22 +89,16 @@ impl LearnerConfig {
             health: Arc::new(Health::default()),
         }
     }
-}
 
-impl LearnerConfig {
     /// Refuses settings that could only fail later: empty topic names, a
     /// learner that would read its own updates or dead letters, and a zero
     /// rating size limit. [`run`] calls it first.
     pub fn check(&self) -> Result<(), ConfigError> {
-        for (setting, topic) in [
+        require_names(&[
             ("--ratings-topic", &self.ratings_topic),
             ("--model-topic", &self.model_topic),
             ("--ratings-dlq-topic", &self.dlq_topic),
-        ] {
-            if topic.trim().is_empty() {
-                return Err(ConfigError::new(setting, "must not be empty"));
-            }
-        }
+        ])?;
         if self.model_topic == self.ratings_topic || self.dlq_topic == self.ratings_topic {
             return Err(ConfigError::new(
                 "--ratings-topic",

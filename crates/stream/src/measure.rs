@@ -190,6 +190,10 @@ pub struct Window {
     pub measures: std::collections::BTreeMap<&'static str, Percentiles>,
 }
 
+/// When there are no windows, the one window "ends" this far away (a
+/// century: far beyond any run, well within what `Instant` can add).
+const NO_WINDOW_END: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Histograms that are cut into a [`Window`] every `every`.
 struct Windows {
     every: Option<Duration>,
@@ -211,7 +215,7 @@ impl Windows {
         Ok(Windows {
             every,
             started,
-            next_end: started + every.unwrap_or(Duration::MAX / 4),
+            next_end: started + every.unwrap_or(NO_WINDOW_END),
             names,
             current,
             done: Vec::new(),

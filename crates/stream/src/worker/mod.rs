@@ -39,7 +39,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, require_names};
 use crate::kafka::{KafkaSettings, LoggingContext};
 use crate::metrics::Health;
 use crate::serving::ServingModel;
@@ -105,30 +105,20 @@ impl WorkerConfig {
             transactional_id: format!("recstream-{}", std::process::id()),
         }
     }
-}
 
-impl WorkerConfig {
     /// Refuses settings that could only stall, loop or fail later: empty
     /// names, zero limits, and topics that would feed the worker its own
     /// output. [`run`] calls it first; callers may call it earlier to report
     /// a mistake before connecting.
     pub fn check(&self) -> Result<(), ConfigError> {
-        for (setting, topic) in [
+        require_names(&[
             ("--input-topic", &self.input_topic),
             ("--output-topic", &self.output_topic),
             ("--dlq-topic", &self.dlq_topic),
             ("--group-id", &self.group_id),
-        ] {
-            if topic.trim().is_empty() {
-                return Err(ConfigError::new(setting, "must not be empty"));
-            }
-        }
-        if self
-            .model_topic
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            return Err(ConfigError::new("--model-topic", "must not be empty"));
+        ])?;
+        if let Some(model_topic) = &self.model_topic {
+            require_names(&[("--model-topic", model_topic)])?;
         }
         let input = &self.input_topic;
         for (setting, topic) in [
@@ -305,25 +295,8 @@ pub async fn run(
     );
     // A follower that can no longer keep this worker's model identical to
     // everyone else's stops the worker: stop consuming, drain, then report.
-    let (delivered, lost_track) = match follower {
-        None => (delivering.await, None),
-        Some(mut follower) => {
-            tokio::pin!(delivering);
-            tokio::select! {
-                delivered = &mut delivering => {
-                    follower.abort();
-                    (delivered, None)
-                }
-                followed = &mut follower => {
-                    let error = followed.ok().and_then(Result::err);
-                    if error.is_some() {
-                        stop_consuming.cancel();
-                    }
-                    (delivering.await, error)
-                }
-            }
-        }
-    };
+    let (delivered, lost_track) =
+        beside_follower(delivering, follower, || stop_consuming.cancel()).await;
     stop_consuming.cancel();
 
     let consumed = consumed
@@ -366,25 +339,42 @@ async fn run_exactly_once(
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
     let stop = shutdown.child_token();
-    let Some(mut follower) = spawn_follower(&config, &model, &shutdown) else {
-        return transactional::run(config, model, health, stop).await;
-    };
+    let follower = spawn_follower(&config, &model, &shutdown);
     let serving = transactional::run(config, model, health, stop.clone());
+    let (served, lost_track) = beside_follower(serving, follower, || stop.cancel()).await;
+    match lost_track {
+        Some(error) => {
+            served?;
+            Err(WorkerError::ModelTopic(error))
+        }
+        None => served,
+    }
+}
+
+/// Runs `serving` to its end beside the model `follower`. A follower that
+/// stops with an error calls `stop` (serving then winds down, draining what
+/// it holds) and its error is returned with serving's result; a follower
+/// still running when serving ends is stopped.
+async fn beside_follower<T>(
+    serving: impl std::future::Future<Output = T>,
+    follower: Option<tokio::task::JoinHandle<Result<(), follow::FollowError>>>,
+    stop: impl FnOnce(),
+) -> (T, Option<follow::FollowError>) {
+    let Some(mut follower) = follower else {
+        return (serving.await, None);
+    };
     tokio::pin!(serving);
     tokio::select! {
         served = &mut serving => {
             follower.abort();
-            served
+            (served, None)
         }
         followed = &mut follower => {
-            match followed.ok().and_then(Result::err) {
-                Some(error) => {
-                    stop.cancel();
-                    serving.await?;
-                    Err(WorkerError::ModelTopic(error))
-                }
-                None => serving.await,
+            let error = followed.ok().and_then(Result::err);
+            if error.is_some() {
+                stop();
             }
+            (serving.await, error)
         }
     }
 }
