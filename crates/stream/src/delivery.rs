@@ -11,8 +11,15 @@
 //! that names the topic and the likely cause in words an operator can act
 //! on, not only librdkafka's code.
 
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+
+use crate::metrics as m;
 
 /// What to do about a failed send or delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +123,85 @@ pub fn describe(topic: &str, error: &KafkaError) -> String {
         }
         Verdict::QueueFull => format!("producing to {topic:?}: the local queue is full ({error})"),
         Verdict::Retry => format!("producing to {topic:?} failed for now ({error})"),
+    }
+}
+
+/// A message that can never be delivered as it is: the topic, the likely
+/// cause in words, and librdkafka's error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot produce to {topic:?}: {} ({source})", reason.advice())]
+pub struct Undeliverable {
+    /// The topic the message was for.
+    pub topic: String,
+    /// Why it can never succeed.
+    pub reason: Permanent,
+    /// librdkafka's error.
+    #[source]
+    pub source: KafkaError,
+}
+
+impl Undeliverable {
+    /// The error for `error` on `topic` when [`classify`] says it is permanent.
+    pub fn from_error(topic: &str, error: KafkaError) -> Option<Self> {
+        match classify(&error) {
+            Verdict::Permanent(reason) => Some(Undeliverable {
+                topic: topic.to_string(),
+                reason,
+                source: error,
+            }),
+            Verdict::QueueFull | Verdict::Retry => None,
+        }
+    }
+}
+
+/// How long a producer waits before queueing again after a full queue or a
+/// transient error. librdkafka drains its queue on its own threads, so a
+/// short sleep is all the waiting there is to do.
+const SEND_RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// Queues `record` on `producer`, waiting as long as needed while the local
+/// queue is full (counted in `recstream_producer_queue_full_waits_total`) or
+/// the broker is away (logged every few seconds); an error that can never
+/// succeed is returned at once. The one way every recstream producer outside
+/// the worker's delivery stage queues a message.
+pub async fn send_with_backpressure<K, P, C>(
+    producer: &FutureProducer<C>,
+    mut record: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, Undeliverable>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+    C: ClientContext + 'static,
+{
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let error = match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((error, returned)) => {
+                record = returned;
+                error
+            }
+        };
+        match classify(&error) {
+            Verdict::QueueFull => {
+                metrics::counter!(m::PRODUCER_QUEUE_FULL, "topic" => record.topic.to_string())
+                    .increment(1);
+            }
+            Verdict::Retry => {
+                if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                    last_warning = Some(Instant::now());
+                    tracing::warn!("{}; trying again", describe(record.topic, &error));
+                }
+            }
+            Verdict::Permanent(reason) => {
+                return Err(Undeliverable {
+                    topic: record.topic.to_string(),
+                    reason,
+                    source: error,
+                });
+            }
+        }
+        tokio::time::sleep(SEND_RETRY_PAUSE).await;
     }
 }
 

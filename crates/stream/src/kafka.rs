@@ -134,6 +134,36 @@ impl KafkaSettings {
     }
 }
 
+/// A blocking librdkafka call that did not finish: the runtime is shutting
+/// down, or the call panicked.
+#[derive(Debug, thiserror::Error)]
+#[error("a blocking Kafka call ({what}) did not finish: {source}")]
+pub struct BlockingCallError {
+    /// What was being done, e.g. "fetching the watermarks of \"model-updates\"".
+    pub what: String,
+    /// Tokio's reason.
+    #[source]
+    pub source: tokio::task::JoinError,
+}
+
+/// Runs a blocking librdkafka call (commit, watermarks, metadata, a
+/// transaction step) on tokio's blocking pool, so that the reactor threads
+/// never wait on the network. The one way recstream makes such calls from
+/// async code: unlike `block_in_place`, it also works on a current-thread
+/// runtime.
+pub async fn blocking<T, F>(what: impl Into<String>, call: F) -> Result<T, BlockingCallError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|source| BlockingCallError {
+            what: what.into(),
+            source,
+        })
+}
+
 /// Routes librdkafka's messages into `tracing`, and reports connection
 /// errors in plain words at most once every few seconds.
 #[derive(Debug)]

@@ -27,6 +27,8 @@ pub const DEAD_LETTERS: &str = "recstream_dead_letters_total";
 pub const COLD_STARTS: &str = "recstream_cold_start_replies_total";
 /// Outputs that had to be sent again after a delivery failure.
 pub const DELIVERY_RETRIES: &str = "recstream_delivery_retries_total";
+/// Times a producer waited because its local queue was full, by `topic`.
+pub const PRODUCER_QUEUE_FULL: &str = "recstream_producer_queue_full_waits_total";
 /// Next offset committed (stored for commit) per `partition`.
 pub const COMMITTED_OFFSET: &str = "recstream_committed_offset";
 /// High watermark minus committed offset per `partition`.

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rand::Rng;
 use rdkafka::Message;
+use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -327,11 +327,7 @@ pub async fn consume(
             } else {
                 Offset::End
             };
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..partitions as i32 {
-                tpl.add_partition_offset(topic, p, offset)?;
-            }
-            consumer.assign(&tpl)?;
+            topics::assign_all(&consumer, topic, partitions, |_| offset)?;
             consumer
         }
     };

@@ -300,6 +300,27 @@ pub async fn check(
     }
 }
 
+/// Assigns every partition `0..partitions` of `topic` to `consumer`, each
+/// at the offset `start` gives for it: the one way readers that manage
+/// their own positions (the learner, the tools, the benchmarks) take a
+/// whole topic. Pair it with [`wait_for_partitions`] for a topic that may
+/// not exist yet, so that nothing settles for zero partitions.
+pub fn assign_all<C>(
+    consumer: &impl rdkafka::consumer::Consumer<C>,
+    topic: &str,
+    partitions: usize,
+    start: impl Fn(i32) -> rdkafka::Offset,
+) -> Result<(), rdkafka::error::KafkaError>
+where
+    C: rdkafka::consumer::ConsumerContext + 'static,
+{
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions as i32 {
+        assignment.add_partition_offset(topic, partition, start(partition))?;
+    }
+    consumer.assign(&assignment)
+}
+
 /// Waits until `topic` exists and returns its partition count, logging at
 /// the start of the wait and then every minute, and counting the wait in
 /// `recstream_waiting_for_topic`. `None` when `shutdown` came first.
