@@ -211,6 +211,20 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
             *supervised += 1;
         }
     };
+    // Workers likewise: one that stops by itself (for example because the
+    // embedded broker dropped model updates it had not read yet, which it
+    // refuses to skip) is restarted from the latest snapshot and counted.
+    let mut workers_supervised = 0usize;
+    let supervise_worker = |worker: &mut Worker, supervised: &mut usize, name: String| {
+        if let Ok(Some(status)) = worker.child.try_wait() {
+            let log = worker.log_text();
+            let last = log.lines().rev().take(3).collect::<Vec<_>>();
+            eprintln!("fault suite: worker exited by itself ({status}): {last:?}; restarting it");
+            let model = start_model(&batch, &snapshots);
+            *worker = Worker::start(&bootstrap, &model, "faults", logs, &name, &[]);
+            *supervised += 1;
+        }
+    };
     let mut kills = [0usize; 3];
     let mut outages = 0;
     let mut restarts = 0;
@@ -221,6 +235,10 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
             &mut supervised,
             format!("learner-supervised-{cycle}"),
         );
+        for (i, worker) in workers.iter_mut().enumerate() {
+            let name = format!("{}-supervised-{cycle}", ["a", "b"][i]);
+            supervise_worker(worker, &mut workers_supervised, name);
+        }
         let victim = dice.below(if cycle % 4 == 3 { 4 } else { 3 }) as usize;
         match victim {
             0 | 1 => {
@@ -260,8 +278,19 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
         restarts += 1;
     }
     // Warm: every process up. Memory is measured from here.
-    for worker in &workers {
-        assert!(worker.wait_assigned(LONG), "{}", worker.log_text());
+    for (i, worker) in workers.iter_mut().enumerate() {
+        let deadline = std::time::Instant::now() + LONG;
+        let mut round = 0;
+        while !worker.wait_assigned(Duration::from_secs(1)) {
+            round += 1;
+            let name = format!("{}-supervised-warm-{round}", ["a", "b"][i]);
+            supervise_worker(worker, &mut workers_supervised, name);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker never owned a partition\n{}",
+                worker.log_text()
+            );
+        }
     }
     std::thread::sleep(Duration::from_secs(2));
     let pids: Vec<(String, u32)> = workers
@@ -318,7 +347,7 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
         std::thread::sleep(Duration::from_millis(500));
     };
     eprintln!(
-        "fault suite: last sequence {last_seq} for {sent_ratings} ratings; the learner stopped by itself and was restarted {supervised} time(s)"
+        "fault suite: last sequence {last_seq} for {sent_ratings} ratings; the learner stopped by itself and was restarted {supervised} time(s), the workers {workers_supervised} time(s)"
     );
     assert_eq!(
         last_seq,
