@@ -74,11 +74,15 @@ impl Watch {
     }
 
     fn check_load(&mut self) {
-        let (Some((then, before)), Some(now_ticks)) = (self.last_cpu, mock_thread_ticks()) else {
+        let Some(now_ticks) = mock_thread_ticks() else {
             return;
         };
         let now = Instant::now();
-        self.last_cpu = Some((now, now_ticks));
+        // The mock names its thread once it runs: a watch created before
+        // that starts measuring at the first look that finds it.
+        let Some((then, before)) = self.last_cpu.replace((now, now_ticks)) else {
+            return;
+        };
         let seconds = now.duration_since(then).as_secs_f64();
         if seconds <= 0.0 {
             return;
@@ -210,12 +214,36 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_made_before_the_mock_thread_runs_still_measures_it() {
+        if !std::path::Path::new("/proc/self/task").exists() {
+            return;
+        }
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let mut watch = Watch::new(&cluster.bootstrap_servers(), &[]);
+        // As if the watch had looked before the thread named itself.
+        watch.last_cpu = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mock_thread_ticks().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        watch.check_load();
+        std::thread::sleep(Duration::from_millis(20));
+        watch.check_load();
+        assert_eq!(watch.recent_load.len(), 1, "one load measured");
+    }
+
+    #[test]
     fn the_mock_thread_is_found_in_this_process() {
         if !std::path::Path::new("/proc/self/task").exists() {
             return; // not Linux: the load is not watched
         }
         let cluster = rdkafka::mocking::MockCluster::new(1);
         assert!(cluster.is_ok());
+        // The thread names itself once it runs, just after the cluster is made.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mock_thread_ticks().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(
             mock_thread_ticks().is_some(),
             "no {MOCK_THREAD} thread found"
