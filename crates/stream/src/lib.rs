@@ -13,13 +13,15 @@
 //!   [`publish`] moves batch model files through Kafka.
 //! - [`kafka`]: client settings (our defaults plus `--kafka` overrides) and logging;
 //!   [`delivery`]: which produce errors are retried and which are final.
-//! - [`config`]: settings that can never work, refused before anything starts.
+//! - [`config`]: settings that can never work, refused before anything starts;
+//!   [`api_versions`]: asking a broker what it implements before relying on it.
 //! - [`metrics`]: Prometheus metrics and health endpoints.
 //! - [`topics`] and [`embedded`]: checking and creating topics at start, and an in-process broker
 //!   for trying things out, with a watch that warns before it falls behind.
 //! - [`tools`]: produce and consume from the command line; [`measure`]:
 //!   throughput and latency as a client sees them.
 
+pub mod api_versions;
 pub mod config;
 pub mod delivery;
 pub mod embedded;
@@ -28,7 +30,6 @@ pub mod learner;
 pub mod measure;
 pub mod metrics;
 pub mod model_topic;
-pub mod probe;
 pub mod publish;
 pub mod serving;
 pub mod shutdown;

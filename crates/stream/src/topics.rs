@@ -389,28 +389,57 @@ async fn create_missing(
         return Ok(());
     }
     if !broker_implements(settings, CREATE_TOPICS).await {
-        // The embedded broker (librdkafka's mock cluster) has no CreateTopics
-        // but creates a topic a producer asks about: asked for explicitly
-        // here, with the broker's default partition count.
-        tracing::info!(
-            "the broker does not implement CreateTopics; asking it to create the topics on first use"
-        );
-        let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
-        let producer: Arc<rdkafka::producer::FutureProducer<LoggingContext>> = Arc::new(
-            settings
-                .producer()
-                .create_with_context(LoggingContext::new("admin"))?,
-        );
-        let _ = tokio::task::spawn_blocking(move || {
-            for name in &names {
-                let _ = producer
-                    .client()
-                    .fetch_metadata(Some(name), REQUEST_TIMEOUT);
-            }
-        })
-        .await;
-        return Ok(());
+        return create_on_first_use(settings, &missing).await;
     }
+    create_with_admin(settings, &missing).await?;
+    // The controller may answer before every broker's metadata has the new
+    // topics: wait (briefly) until the check will see them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
+    while Instant::now() < deadline {
+        let found = describe(settings, &names, shutdown).await?;
+        if found
+            .iter()
+            .all(|f| matches!(f, Found::Partitions(n) if *n > 0))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// The embedded broker (librdkafka's mock cluster) has no CreateTopics but
+/// creates a topic a producer asks about: asked for explicitly here, with
+/// the broker's default partition count.
+async fn create_on_first_use(
+    settings: &KafkaSettings,
+    missing: &[&TopicSpec],
+) -> Result<(), TopicError> {
+    tracing::info!(
+        "the broker does not implement CreateTopics; asking it to create the topics on first use"
+    );
+    let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
+    let producer: rdkafka::producer::FutureProducer<LoggingContext> = settings
+        .producer()
+        .create_with_context(LoggingContext::new("admin"))?;
+    let _ = crate::kafka::blocking("asking the broker to create topics", move || {
+        for name in &names {
+            let _ = producer
+                .client()
+                .fetch_metadata(Some(name), REQUEST_TIMEOUT);
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Creates `missing` with CreateTopics, with their partitions, replication
+/// and configs; one that already exists by now is fine.
+async fn create_with_admin(
+    settings: &KafkaSettings,
+    missing: &[&TopicSpec],
+) -> Result<(), TopicError> {
     let admin: AdminClient<LoggingContext> = settings
         .admin()
         .create_with_context(LoggingContext::new("admin"))?;
@@ -441,20 +470,6 @@ async fn create_missing(
             }
         }
     }
-    // The controller may answer before every broker's metadata has the new
-    // topics: wait (briefly) until the check will see them.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
-    while Instant::now() < deadline {
-        let found = describe(settings, &names, shutdown).await?;
-        if found
-            .iter()
-            .all(|f| matches!(f, Found::Partitions(n) if *n > 0))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     Ok(())
 }
 
@@ -477,7 +492,9 @@ async fn describe(
         let attempt = {
             let client = client.clone();
             let names = names.to_vec();
-            tokio::task::spawn_blocking(move || describe_once(&client, &names))
+            crate::kafka::blocking("describing the topics", move || {
+                describe_once(&client, &names)
+            })
         };
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return Err(TopicError::Interrupted(settings.brokers.clone())),
@@ -600,20 +617,10 @@ async fn check_configs(
 /// False only when the first broker, asked over plaintext, says it lacks the
 /// API `key` (a TLS or SASL listener cannot be asked: then it is assumed).
 async fn broker_implements(settings: &KafkaSettings, key: i16) -> bool {
-    let plaintext = settings
-        .overrides
-        .iter()
-        .all(|(k, v)| k != "security.protocol" || v.eq_ignore_ascii_case("plaintext"));
-    if !plaintext {
+    let Some(broker) = crate::api_versions::plaintext_broker(settings) else {
         return true;
-    }
-    let first_broker = settings
-        .brokers
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .trim();
-    match crate::probe::api_versions(first_broker, REQUEST_TIMEOUT).await {
+    };
+    match crate::api_versions::api_versions(&broker, REQUEST_TIMEOUT).await {
         Ok(apis) => apis.contains_key(&key),
         Err(_) => true,
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, MessageStream, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -50,44 +50,46 @@ pub(crate) enum Event {
     Rebalance(RebalanceNotice),
 }
 
-/// Reads until `shutdown`; returns how many messages were read.
-pub(crate) async fn run(
-    consumer: Arc<StreamConsumer<WorkerContext>>,
-    batches: mpsc::Sender<Vec<Event>>,
+/// The one consume-and-batch loop, shared by both delivery modes: waits for
+/// a message, then takes whatever else the client already holds (up to the
+/// batch size) without waiting, with rebalance notices in order among them.
+pub(crate) struct Batches<'a> {
+    consumer: &'a StreamConsumer<WorkerContext>,
+    stream: MessageStream<'a, WorkerContext>,
     batch_size: usize,
-    shutdown: CancellationToken,
-) -> u64 {
-    let mut stream = consumer.stream();
-    let mut consumed = 0u64;
-    let notices = |events: &mut Vec<Event>| {
-        events.extend(
-            consumer
-                .context()
-                .take_notices()
-                .into_iter()
-                .map(Event::Rebalance),
-        );
-    };
-    loop {
+}
+
+impl<'a> Batches<'a> {
+    pub(crate) fn new(consumer: &'a StreamConsumer<WorkerContext>, batch_size: usize) -> Self {
+        Batches {
+            consumer,
+            stream: consumer.stream(),
+            batch_size,
+        }
+    }
+
+    /// The next batch (possibly only notices, or empty after a consumer
+    /// error); `None` once `shutdown` is cancelled or the stream ends.
+    /// Messages read are counted in `recstream_requests_consumed_total`.
+    pub(crate) async fn next(&mut self, shutdown: &CancellationToken) -> Option<Vec<Event>> {
         let first = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
-            next = stream.next() => next,
+            _ = shutdown.cancelled() => return None,
+            next = self.stream.next() => next?,
         };
-        let mut events = Vec::with_capacity(batch_size.min(1024));
-        notices(&mut events);
+        let mut events = Vec::with_capacity(self.batch_size.min(1024));
+        self.notices(&mut events);
         match first {
-            Some(Ok(message)) => events.push(Event::Message(Incoming::copy(&message))),
-            Some(Err(e)) => {
+            Ok(message) => events.push(Event::Message(Incoming::copy(&message))),
+            Err(e) => {
                 tracing::warn!("consumer error: {e}; continuing");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            None => break,
         }
-        while events.len() < batch_size {
-            match stream.next().now_or_never() {
+        while events.len() < self.batch_size {
+            match self.stream.next().now_or_never() {
                 Some(Some(Ok(message))) => {
-                    notices(&mut events);
+                    self.notices(&mut events);
                     events.push(Event::Message(Incoming::copy(&message)));
                 }
                 Some(Some(Err(e))) => {
@@ -97,13 +99,37 @@ pub(crate) async fn run(
                 Some(None) | None => break,
             }
         }
-        notices(&mut events);
-        let messages = events
-            .iter()
-            .filter(|e| matches!(e, Event::Message(_)))
-            .count() as u64;
-        consumed += messages;
-        metrics::counter!(crate::metrics::REQUESTS_CONSUMED).increment(messages);
+        self.notices(&mut events);
+        metrics::counter!(crate::metrics::REQUESTS_CONSUMED).increment(messages_in(&events));
+        Some(events)
+    }
+
+    fn notices(&self, events: &mut Vec<Event>) {
+        let notices = self.consumer.context().take_notices();
+        events.extend(notices.into_iter().map(Event::Rebalance));
+    }
+}
+
+/// Counts the messages (not the notices) among `events`.
+pub(crate) fn messages_in(events: &[Event]) -> u64 {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .count() as u64
+}
+
+/// Stage one: reads batches until `shutdown` and hands them to scoring;
+/// returns how many messages were read.
+pub(crate) async fn run(
+    consumer: Arc<StreamConsumer<WorkerContext>>,
+    batches: mpsc::Sender<Vec<Event>>,
+    batch_size: usize,
+    shutdown: CancellationToken,
+) -> u64 {
+    let mut source = Batches::new(&consumer, batch_size);
+    let mut consumed = 0u64;
+    while let Some(events) = source.next(&shutdown).await {
+        consumed += messages_in(&events);
         if events.is_empty() {
             continue;
         }

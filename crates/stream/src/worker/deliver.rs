@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::{RebalanceNotice, WorkerContext};
 use super::score::{Destination, Output, Scored};
 use super::{WorkerConfig, WorkerError, WorkerSummary};
-use crate::delivery::{self, Permanent, Verdict};
+use crate::delivery::{self, Permanent, Undeliverable, Verdict};
 use crate::kafka::LoggingContext;
 use crate::metrics as m;
 use crate::tracker::{OffsetTracker, Ticket};
@@ -72,7 +72,7 @@ struct Deliverer {
 /// error when an output can never be delivered for a reason outside the
 /// message (see the module docs).
 pub(crate) async fn run(
-    mut scored: mpsc::Receiver<Vec<Scored>>,
+    scored: mpsc::Receiver<Vec<Scored>>,
     producer: FutureProducer<LoggingContext>,
     consumer: Arc<StreamConsumer<WorkerContext>>,
     config: &WorkerConfig,
@@ -91,64 +91,96 @@ pub(crate) async fn run(
         last_warning: None,
         fatal: None,
     };
-    let mut open = true;
-    let mut deadline: Option<tokio::time::Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let unacknowledged = stage.pending.len() + stage.retry.len();
-        if (!open && unacknowledged == 0) || stage.fatal.is_some() {
-            break;
+    stage.deliver_all(scored, config, shutdown).await;
+    stage.finish().await
+}
+
+/// Where the stage stands in shutting down: whether input may still arrive,
+/// and when it stops waiting for the last acknowledgements.
+struct Drain {
+    open: bool,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Drain {
+    /// Starts the wait for the last acknowledgements, once.
+    fn start(&mut self, timeout: Duration) {
+        self.deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + timeout);
+    }
+
+    /// Resolves when the wait is over; never before it started.
+    async fn expired(&self) {
+        match self.deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
         }
-        let has_room = unacknowledged < config.max_in_flight;
-        let give_up = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
+    }
+}
+
+impl Deliverer {
+    /// The stage's loop: takes scored batches while there is room, settles
+    /// acknowledgements, resends and stores offsets on a tick, and drains on
+    /// shutdown or when the input ends.
+    async fn deliver_all(
+        &mut self,
+        mut scored: mpsc::Receiver<Vec<Scored>>,
+        config: &WorkerConfig,
+        shutdown: CancellationToken,
+    ) {
+        let mut drain = Drain {
+            open: true,
+            deadline: None,
         };
-        tokio::select! {
-            batch = scored.recv(), if open && has_room => match batch {
-                Some(items) => {
-                    for item in items {
-                        stage.accept(item);
-                    }
-                }
-                None => {
-                    open = false;
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.drain_timeout);
-                }
-            },
-            Some(done) = stage.pending.next(), if !stage.pending.is_empty() => stage.completed(done),
-            _ = tick.tick() => {
-                stage.resend();
-                stage.store_offsets(false);
-                metrics::gauge!(m::IN_FLIGHT).set(unacknowledged as f64);
-            }
-            _ = shutdown.cancelled(), if deadline.is_none() => {
-                deadline = Some(tokio::time::Instant::now() + config.drain_timeout);
-            }
-            _ = give_up => {
-                stage.summary.abandoned = unacknowledged as u64;
-                tracing::warn!(
-                    unacknowledged,
-                    "shutdown: gave up waiting for the broker; those requests stay uncommitted and will be answered after a restart"
-                );
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let unacknowledged = self.pending.len() + self.retry.len();
+            if (!drain.open && unacknowledged == 0) || self.fatal.is_some() {
                 break;
+            }
+            let has_room = unacknowledged < config.max_in_flight;
+            tokio::select! {
+                batch = scored.recv(), if drain.open && has_room => match batch {
+                    Some(items) => items.into_iter().for_each(|item| self.accept(item)),
+                    None => {
+                        drain.open = false;
+                        drain.start(config.drain_timeout);
+                    }
+                },
+                Some(done) = self.pending.next(), if !self.pending.is_empty() => self.completed(done),
+                _ = tick.tick() => {
+                    self.resend();
+                    self.store_offsets(false);
+                    metrics::gauge!(m::IN_FLIGHT).set(unacknowledged as f64);
+                }
+                _ = shutdown.cancelled(), if drain.deadline.is_none() => drain.start(config.drain_timeout),
+                _ = drain.expired() => {
+                    self.summary.abandoned = unacknowledged as u64;
+                    tracing::warn!(
+                        unacknowledged,
+                        "shutdown: gave up waiting for the broker; those requests stay uncommitted and will be answered after a restart"
+                    );
+                    break;
+                }
             }
         }
     }
-    stage.store_offsets(true);
-    let Deliverer {
-        consumer,
-        summary,
-        fatal,
-        ..
-    } = stage;
-    commit(consumer).await;
-    match fatal {
-        Some(error) => Err(error),
-        None => Ok(summary),
+
+    /// Stores what is done, commits it, and reports.
+    async fn finish(mut self) -> Result<WorkerSummary, WorkerError> {
+        self.store_offsets(true);
+        let Deliverer {
+            consumer,
+            summary,
+            fatal,
+            ..
+        } = self;
+        commit(consumer).await;
+        match fatal {
+            Some(error) => Err(error),
+            None => Ok(summary),
+        }
     }
 }
 
@@ -237,11 +269,12 @@ impl Deliverer {
                     "{}; stopping: nothing is committed past this input",
                     delivery::describe(&topic, &error)
                 );
-                self.fatal.get_or_insert(WorkerError::Undeliverable {
-                    topic,
-                    reason: reason.advice(),
-                    source: error,
-                });
+                self.fatal
+                    .get_or_insert(WorkerError::Undeliverable(Undeliverable {
+                        topic,
+                        reason,
+                        source: error,
+                    }));
             }
         }
     }
@@ -385,8 +418,10 @@ impl Deliverer {
 
 /// Commits the stored offsets synchronously (the last act of a worker).
 async fn commit(consumer: Arc<StreamConsumer<WorkerContext>>) {
-    let committed =
-        tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
+    let committed = crate::kafka::blocking("committing the final offsets", move || {
+        consumer.commit_consumer_state(CommitMode::Sync)
+    })
+    .await;
     match committed {
         Ok(Ok(())) => tracing::info!("offsets committed"),
         Ok(Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset))) => {}
@@ -410,7 +445,7 @@ pub(crate) async fn report_lag(
         }
         let consumer = consumer.clone();
         let topic = topic.clone();
-        let measured = tokio::task::spawn_blocking(move || {
+        let measured = crate::kafka::blocking("measuring the consumer lag", move || {
             let committed = consumer.committed(Duration::from_secs(2)).ok()?;
             let mut lags = Vec::new();
             for element in committed.elements().iter().filter(|e| e.topic() == topic) {

@@ -40,12 +40,16 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, require_names};
+use crate::delivery::Undeliverable;
 use crate::kafka::{KafkaSettings, LoggingContext};
 use crate::metrics::Health;
 use crate::serving::ServingModel;
 use crate::wire::DEFAULT_MAX_REQUEST_BYTES;
 
 pub use context::WorkerContext;
+use score::Scorer;
+pub use score::ScoringThreadsError;
+pub use transactional::{StepError, TransactionError};
 
 /// Everything a worker needs to know besides the model.
 #[derive(Debug, Clone)]
@@ -181,6 +185,21 @@ pub struct WorkerSummary {
     pub undeliverable: u64,
 }
 
+impl WorkerSummary {
+    /// Logs the summary with `message`.
+    fn log(&self, message: &str) {
+        tracing::info!(
+            consumed = self.consumed,
+            replies = self.replies,
+            dead_letters = self.dead_letters,
+            retries = self.retries,
+            abandoned = self.abandoned,
+            undeliverable = self.undeliverable,
+            "{message}"
+        );
+    }
+}
+
 /// Why a worker could not start or went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -188,14 +207,25 @@ pub enum WorkerError {
     #[error("Kafka client: {0}")]
     Kafka(#[from] KafkaError),
     /// The scoring thread pool could not start.
-    #[error("cannot start the scoring threads: {0}")]
-    ThreadPool(String),
-    /// A stage stopped unexpectedly.
-    #[error("worker stage failed: {0}")]
-    Stage(String),
+    #[error(transparent)]
+    ScoringThreads(#[from] ScoringThreadsError),
+    /// A scoring thread died while scoring a batch.
+    #[error(
+        "a scoring thread failed; the batch is not committed and is read again after a restart"
+    )]
+    ScoringFailed,
+    /// A stage's task ended abnormally (it panicked, or was cancelled).
+    #[error("the {stage} stage stopped unexpectedly: {source}")]
+    Stage {
+        /// `consume` or `score`.
+        stage: &'static str,
+        /// Tokio's reason.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Exactly-once mode cannot run.
     #[error("exactly-once: {0}")]
-    Transactions(String),
+    Transactions(#[from] TransactionError),
     /// The configuration can never work (see [`WorkerConfig::check`]).
     #[error("{0}")]
     Config(#[from] ConfigError),
@@ -203,16 +233,8 @@ pub enum WorkerError {
     #[error("{0}")]
     ModelTopic(#[from] follow::FollowError),
     /// An output can never be delivered for a reason outside the message.
-    #[error("cannot produce to {topic:?}: {reason} ({source})")]
-    Undeliverable {
-        /// The topic.
-        topic: String,
-        /// The likely cause, in words.
-        reason: &'static str,
-        /// librdkafka's error.
-        #[source]
-        source: KafkaError,
-    },
+    #[error(transparent)]
+    Undeliverable(#[from] Undeliverable),
 }
 
 /// A messages's place in its input topic, carried through the stages.
@@ -223,6 +245,10 @@ pub(crate) struct Position {
 }
 
 /// Runs a worker until `shutdown` is cancelled, then drains and commits.
+///
+/// The worker serves beside its model follower: a follower that can no
+/// longer keep this worker's model identical to everyone else's stops the
+/// worker (it stops consuming, drains what it holds, then reports).
 pub async fn run(
     config: WorkerConfig,
     model: Arc<ServingModel>,
@@ -231,27 +257,91 @@ pub async fn run(
 ) -> Result<WorkerSummary, WorkerError> {
     crate::metrics::recorder();
     config.check()?;
-    if config.exactly_once {
-        return run_exactly_once(config, model, health, shutdown).await;
+    let follower = spawn_follower(&config, &model, &shutdown);
+    // Stops consumption (or the transaction loop): on shutdown, when
+    // delivery gives up, or when the follower fails.
+    let stop = shutdown.child_token();
+    let serving = async {
+        if config.exactly_once {
+            transactional::run(config.clone(), model.clone(), health, stop.clone()).await
+        } else {
+            at_least_once(&config, model.clone(), health, &shutdown, &stop).await
+        }
+    };
+    let (served, lost_track) = beside_follower(serving, follower, || stop.cancel()).await;
+    let summary = served?;
+    match lost_track {
+        Some(error) => Err(WorkerError::ModelTopic(error)),
+        None => Ok(summary),
     }
-    let consumer: StreamConsumer<WorkerContext> = config
-        .kafka
-        .consumer(&config.group_id)
-        .create_with_context(WorkerContext::new(
-            config.input_topic.clone(),
-            health.clone(),
-        ))?;
-    let consumer = Arc::new(consumer);
+}
+
+/// The at-least-once pipeline: consume, score and deliver joined by bounded
+/// channels; returns once delivery has drained and committed.
+async fn at_least_once(
+    config: &WorkerConfig,
+    model: Arc<ServingModel>,
+    health: Arc<Health>,
+    shutdown: &CancellationToken,
+    stop: &CancellationToken,
+) -> Result<WorkerSummary, WorkerError> {
+    let consumer: Arc<StreamConsumer<WorkerContext>> = Arc::new(
+        config
+            .kafka
+            .consumer(&config.group_id)
+            .create_with_context(WorkerContext::new(
+                config.input_topic.clone(),
+                health.clone(),
+            ))?,
+    );
     let producer: FutureProducer<LoggingContext> = config
         .kafka
         .producer()
         .create_with_context(LoggingContext::new("producer"))?;
     consumer.subscribe(&[config.input_topic.as_str()])?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(config.scoring_threads.max(1))
-        .thread_name(|i| format!("recstream-score-{i}"))
-        .build()
-        .map_err(|e| WorkerError::ThreadPool(e.to_string()))?;
+    let scorer = Scorer::start(config, model.clone())?;
+    log_start(config, &model);
+
+    let capacity = (config.max_in_flight / config.batch_size.max(1)).max(2);
+    let (batches_tx, batches_rx) = tokio::sync::mpsc::channel(capacity);
+    let (scored_tx, scored_rx) = tokio::sync::mpsc::channel(capacity);
+    let consumed = tokio::spawn(consume::run(
+        consumer.clone(),
+        batches_tx,
+        config.batch_size,
+        stop.clone(),
+    ));
+    let scored = tokio::spawn(score::run(batches_rx, scored_tx, scorer));
+    let lag = tokio::spawn(deliver::report_lag(
+        consumer.clone(),
+        config.input_topic.clone(),
+        shutdown.clone(),
+    ));
+    let delivered = deliver::run(
+        scored_rx,
+        producer,
+        consumer.clone(),
+        config,
+        shutdown.clone(),
+    )
+    .await;
+    stop.cancel();
+    let stage = |stage| move |source| WorkerError::Stage { stage, source };
+    let consumed = consumed.await.map_err(stage("consume"))?;
+    scored.await.map_err(stage("score"))?;
+    lag.abort();
+    health.set_ready(false);
+    let summary = WorkerSummary {
+        consumed,
+        ..delivered?
+    };
+    summary.log("worker stopped");
+    // Leave the group now rather than when the last reference goes.
+    drop(consumer);
+    Ok(summary)
+}
+
+fn log_start(config: &WorkerConfig, model: &ServingModel) {
     tracing::info!(
         brokers = %config.kafka.brokers,
         input = %config.input_topic,
@@ -261,94 +351,6 @@ pub async fn run(
         model = %model.version(),
         "worker started"
     );
-
-    let capacity = (config.max_in_flight / config.batch_size.max(1)).max(2);
-    let (batches_tx, batches_rx) = tokio::sync::mpsc::channel(capacity);
-    let (scored_tx, scored_rx) = tokio::sync::mpsc::channel(capacity);
-    // Consumption stops on shutdown, or when delivery gives up.
-    let stop_consuming = shutdown.child_token();
-    let consumed = tokio::spawn(consume::run(
-        consumer.clone(),
-        batches_tx,
-        config.batch_size,
-        stop_consuming.clone(),
-    ));
-    let scored = tokio::spawn(score::run(
-        batches_rx,
-        scored_tx,
-        model.clone(),
-        pool,
-        score::Rules::from(&config),
-    ));
-    let lag = tokio::spawn(deliver::report_lag(
-        consumer.clone(),
-        config.input_topic.clone(),
-        shutdown.clone(),
-    ));
-    let follower = spawn_follower(&config, &model, &shutdown);
-    let delivering = deliver::run(
-        scored_rx,
-        producer,
-        consumer.clone(),
-        &config,
-        shutdown.clone(),
-    );
-    // A follower that can no longer keep this worker's model identical to
-    // everyone else's stops the worker: stop consuming, drain, then report.
-    let (delivered, lost_track) =
-        beside_follower(delivering, follower, || stop_consuming.cancel()).await;
-    stop_consuming.cancel();
-
-    let consumed = consumed
-        .await
-        .map_err(|e| WorkerError::Stage(format!("consume: {e}")))?;
-    scored
-        .await
-        .map_err(|e| WorkerError::Stage(format!("score: {e}")))?;
-    lag.abort();
-    health.set_ready(false);
-    let summary = delivered?;
-    if let Some(error) = lost_track {
-        return Err(WorkerError::ModelTopic(error));
-    }
-    let summary = WorkerSummary {
-        consumed,
-        ..summary
-    };
-    tracing::info!(
-        consumed = summary.consumed,
-        replies = summary.replies,
-        dead_letters = summary.dead_letters,
-        retries = summary.retries,
-        abandoned = summary.abandoned,
-        undeliverable = summary.undeliverable,
-        "worker stopped"
-    );
-    // Leave the group now rather than when the last reference goes.
-    drop(consumer);
-    Ok(summary)
-}
-
-/// The exactly-once worker, beside its model follower: a follower that can
-/// no longer keep the model identical to everyone else's stops it too (the
-/// open transaction is finished first), as in the at-least-once worker.
-async fn run_exactly_once(
-    config: WorkerConfig,
-    model: Arc<ServingModel>,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
-) -> Result<WorkerSummary, WorkerError> {
-    let stop = shutdown.child_token();
-    let follower = spawn_follower(&config, &model, &shutdown);
-    let serving = transactional::run(config, model, health, stop.clone());
-    let (served, lost_track) = beside_follower(serving, follower, || stop.cancel()).await;
-    match lost_track {
-        Some(error) => {
-            served?;
-            Err(WorkerError::ModelTopic(error))
-        }
-        None => served,
-    }
 }
 
 /// Runs `serving` to its end beside the model `follower`. A follower that

@@ -67,17 +67,68 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// Scores batches until the input channel closes.
+/// The scoring side of a worker: its thread pool, the model it serves and
+/// the rules for each message. Both delivery modes score through one.
+pub(crate) struct Scorer {
+    pool: rayon::ThreadPool,
+    model: Arc<ServingModel>,
+    rules: Arc<Rules>,
+}
+
+/// The scoring thread pool could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start {threads} scoring threads: {source}")]
+pub struct ScoringThreadsError {
+    threads: usize,
+    #[source]
+    source: rayon::ThreadPoolBuildError,
+}
+
+impl Scorer {
+    /// Starts `config.scoring_threads` threads named `recstream-score-N`.
+    pub(crate) fn start(
+        config: &WorkerConfig,
+        model: Arc<ServingModel>,
+    ) -> Result<Self, ScoringThreadsError> {
+        let threads = config.scoring_threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("recstream-score-{i}"))
+            .build()
+            .map_err(|source| ScoringThreadsError { threads, source })?;
+        Ok(Scorer {
+            pool,
+            model,
+            rules: Arc::new(Rules::from(config)),
+        })
+    }
+
+    /// Scores a batch on the pool against one model state; `None` if the
+    /// pool failed.
+    pub(crate) async fn score(&self, batch: Vec<Event>) -> Option<Vec<Scored>> {
+        let (done_tx, done_rx) = oneshot::channel();
+        let current = self.model.current();
+        let model = self.model.clone();
+        let rules = self.rules.clone();
+        self.pool.spawn(move || {
+            // One model state for the whole batch; online updates wait for it.
+            let recommender = crate::serving::read(&current);
+            let out = score_batch(batch, &recommender, &rules, &model);
+            drop(recommender);
+            let _ = done_tx.send(out);
+        });
+        done_rx.await.ok()
+    }
+}
+
+/// Stage two: scores batches until the input channel closes.
 pub(crate) async fn run(
     mut batches: mpsc::Receiver<Vec<Event>>,
     scored: mpsc::Sender<Vec<Scored>>,
-    model: Arc<ServingModel>,
-    pool: rayon::ThreadPool,
-    rules: Rules,
+    scorer: Scorer,
 ) {
-    let rules = Arc::new(rules);
     while let Some(batch) = batches.recv().await {
-        let Some(out) = score_on(&pool, batch, &model, &rules).await else {
+        let Some(out) = scorer.score(batch).await else {
             tracing::error!("a scoring thread failed; stopping");
             break;
         };
@@ -87,42 +138,31 @@ pub(crate) async fn run(
     }
 }
 
-/// Scores a batch on the pool against one model state; `None` if the pool failed.
-pub(crate) async fn score_on(
-    pool: &rayon::ThreadPool,
+/// Scores a batch, in parallel over the pool's threads, keeping its order.
+fn score_batch(
     batch: Vec<Event>,
-    model: &Arc<ServingModel>,
-    rules: &Arc<Rules>,
-) -> Option<Vec<Scored>> {
-    let (done_tx, done_rx) = oneshot::channel();
-    let current = model.current();
-    let model = model.clone();
-    let rules = rules.clone();
-    pool.spawn(move || {
-        // One model state for the whole batch; online updates wait for it.
-        let recommender = crate::serving::read(&current);
-        let out: Vec<Scored> = if recommender.prefers_batches() {
-            // Large catalogues: score requests in chunks that share passes
-            // over the item factors.
-            let chunks = into_chunks(batch, CHUNK);
-            let scored: Vec<Vec<Scored>> = chunks
-                .into_par_iter()
-                .map(|chunk| score_chunk(chunk, &recommender, &rules, &model))
-                .collect();
-            scored.into_iter().flatten().collect()
-        } else {
-            // Catalogues that fit in cache: one request at a time spreads
-            // best over the cores (measured faster than chunks).
-            batch
-                .into_par_iter()
-                .map(|event| score_chunk(vec![event], &recommender, &rules, &model))
-                .flatten_iter()
-                .collect()
-        };
-        drop(recommender);
-        let _ = done_tx.send(out);
-    });
-    done_rx.await.ok()
+    recommender: &Recommender,
+    rules: &Rules,
+    model: &ServingModel,
+) -> Vec<Scored> {
+    if recommender.prefers_batches() {
+        // Large catalogues: score requests in chunks that share passes over
+        // the item factors.
+        let chunks = into_chunks(batch, CHUNK);
+        let scored: Vec<Vec<Scored>> = chunks
+            .into_par_iter()
+            .map(|chunk| score_chunk(chunk, recommender, rules, model))
+            .collect();
+        scored.into_iter().flatten().collect()
+    } else {
+        // Catalogues that fit in cache: one request at a time spreads best
+        // over the cores (measured faster than chunks).
+        batch
+            .into_par_iter()
+            .map(|event| score_chunk(vec![event], recommender, rules, model))
+            .flatten_iter()
+            .collect()
+    }
 }
 
 fn into_chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
