@@ -1,9 +1,10 @@
 //! `recstream eval`: k-fold cross-validation or train/test evaluation, as a table or JSON.
 
 use crate::output::out;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
+use recstream_core::Dataset;
 use recstream_core::eval::{
     CvReport, EvalConfig, FoldReport, align_test_set, cross_validate, evaluate_split,
 };
@@ -66,80 +67,95 @@ pub struct EvalArgs {
 
 /// Runs `recstream eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let params = args.hyper.params();
-    let quiet = args.json;
-    if let (Some(train_path), Some(test_path)) = (&args.train, &args.test) {
-        let train_data = args.input.read(train_path, quiet)?;
-        let test_data = args.input.read(test_path, quiet)?;
-        let config = config(&args, params, args.hyper.scale(&train_data));
-        let test = align_test_set(&train_data, &test_data);
-        let report = evaluate_split(
-            &train_data.ratings,
-            &test,
-            train_data.users.len(),
-            train_data.items.len(),
-            &config,
-        )?;
-        if args.json {
-            out!("{}", serde_json::to_string(&report)?);
-        } else {
-            print_table(std::slice::from_ref(&report), None, args.k)?;
-        }
-        return Ok(());
+    if let (Some(train), Some(test)) = (&args.train, &args.test) {
+        return train_test(&args, train, test);
     }
     let Some(path) = &args.ratings else {
         anyhow::bail!("give --ratings FILE for cross-validation, or --train A --test B");
     };
-    let data = args.input.read(path, quiet)?;
+    let data = args.input.read(path, args.json)?;
     if args.prequential {
-        let config = recstream_core::FitConfig {
-            params,
-            threads: args.hyper.threads,
-            scale: Some(args.hyper.scale(&data)),
-            titles: None,
-            source: String::new(),
-        };
-        let report = recstream_core::eval::prequential::prequential(
-            &data,
-            args.split,
-            &config,
-            !args.freeze_items,
-        )?;
-        if args.json {
-            out!("{}", serde_json::to_string(&report)?);
-        } else {
-            out!(
-                "trained on the first {} ratings, replayed {} in time order",
-                report.train_ratings,
-                report.replayed_ratings
-            );
-            out!("{:<24}{:>10}{:>16}", "", "RMSE", "hit rate@10");
-            out!(
-                "{:<24}{:>10.4}{:>16.4}",
-                "frozen batch model",
-                report.frozen.rmse,
-                report.frozen.hit_rate_at_10
-            );
-            out!(
-                "{:<24}{:>10.4}{:>16.4}",
-                "learning online",
-                report.online.rmse,
-                report.online.hit_rate_at_10
-            );
-            out!(
-                "online learning cost {:.1} us per rating",
-                report.online_seconds_per_rating * 1e6
-            );
-        }
+        prequential(&args, &data)
+    } else {
+        cross_validation(&args, &data)
+    }
+}
+
+/// Trains on one file and evaluates on another.
+fn train_test(args: &EvalArgs, train_path: &Path, test_path: &Path) -> anyhow::Result<()> {
+    let train_data = args.input.read(train_path, args.json)?;
+    let test_data = args.input.read(test_path, args.json)?;
+    let config = config(args, args.hyper.params(), args.hyper.scale(&train_data));
+    let test = align_test_set(&train_data, &test_data);
+    let report = evaluate_split(
+        &train_data.ratings,
+        &test,
+        train_data.users.len(),
+        train_data.items.len(),
+        &config,
+    )?;
+    if args.json {
+        out!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(std::slice::from_ref(&report), None, args.k)?;
+    }
+    Ok(())
+}
+
+/// Trains on the oldest ratings, then replays the rest in time order, frozen and learning.
+fn prequential(args: &EvalArgs, data: &Dataset) -> anyhow::Result<()> {
+    let config = recstream_core::FitConfig {
+        params: args.hyper.params(),
+        threads: args.hyper.threads,
+        scale: Some(args.hyper.scale(data)),
+        titles: None,
+        source: String::new(),
+    };
+    let report = recstream_core::eval::prequential::prequential(
+        data,
+        args.split,
+        &config,
+        !args.freeze_items,
+    )?;
+    if args.json {
+        out!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
+    out!(
+        "trained on the first {} ratings, replayed {} in time order",
+        report.train_ratings,
+        report.replayed_ratings
+    );
+    out!("{:<24}{:>10}{:>16}", "", "RMSE", "hit rate@10");
+    for (label, scores) in [
+        ("frozen batch model", &report.frozen),
+        ("learning online", &report.online),
+    ] {
+        out!(
+            "{:<24}{:>10.4}{:>16.4}",
+            label,
+            scores.rmse,
+            scores.hit_rate_at_10
+        );
+    }
+    out!(
+        "online learning cost {:.1} us per rating",
+        report.online_seconds_per_rating * 1e6
+    );
+    Ok(())
+}
+
+/// k-fold cross-validation, as surprise's `cross_validate`.
+fn cross_validation(args: &EvalArgs, data: &Dataset) -> anyhow::Result<()> {
+    let params = args.hyper.params();
     let seed = params.seed;
-    let config = config(&args, params, args.hyper.scale(&data));
+    let config = config(args, params, args.hyper.scale(data));
+    let quiet = args.json;
     if !quiet {
         eprintln!("cross-validating SVD on {} folds (seed {seed})", args.folds);
     }
     let report = cross_validate(
-        &data,
+        data,
         usize::from(args.folds),
         seed,
         &config,
