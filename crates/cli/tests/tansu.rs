@@ -329,3 +329,50 @@ fn exactly_once_refuses_to_start_on_a_broker_without_transactions() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_stops_its_learner_and_exits_when_its_worker_fails() {
+    let _serial = serial();
+    let Some(s) = setup() else { return };
+    let data = tempfile::tempdir().unwrap();
+    // The worker fails at start (Tansu has no EndTxn); the learner beside it
+    // must not keep the process alive learning for nobody.
+    let limit = Duration::from_secs(120);
+    let mut child = std::process::Command::new(recstream_binary())
+        .args(["run", "--exactly-once", "--brokers", &s.broker.bootstrap])
+        .args(["--kafka", "session.timeout.ms=6000", "--model"])
+        .arg(&s.model)
+        .arg("--data-dir")
+        .arg(data.path())
+        // The learner's snapshots go to ./snapshots with --brokers.
+        .current_dir(data.path())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        stdout.contains("ratings") && stderr.contains("the worker failed"),
+        "the premise: run started a learner beside the worker, and the worker failed\n{stdout}\n{stderr}"
+    );
+    assert!(
+        started.elapsed() < limit && !output.status.success(),
+        "run exits with an error once its worker failed (took {:?})\n{stderr}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("does not implement Kafka transactions"),
+        "{stderr}"
+    );
+}
