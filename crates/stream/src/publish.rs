@@ -7,7 +7,7 @@
 //! a corrupted or truncated model is refused before anything serves it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,7 +16,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use recstream_core::{Model, modelfile};
+use recstream_core::Model;
+use recstream_core::modelfile::{self, ModelFileError};
 use sha2::{Digest, Sha256};
 
 use crate::kafka::{KafkaSettings, LoggingContext};
@@ -32,11 +33,36 @@ pub enum PublishError {
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
     /// The file could not be read.
-    #[error("{0}")]
-    Io(String),
-    /// The model file is not valid.
-    #[error("{0}")]
-    Invalid(String),
+    #[error("cannot read the model file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model file is not valid (its message names the file or the announcement).
+    #[error(transparent)]
+    Invalid(#[from] ModelFileError),
+    /// The chunks fetched are not the file announced.
+    #[error("model {id} does not match its announcement (SHA-256 {found}, announced {announced})")]
+    Mismatch {
+        /// The model.
+        id: String,
+        /// SHA-256 of what arrived.
+        found: String,
+        /// SHA-256 announced.
+        announced: String,
+    },
+    /// Decoding never finished (the runtime is shutting down).
+    #[error("decoding model {id} did not finish: {source}")]
+    Decoding {
+        /// The model.
+        id: String,
+        /// Tokio's reason.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// The chunks did not arrive in time.
     #[error("only {got} of {expected} chunks of model {id} arrived")]
     Incomplete {
@@ -63,10 +89,11 @@ pub async fn publish_model(
     model_topic: &str,
     path: &Path,
 ) -> Result<ModelAnnouncement, PublishError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| PublishError::Io(format!("{}: {e}", path.display())))?;
-    let model =
-        modelfile::decode(&bytes, path).map_err(|e| PublishError::Invalid(e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|source| PublishError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let model = modelfile::decode(&bytes, path)?;
     let producer: FutureProducer<LoggingContext> = settings
         .producer()
         .set("message.max.bytes", (CHUNK_BYTES + 64 * 1024).to_string())
@@ -158,17 +185,21 @@ pub async fn fetch_model(
     let bytes: Vec<u8> = parts.into_values().flatten().collect();
     let digest = sha256_hex(&bytes);
     if digest != announcement.sha256 {
-        return Err(PublishError::Invalid(format!(
-            "model {} does not match its announcement (SHA-256 {digest}, announced {})",
-            announcement.id, announcement.sha256
-        )));
+        return Err(PublishError::Mismatch {
+            id: announcement.id.clone(),
+            found: digest,
+            announced: announcement.sha256.clone(),
+        });
     }
     let name = format!(
         "model {} from {}",
         announcement.id, announcement.files_topic
     );
-    tokio::task::spawn_blocking(move || modelfile::decode(&bytes, Path::new(&name)))
+    let decoded = tokio::task::spawn_blocking(move || modelfile::decode(&bytes, Path::new(&name)))
         .await
-        .map_err(|e| PublishError::Invalid(format!("decoding failed: {e}")))?
-        .map_err(|e| PublishError::Invalid(e.to_string()))
+        .map_err(|source| PublishError::Decoding {
+            id: announcement.id.clone(),
+            source,
+        })?;
+    Ok(decoded?)
 }
