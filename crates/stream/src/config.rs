@@ -1,10 +1,12 @@
 //! Settings that can never work, refused before anything starts.
 //!
-//! The worker and the learner check their configuration first
-//! ([`crate::worker::WorkerConfig::check`],
-//! [`crate::learner::LearnerConfig::check`]) and stop with a
-//! [`ConfigError`] naming the setting as the command line spells it, rather
-//! than stalling, looping on their own output or panicking later.
+//! The worker and the learner run only on a [`Checked`] configuration,
+//! which only their `check` makes ([`crate::worker::WorkerConfig::check`],
+//! [`crate::learner::LearnerConfig::check`]); a setting that can never work
+//! is a [`ConfigError`] naming it as the command line spells it, found
+//! before anything connects, rather than a stall, a loop on the service's
+//! own output, or a panic deep in the library later. This is ripgrep's split
+//! of raw arguments from checked ones, and linfa's `ParamGuard`.
 
 /// A setting that can never work, found before anything starts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +25,31 @@ impl ConfigError {
             setting,
             problem: problem.into(),
         }
+    }
+}
+
+/// A configuration that passed its check. Only `check` makes one, so code
+/// that takes a `Checked<T>` never sees a value the check refuses.
+#[derive(Debug, Clone)]
+pub struct Checked<T>(T);
+
+impl<T> Checked<T> {
+    /// Wraps a configuration its own `check` has just passed.
+    pub(crate) fn new(config: T) -> Self {
+        Checked(config)
+    }
+
+    /// The configuration, no longer vouched for.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Checked<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 
@@ -50,7 +77,7 @@ mod tests {
 
     #[test]
     fn the_defaults_pass() {
-        assert_eq!(worker().check(), Ok(()));
+        assert!(worker().check().is_ok());
         assert_eq!(learner().check(), Ok(()));
     }
 
@@ -86,7 +113,7 @@ mod tests {
         ] {
             let mut config = worker();
             change(&mut config);
-            assert!(config.check().is_err(), "{config:?}");
+            assert!(config.clone().check().is_err(), "{config:?}");
         }
     }
 

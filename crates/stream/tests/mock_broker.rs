@@ -91,7 +91,12 @@ struct RunningWorker {
 fn start_worker(config: WorkerConfig, model: Arc<ServingModel>) -> RunningWorker {
     let shutdown = CancellationToken::new();
     let health = Arc::new(Health::default());
-    let task = tokio::spawn(worker::run(config, model, health.clone(), shutdown.clone()));
+    let task = tokio::spawn(worker::run(
+        config.check().expect("valid settings"),
+        model,
+        health.clone(),
+        shutdown.clone(),
+    ));
     RunningWorker {
         shutdown,
         health,

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use recstream_core::recommend::MAX_N;
 use recstream_core::{Recommender, modelfile};
+use recstream_stream::config::Checked;
 use recstream_stream::kafka::KafkaSettings;
 use recstream_stream::metrics::Health;
 use recstream_stream::serving::ServingModel;
@@ -120,8 +121,8 @@ impl WorkerArgs {
             group_id: self.group_id.clone(),
             default_n: usize::from(self.n),
             max_request_bytes: self.max_request_bytes,
-            max_in_flight: self.max_in_flight.max(1),
-            batch_size: self.batch_size.max(1),
+            max_in_flight: self.max_in_flight,
+            batch_size: self.batch_size,
             scoring_threads: self.scoring_threads.unwrap_or(defaults.scoring_threads),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             model_topic: (!self.no_follow).then(|| self.model_topic.clone()),
@@ -192,7 +193,7 @@ pub async fn start_metrics(
 
 /// Runs the worker until Ctrl-C or SIGTERM.
 pub async fn serve_until_stopped(
-    config: WorkerConfig,
+    config: Checked<WorkerConfig>,
     model: Arc<ServingModel>,
     health: Arc<Health>,
     shutdown: CancellationToken,
@@ -205,8 +206,11 @@ pub async fn serve_until_stopped(
 /// Runs `recstream serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.kafka.settings();
-    let config = args.worker.config(settings.clone());
-    config.check().context("checking the settings")?;
+    let config = args
+        .worker
+        .config(settings.clone())
+        .check()
+        .context("checking the settings")?;
     let model = load_model(&args.model)?;
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();

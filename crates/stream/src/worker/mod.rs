@@ -39,7 +39,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, require_names};
+use crate::config::{Checked, ConfigError, require_names};
 use crate::delivery::Undeliverable;
 use crate::kafka::{KafkaSettings, LoggingContext};
 use crate::metrics::Health;
@@ -112,9 +112,14 @@ impl WorkerConfig {
 
     /// Refuses settings that could only stall, loop or fail later: empty
     /// names, zero limits, and topics that would feed the worker its own
-    /// output. [`run`] calls it first; callers may call it earlier to report
-    /// a mistake before connecting.
-    pub fn check(&self) -> Result<(), ConfigError> {
+    /// output. [`run`] takes only what this returns, so a caller reports a
+    /// mistake before connecting.
+    pub fn check(self) -> Result<Checked<Self>, ConfigError> {
+        self.problems()?;
+        Ok(Checked::new(self))
+    }
+
+    fn problems(&self) -> Result<(), ConfigError> {
         require_names(&[
             ("--input-topic", &self.input_topic),
             ("--output-topic", &self.output_topic),
@@ -226,9 +231,6 @@ pub enum WorkerError {
     /// Exactly-once mode cannot run.
     #[error("exactly-once: {0}")]
     Transactions(#[from] TransactionError),
-    /// The configuration can never work (see [`WorkerConfig::check`]).
-    #[error("{0}")]
-    Config(#[from] ConfigError),
     /// The model topic can no longer be followed without missing updates.
     #[error("{0}")]
     ModelTopic(#[from] follow::FollowError),
@@ -250,13 +252,13 @@ pub(crate) struct Position {
 /// longer keep this worker's model identical to everyone else's stops the
 /// worker (it stops consuming, drains what it holds, then reports).
 pub async fn run(
-    config: WorkerConfig,
+    config: Checked<WorkerConfig>,
     model: Arc<ServingModel>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
     crate::metrics::recorder();
-    config.check()?;
+    let config = config.into_inner();
     let follower = spawn_follower(&config, &model, &shutdown);
     // Stops consumption (or the transaction loop): on shutdown, when
     // delivery gives up, or when the follower fails.

@@ -153,7 +153,11 @@ async fn serve(
         tracing::debug!("banner not printed in full: {e}");
     });
     let mut tasks = Tasks::new(shutdown.clone());
-    let config = args.worker.config(settings.clone());
+    let config = args
+        .worker
+        .config(settings.clone())
+        .check()
+        .context("checking the settings")?;
     tasks.spawn("worker", async move {
         serve_until_stopped(config, serving, health, shutdown)
             .await
