@@ -25,6 +25,10 @@
 //! so the supervisor's restart is the retry. A dead letter that is too
 //! large for its topic is cut down and sent again instead.
 
+mod config;
+
+pub use config::LearnerConfig;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,83 +44,14 @@ use recstream_core::online::{OnlineLearner, PrequentialStats};
 use recstream_core::{Model, modelfile};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, require_names};
+use crate::config::ConfigError;
 use crate::delivery::{self, Permanent, Verdict};
-use crate::kafka::{KafkaSettings, LoggingContext};
+use crate::kafka::LoggingContext;
 use crate::metrics::{self as m, Health};
 use crate::model_topic::{ModelAnnouncement, ModelMessage, Source, update_messages};
 use crate::publish::fetch_model;
 use crate::wire::{self, Origin, RejectCode, Rejection};
 use crate::worker::MODEL_TOPIC_POSITION;
-
-/// What a learner needs besides the model.
-#[derive(Debug, Clone)]
-pub struct LearnerConfig {
-    /// Brokers and client overrides.
-    pub kafka: KafkaSettings,
-    /// Topic the ratings arrive on.
-    pub ratings_topic: String,
-    /// Topic the model updates go to (one partition).
-    pub model_topic: String,
-    /// Topic invalid ratings go to.
-    pub dlq_topic: String,
-    /// Where snapshots are written (`latest.rsm`), and read on start.
-    pub snapshot_dir: Option<PathBuf>,
-    /// How often to write a snapshot.
-    pub snapshot_every: Duration,
-    /// Update item factors too (biases always).
-    pub update_items: bool,
-    /// Ratings larger than this are dead-lettered.
-    pub max_rating_bytes: usize,
-    /// Set ready (`/readyz`) once the learner has caught up with the model
-    /// topic and consumes ratings; not ready again when it stops.
-    pub health: Arc<Health>,
-}
-
-impl LearnerConfig {
-    /// Defaults: `rating-events` in, `model-updates` out, `rating-events-dlq`
-    /// for bad ratings, a snapshot a minute, item factors updated.
-    pub fn new(kafka: KafkaSettings) -> Self {
-        LearnerConfig {
-            kafka,
-            ratings_topic: "rating-events".into(),
-            model_topic: "model-updates".into(),
-            dlq_topic: "rating-events-dlq".into(),
-            snapshot_dir: None,
-            snapshot_every: Duration::from_secs(60),
-            update_items: true,
-            max_rating_bytes: wire::DEFAULT_MAX_REQUEST_BYTES,
-            health: Arc::new(Health::default()),
-        }
-    }
-
-    /// Refuses settings that could only fail later: empty topic names, a
-    /// learner that would read its own updates or dead letters, and a zero
-    /// rating size limit. [`run`] calls it first.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        require_names(&[
-            ("--ratings-topic", &self.ratings_topic),
-            ("--model-topic", &self.model_topic),
-            ("--ratings-dlq-topic", &self.dlq_topic),
-        ])?;
-        if self.model_topic == self.ratings_topic || self.dlq_topic == self.ratings_topic {
-            return Err(ConfigError::new(
-                "--ratings-topic",
-                "must differ from the model and dead-letter topics: the learner would read its own output",
-            ));
-        }
-        if self.model_topic == self.dlq_topic {
-            return Err(ConfigError::new(
-                "--ratings-dlq-topic",
-                "must differ from the model topic",
-            ));
-        }
-        if self.max_rating_bytes == 0 {
-            return Err(ConfigError::new("max_rating_bytes", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
 
 /// What a learner did.
 #[derive(Debug, Clone, Default, PartialEq)]
