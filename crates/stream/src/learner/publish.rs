@@ -1,0 +1,220 @@
+//! The learner's output: model updates and dead letters sent, and their
+//! acknowledgements settled.
+//!
+//! Everything goes out through [`delivery::send_with_backpressure`], the one
+//! way recstream queues a message, and stays pending until the broker
+//! answers. Only an acknowledged update moves the model position a snapshot
+//! saves, and [`Publisher::settle`] waits for every answer before one is
+//! written, so a snapshot never claims more than the model topic holds. A
+//! failed delivery stops the learner (see [`super::LearnerError`]): sent
+//! again later, out of order, an update could overwrite a newer state. The
+//! one exception is a dead letter too large for its topic, which is cut
+//! down and sent again, because a letter without all of its payload is
+//! better than no letter.
+
+use futures::StreamExt;
+use futures::channel::oneshot::Canceled;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::{LearnerConfig, LearnerError};
+use crate::delivery::{self, Permanent, Undeliverable, Verdict};
+use crate::kafka::LoggingContext;
+use crate::metrics as m;
+use crate::model_topic::ModelMessage;
+use crate::wire;
+
+/// What an outstanding publication was.
+#[derive(Debug)]
+pub(super) enum Sent {
+    /// A user or item state on the model topic.
+    Update,
+    /// A dead letter (kept, so that it can be cut down if it is too large).
+    DeadLetter { key: Vec<u8>, letter: Vec<u8> },
+}
+
+/// A finished publication: what it was, and the broker's answer.
+pub(super) type Delivered = (Sent, Result<OwnedDeliveryResult, Canceled>);
+
+/// The learner's producer and its unacknowledged publications.
+pub(super) struct Publisher {
+    producer: FutureProducer<LoggingContext>,
+    model_topic: String,
+    dlq_topic: String,
+    pending: FuturesUnordered<BoxFuture<'static, Delivered>>,
+    /// Highest offset of an acknowledged update.
+    last_update: Option<i64>,
+    /// Dead letters dropped because even cut down they could not be delivered.
+    undeliverable: u64,
+}
+
+impl Publisher {
+    /// A producer for `config`'s model and dead-letter topics; its 4 MiB
+    /// message limit fits a user state with a long list of rated items.
+    pub(super) fn new(config: &LearnerConfig) -> Result<Self, KafkaError> {
+        let producer = config
+            .kafka
+            .producer()
+            .set("message.max.bytes", "4194304")
+            .create_with_context(LoggingContext::new("learner"))?;
+        Ok(Publisher {
+            producer,
+            model_topic: config.model_topic.clone(),
+            dlq_topic: config.dlq_topic.clone(),
+            pending: FuturesUnordered::new(),
+            last_update: None,
+            undeliverable: 0,
+        })
+    }
+
+    /// Writes `marker` to the model topic and waits for its offset: the end
+    /// of the topic as of now.
+    pub(super) async fn marker(&mut self, marker: &ModelMessage) -> Result<i64, LearnerError> {
+        let (key, payload) = (marker.key(), marker.encode());
+        let record = FutureRecord::to(&self.model_topic)
+            .key(&key)
+            .payload(&payload)
+            .partition(0);
+        let delivery = delivery::send_with_backpressure(&self.producer, record)
+            .await
+            .map_err(undeliverable)?;
+        match delivery.await {
+            Ok(Ok(delivered)) => Ok(delivered.offset),
+            Ok(Err((error, _))) => Err(not_delivered(&self.model_topic, error)),
+            Err(Canceled) => Err(not_delivered(&self.model_topic, KafkaError::Canceled)),
+        }
+    }
+
+    /// Queues a user or item state for the model topic (its one partition).
+    pub(super) async fn update(&mut self, state: &ModelMessage) -> Result<(), LearnerError> {
+        let (key, payload) = (state.key(), state.encode());
+        let record = FutureRecord::to(&self.model_topic)
+            .key(&key)
+            .payload(&payload)
+            .partition(0);
+        let delivery = delivery::send_with_backpressure(&self.producer, record)
+            .await
+            .map_err(undeliverable)?;
+        self.pending
+            .push(Box::pin(async move { (Sent::Update, delivery.await) }));
+        Ok(())
+    }
+
+    /// Queues a dead letter, keyed like the rating it is for.
+    pub(super) async fn dead_letter(
+        &mut self,
+        key: Vec<u8>,
+        letter: Vec<u8>,
+    ) -> Result<(), LearnerError> {
+        let record = FutureRecord::to(&self.dlq_topic).key(&key).payload(&letter);
+        let delivery = delivery::send_with_backpressure(&self.producer, record)
+            .await
+            .map_err(undeliverable)?;
+        self.pending.push(Box::pin(async move {
+            (Sent::DeadLetter { key, letter }, delivery.await)
+        }));
+        Ok(())
+    }
+
+    /// Whether any publication is still waiting for the broker.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The next publication to finish; `None` when none is pending.
+    pub(super) async fn next(&mut self) -> Option<Delivered> {
+        self.pending.next().await
+    }
+
+    /// Waits for every outstanding publication.
+    pub(super) async fn settle(&mut self) -> Result<(), LearnerError> {
+        while let Some(delivered) = self.pending.next().await {
+            self.settled(delivered).await?;
+        }
+        Ok(())
+    }
+
+    /// Highest offset of an acknowledged update, if any.
+    pub(super) fn last_update(&self) -> Option<i64> {
+        self.last_update
+    }
+
+    /// Dead letters dropped because even cut down they were undeliverable.
+    pub(super) fn undeliverable(&self) -> u64 {
+        self.undeliverable
+    }
+
+    /// Accounts for one finished publication: a delivered update moves the
+    /// snapshot's model position; a failed update stops the learner; a dead
+    /// letter too large for its topic is cut down and sent again.
+    pub(super) async fn settled(&mut self, (sent, answer): Delivered) -> Result<(), LearnerError> {
+        let error = match answer {
+            Ok(Ok(delivered)) => {
+                if matches!(sent, Sent::Update) {
+                    self.last_update = Some(
+                        self.last_update
+                            .map_or(delivered.offset, |o| o.max(delivered.offset)),
+                    );
+                }
+                return Ok(());
+            }
+            Ok(Err((error, _))) => error,
+            Err(Canceled) => KafkaError::Canceled,
+        };
+        let verdict = delivery::classify(&error);
+        let reason = match verdict {
+            Verdict::Permanent(reason) => reason.as_str(),
+            Verdict::Retry | Verdict::QueueFull => "timed_out",
+        };
+        metrics::counter!(m::DELIVERY_FAILURES, "reason" => reason).increment(1);
+        match (sent, verdict) {
+            (
+                Sent::DeadLetter { key, letter },
+                Verdict::Permanent(Permanent::TooLarge | Permanent::Refused),
+            ) => self.shrink(key, &letter, &error).await,
+            (sent, _) => Err(not_delivered(self.topic(&sent), error)),
+        }
+    }
+
+    /// Sends `letter` again cut down to the smallest dead letter, or drops
+    /// it (counted and logged) when it cannot be cut any further.
+    async fn shrink(
+        &mut self,
+        key: Vec<u8>,
+        letter: &[u8],
+        error: &KafkaError,
+    ) -> Result<(), LearnerError> {
+        let why = delivery::describe(&self.dlq_topic, error);
+        match wire::shrink_dead_letter(letter, wire::MIN_DEAD_LETTER_BYTES) {
+            Some(smaller) => {
+                tracing::warn!("{why}; sending a smaller dead letter instead");
+                self.dead_letter(key, smaller).await
+            }
+            None => {
+                self.undeliverable += 1;
+                tracing::error!("{why}; that rating's dead letter is dropped");
+                Ok(())
+            }
+        }
+    }
+
+    fn topic(&self, sent: &Sent) -> &str {
+        match sent {
+            Sent::Update => &self.model_topic,
+            Sent::DeadLetter { .. } => &self.dlq_topic,
+        }
+    }
+}
+
+/// The error for a delivery to `topic` that failed with `error`.
+fn not_delivered(topic: &str, error: KafkaError) -> LearnerError {
+    LearnerError::Undelivered(delivery::describe(topic, &error))
+}
+
+/// The error for a message that can never be queued as it is.
+fn undeliverable(error: Undeliverable) -> LearnerError {
+    LearnerError::Undelivered(error.to_string())
+}
