@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::positions::Positions;
 use super::publish::Publisher;
-use super::snapshot::start_model;
+use super::snapshot::load_latest;
 use super::{Learner, LearnerConfig, LearnerError, LearnerSummary, ReadErrors};
 use crate::kafka::LoggingContext;
 use crate::model_topic::{ModelAnnouncement, ModelMessage};
@@ -33,7 +33,7 @@ impl Learner {
     /// A learner on the latest snapshot in its folder (`initial` without
     /// one), with its clients created and nothing read or written yet.
     pub(super) fn new(config: LearnerConfig, initial: Model) -> Result<Self, LearnerError> {
-        let start = start_model(&config, initial)?;
+        let start = load_latest(&config)?.unwrap_or(initial);
         let positions = Positions::of(&start);
         let model = OnlineLearner::new(start, config.update_items);
         let publisher = Publisher::new(&config)?;

@@ -1,19 +1,24 @@
-//! Why a learner stops.
+//! Why a learner stops: each failure with its cause kept as the source, in
+//! words that name what failed and what to do about it.
 //!
 //! The learner never retries a failure from inside. Its restart is the
 //! retry: a restarted learner resumes from its snapshot and the states it
 //! published, whereas a retry from inside could publish a state after a
-//! newer one.
+//! newer one. So these errors are written for the operator and the
+//! supervisor that restarts the learner, not for code that would handle
+//! them.
 
 use rdkafka::error::KafkaError;
+use recstream_core::modelfile::ModelFileError;
 
 use crate::config::ConfigError;
+use crate::delivery::Undeliverable;
 use crate::kafka::BlockingCallError;
 
 /// Why the learner stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum LearnerError {
-    /// Kafka failed.
+    /// A Kafka client could not be created, assigned or asked for metadata.
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
     /// The configuration can never work (see [`LearnerConfig::check`](super::LearnerConfig::check)).
@@ -22,11 +27,63 @@ pub enum LearnerError {
     /// A blocking Kafka call did not finish (the runtime is shutting down).
     #[error("{0}")]
     Blocking(#[from] BlockingCallError),
-    /// A snapshot could not be read or written.
-    #[error("snapshot: {0}")]
-    Snapshot(String),
-    /// A model update or dead letter could not be delivered; the learner
-    /// stops so that a restart resumes from what was published.
-    #[error("{0}; the learner stops, and a restart resumes from its snapshot and published states")]
-    Undelivered(String),
+    /// The snapshot to resume from could not be read.
+    #[error(
+        "cannot resume from the snapshot: {source}; move it aside to start from the batch model (the model topic is then replayed from its start)"
+    )]
+    SnapshotUnreadable {
+        /// Why, with the snapshot's path.
+        #[source]
+        source: ModelFileError,
+    },
+    /// The snapshot folder could not be created.
+    #[error(
+        "cannot create the snapshot folder {}: {source}; check --snapshot-dir and the permissions of its parent",
+        dir.display()
+    )]
+    SnapshotFolder {
+        /// The folder.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A snapshot could not be written.
+    #[error(
+        "cannot write a snapshot: {source}; check the free space and the permissions of the snapshot folder"
+    )]
+    SnapshotUnwritable {
+        /// Why, with the snapshot's path.
+        #[source]
+        source: ModelFileError,
+    },
+    /// A model update or dead letter can never be delivered as it is.
+    #[error("{0}; {RESTART}")]
+    Undelivered(#[from] Undeliverable),
+    /// A model update or dead letter was not acknowledged within
+    /// librdkafka's own retries.
+    #[error(
+        "{topic:?} did not acknowledge a message within message.timeout.ms ({source}); check that its brokers are reachable; {RESTART}"
+    )]
+    NotAcknowledged {
+        /// The topic the message was for.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The producer was dropped while a message was outstanding, which
+    /// happens only when the process is going away.
+    #[error(
+        "the producer went away before {topic:?} acknowledged a message (the process is shutting down); {RESTART}"
+    )]
+    ProducerGone {
+        /// The topic the message was for.
+        topic: String,
+    },
 }
+
+/// What happens next, said in every delivery error: the supervisor's
+/// restart is the retry.
+const RESTART: &str =
+    "the learner stops, and a restart resumes from its snapshot and published states";

@@ -78,13 +78,13 @@ impl Publisher {
             .key(&key)
             .payload(&payload)
             .partition(0);
-        let delivery = delivery::send_with_backpressure(&self.producer, record)
-            .await
-            .map_err(undeliverable)?;
+        let delivery = delivery::send_with_backpressure(&self.producer, record).await?;
         match delivery.await {
             Ok(Ok(delivered)) => Ok(delivered.offset),
             Ok(Err((error, _))) => Err(not_delivered(&self.model_topic, error)),
-            Err(Canceled) => Err(not_delivered(&self.model_topic, KafkaError::Canceled)),
+            Err(Canceled) => Err(LearnerError::ProducerGone {
+                topic: self.model_topic.clone(),
+            }),
         }
     }
 
@@ -95,9 +95,7 @@ impl Publisher {
             .key(&key)
             .payload(&payload)
             .partition(0);
-        let delivery = delivery::send_with_backpressure(&self.producer, record)
-            .await
-            .map_err(undeliverable)?;
+        let delivery = delivery::send_with_backpressure(&self.producer, record).await?;
         self.pending
             .push(Box::pin(async move { (Sent::Update, delivery.await) }));
         Ok(())
@@ -110,9 +108,7 @@ impl Publisher {
         letter: Vec<u8>,
     ) -> Result<(), LearnerError> {
         let record = FutureRecord::to(&self.dlq_topic).key(&key).payload(&letter);
-        let delivery = delivery::send_with_backpressure(&self.producer, record)
-            .await
-            .map_err(undeliverable)?;
+        let delivery = delivery::send_with_backpressure(&self.producer, record).await?;
         self.pending.push(Box::pin(async move {
             (Sent::DeadLetter { key, letter }, delivery.await)
         }));
@@ -162,7 +158,14 @@ impl Publisher {
                 return Ok(());
             }
             Ok(Err((error, _))) => error,
-            Err(Canceled) => KafkaError::Canceled,
+            Err(Canceled) => {
+                // No acknowledgement came: counted with the timeouts, as
+                // dashboards have always counted it.
+                metrics::counter!(m::DELIVERY_FAILURES, "reason" => "timed_out").increment(1);
+                return Err(LearnerError::ProducerGone {
+                    topic: self.topic(&sent).to_string(),
+                });
+            }
         };
         let verdict = delivery::classify(&error);
         let reason = match verdict {
@@ -209,12 +212,68 @@ impl Publisher {
     }
 }
 
-/// The error for a delivery to `topic` that failed with `error`.
+/// The error for a delivery to `topic` that failed with `error`: one that
+/// can never succeed says why; any other ran out of librdkafka's retries.
 fn not_delivered(topic: &str, error: KafkaError) -> LearnerError {
-    LearnerError::Undelivered(delivery::describe(topic, &error))
+    match delivery::classify(&error) {
+        Verdict::Permanent(reason) => LearnerError::Undelivered(Undeliverable {
+            topic: topic.to_string(),
+            reason,
+            source: error,
+        }),
+        Verdict::Retry | Verdict::QueueFull => LearnerError::NotAcknowledged {
+            topic: topic.to_string(),
+            source: error,
+        },
+    }
 }
 
-/// The error for a message that can never be queued as it is.
-fn undeliverable(error: Undeliverable) -> LearnerError {
-    LearnerError::Undelivered(error.to_string())
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::*;
+
+    fn production(code: RDKafkaErrorCode) -> KafkaError {
+        KafkaError::MessageProduction(code)
+    }
+
+    #[test]
+    fn an_update_that_can_never_be_delivered_says_why_and_keeps_the_cause() {
+        let error = not_delivered(
+            "model-updates",
+            production(RDKafkaErrorCode::TopicAuthorizationFailed),
+        );
+        assert!(
+            matches!(
+                &error,
+                LearnerError::Undelivered(Undeliverable {
+                    reason: Permanent::Unauthorized,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(text.contains("\"model-updates\""), "{text}");
+        assert!(text.contains("check its ACLs"), "{text}");
+        assert!(text.contains("a restart resumes"), "{text}");
+        assert!(error.source().is_some_and(|s| s.is::<Undeliverable>()));
+    }
+
+    #[test]
+    fn an_update_not_acknowledged_in_time_is_not_called_undeliverable() {
+        let error = not_delivered(
+            "model-updates",
+            production(RDKafkaErrorCode::MessageTimedOut),
+        );
+        assert!(
+            matches!(&error, LearnerError::NotAcknowledged { topic, .. } if topic == "model-updates"),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("message.timeout.ms"), "{error}");
+        assert!(error.source().is_some_and(|s| s.is::<KafkaError>()));
+    }
 }

@@ -23,15 +23,16 @@ pub fn latest_snapshot(dir: &Path) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// The model to start from: the latest snapshot in the configured folder,
-/// `initial` when there is none.
-pub(super) fn start_model(config: &LearnerConfig, initial: Model) -> Result<Model, LearnerError> {
+/// The latest snapshot in the configured folder, loaded; `None` when there
+/// is none, and the learner starts from its batch model.
+pub(super) fn load_latest(config: &LearnerConfig) -> Result<Option<Model>, LearnerError> {
     let Some(path) = config.snapshot_dir.as_deref().and_then(latest_snapshot) else {
-        return Ok(initial);
+        return Ok(None);
     };
-    let model = modelfile::load(&path).map_err(|e| LearnerError::Snapshot(e.to_string()))?;
+    let model =
+        modelfile::load(&path).map_err(|source| LearnerError::SnapshotUnreadable { source })?;
     tracing::info!(snapshot = %path.display(), version = %model.version(), "resuming from snapshot");
-    Ok(model)
+    Ok(Some(model))
 }
 
 impl Learner {
@@ -43,13 +44,43 @@ impl Learner {
             return Ok(());
         };
         let started = Instant::now();
-        std::fs::create_dir_all(dir)
-            .map_err(|e| LearnerError::Snapshot(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| LearnerError::SnapshotFolder {
+            dir: dir.clone(),
+            source,
+        })?;
         let positions = self.positions.to_save(self.publisher.last_update());
         let mut snapshot = self.model.snapshot(positions);
         let path = dir.join("latest.rsm");
-        modelfile::save(&mut snapshot, &path).map_err(|e| LearnerError::Snapshot(e.to_string()))?;
+        modelfile::save(&mut snapshot, &path)
+            .map_err(|source| LearnerError::SnapshotUnwritable { source })?;
         tracing::info!(path = %path.display(), version = %snapshot.version(), took = ?started.elapsed(), "snapshot written");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::kafka::KafkaSettings;
+
+    #[test]
+    fn an_unreadable_snapshot_is_named_and_its_cause_kept() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        std::fs::write(dir.path().join("latest.rsm"), b"not a model").expect("written");
+        let config = LearnerConfig {
+            snapshot_dir: Some(dir.path().to_path_buf()),
+            ..LearnerConfig::new(KafkaSettings::new("127.0.0.1:9"))
+        };
+        let error = load_latest(&config).expect_err("a broken snapshot is refused");
+        let text = error.to_string();
+        assert!(text.contains("latest.rsm"), "{text}");
+        assert!(text.contains("move it aside"), "{text}");
+        assert!(
+            error
+                .source()
+                .is_some_and(|s| s.is::<modelfile::ModelFileError>())
+        );
     }
 }
