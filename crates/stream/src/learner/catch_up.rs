@@ -43,6 +43,7 @@ impl Learner {
         let follower = config
             .kafka
             .reader(&format!("recstream-learner-{nonce}"))
+            // As large as the largest update the publisher may write.
             .set("max.partition.fetch.bytes", "4194304")
             .create_with_context(LoggingContext::new("learner-follow"))?;
         let ratings = config
