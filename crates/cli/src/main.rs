@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         // The reader closed the pipe (`| head -1`): that is not a failure.
         Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", output::one_line(&error));
             ExitCode::FAILURE
         }
     }

@@ -15,6 +15,25 @@ macro_rules! out {
 
 pub(crate) use out;
 
+/// The error and its causes on one line, as `{:#}` prints them, but
+/// without a cause whose words the line already holds: library errors name
+/// their cause in their own message and also keep it as their source (for
+/// programs that walk the chain), which would otherwise print it twice.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// True when `error` (or what caused it) is a write to a closed pipe.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
@@ -22,4 +41,44 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct ReadError {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = anyhow::Error::new(ReadError {
+            path: "model.rsm",
+            source: io,
+        })
+        .context("loading the model");
+        assert_eq!(
+            one_line(&error),
+            "loading the model: cannot read model.rsm: no such file"
+        );
+        assert_eq!(
+            format!("{error:#}"),
+            "loading the model: cannot read model.rsm: no such file: no such file",
+            "the premise: the plain chain repeats the cause"
+        );
+    }
+
+    #[test]
+    fn causes_not_in_the_message_are_all_printed() {
+        let error = anyhow::anyhow!("broker gone")
+            .context("learning")
+            .context("the learner failed");
+        assert_eq!(one_line(&error), "the learner failed: learning: broker gone");
+    }
 }

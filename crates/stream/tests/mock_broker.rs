@@ -540,7 +540,11 @@ async fn a_huge_rating_is_dead_lettered_and_the_learner_goes_on_learning() {
     };
     let initial = model().current();
     let initial = recstream_stream::serving::read(&initial).model().clone();
-    let task = tokio::spawn(learner::run(config, initial, shutdown.clone()));
+    let task = tokio::spawn(learner::run(
+        config.check().expect("valid settings"),
+        initial,
+        shutdown.clone(),
+    ));
     let letters = read_all(&settings, "ratings-dlq", 1, Duration::from_secs(30));
     assert_eq!(letters.len(), 1, "the huge rating was dead-lettered");
     assert_eq!(letters[0]["truncated"], true);

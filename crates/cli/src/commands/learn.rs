@@ -116,7 +116,9 @@ pub fn run(args: LearnArgs) -> anyhow::Result<()> {
             .context("checking the topics")?;
         let health = Arc::new(Health::default());
         start_metrics(args.metrics_addr, health.clone(), &shutdown).await?;
-        let config = LearnerConfig { health, ..args.learner.config(settings, &args.model_topic) };
+        let config = LearnerConfig { health, ..args.learner.config(settings, &args.model_topic) }
+            .check()
+            .context("checking the settings")?;
         let summary = learner::run(config, model, shutdown).await.context("learning")?;
         eprintln!(
             "learnt {} rating(s) (prequential RMSE {:.4}, hit rate@10 {:.4}), {} refused, model sequence {}",

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ConfigError, require_names};
+use crate::config::{Checked, ConfigError, require_names};
 use crate::kafka::KafkaSettings;
 use crate::metrics::Health;
 use crate::wire;
@@ -57,9 +57,15 @@ impl LearnerConfig {
     }
 
     /// Refuses settings that could only fail later: empty topic names, a
-    /// learner that would read its own updates or dead letters, and a zero
-    /// rating size limit. [`run`](super::run) calls it first.
-    pub fn check(&self) -> Result<(), ConfigError> {
+    /// learner that would read its own updates or dead letters, a zero
+    /// rating size limit or snapshot interval. [`run`](super::run) takes only
+    /// what this returns.
+    pub fn check(self) -> Result<Checked<Self>, ConfigError> {
+        self.problems()?;
+        Ok(Checked::new(self))
+    }
+
+    fn problems(&self) -> Result<(), ConfigError> {
         require_names(&[
             ("--ratings-topic", &self.ratings_topic),
             ("--model-topic", &self.model_topic),
@@ -79,6 +85,12 @@ impl LearnerConfig {
         }
         if self.max_rating_bytes == 0 {
             return Err(ConfigError::new("max_rating_bytes", "must be at least 1"));
+        }
+        if self.snapshot_every.is_zero() {
+            return Err(ConfigError::new(
+                "--snapshot-every",
+                "must be at least 1 second",
+            ));
         }
         Ok(())
     }

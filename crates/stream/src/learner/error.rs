@@ -11,7 +11,6 @@
 use rdkafka::error::KafkaError;
 use recstream_core::modelfile::ModelFileError;
 
-use crate::config::ConfigError;
 use crate::delivery::Undeliverable;
 use crate::kafka::BlockingCallError;
 
@@ -21,9 +20,6 @@ pub enum LearnerError {
     /// A Kafka client could not be created, assigned or asked for metadata.
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
-    /// The configuration can never work (see [`LearnerConfig::check`](super::LearnerConfig::check)).
-    #[error("{0}")]
-    Config(#[from] ConfigError),
     /// A blocking Kafka call did not finish (the runtime is shutting down).
     #[error("{0}")]
     Blocking(#[from] BlockingCallError),

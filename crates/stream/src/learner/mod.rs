@@ -58,6 +58,8 @@ use recstream_core::Model;
 use recstream_core::online::{OnlineLearner, PrequentialStats};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Checked;
+
 pub use config::LearnerConfig;
 pub use error::LearnerError;
 pub use snapshot::latest_snapshot;
@@ -90,13 +92,12 @@ pub struct LearnerSummary {
 /// Runs the learner until `shutdown`, starting from the latest snapshot if
 /// there is one, `initial` otherwise.
 pub async fn run(
-    config: LearnerConfig,
+    config: Checked<LearnerConfig>,
     initial: Model,
     shutdown: CancellationToken,
 ) -> Result<LearnerSummary, LearnerError> {
     crate::metrics::recorder();
-    config.check()?;
-    let mut learner = Learner::new(config, initial)?;
+    let mut learner = Learner::new(config.into_inner(), initial)?;
     if !learner.catch_up(&shutdown).await? {
         // Stopped while catching up: nothing learnt, nothing to save.
         return Ok(learner.summary);
@@ -138,7 +139,7 @@ impl Learner {
         // Local handles: a message borrows its consumer, and handling it
         // changes `self`.
         let (follower, ratings) = (Arc::clone(&self.follower), Arc::clone(&self.ratings));
-        let every = self.config.snapshot_every.max(Duration::from_millis(100));
+        let every = self.config.snapshot_every;
         let mut snapshot_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut report_timer = tokio::time::interval(REPORT_EVERY);

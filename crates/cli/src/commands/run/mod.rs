@@ -164,7 +164,10 @@ async fn serve(
             .map(drop)
     });
     if args.learns() {
-        let config = learner_args.config(settings.clone(), &args.worker.model_topic);
+        let config = learner_args
+            .config(settings.clone(), &args.worker.model_topic)
+            .check()
+            .context("checking the settings")?;
         let stop = tasks.shutdown();
         tasks.spawn("learner", async move {
             learner::run(config, model.model, stop)
