@@ -79,6 +79,9 @@ mod tests {
         let error = anyhow::anyhow!("broker gone")
             .context("learning")
             .context("the learner failed");
-        assert_eq!(one_line(&error), "the learner failed: learning: broker gone");
+        assert_eq!(
+            one_line(&error),
+            "the learner failed: learning: broker gone"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! A trained model with everything needed to serve it: what a model file holds.
 //!
-//! [`SvdModel`](crate::svd::SvdModel) is only numbers indexed by dense ids. A
+//! [`SvdModel`] is only numbers indexed by dense ids. A
 //! servable [`Model`] adds the id maps back to raw ids, the titles, the items
 //! each user has already rated (never recommended again), and metadata saying
 //! how it was trained. [`Model::fit`] builds one from a data set; the

@@ -115,7 +115,7 @@ pub fn classify(error: &KafkaError) -> Verdict {
     }
 }
 
-/// "cannot produce to \"topic\": <cause> (<librdkafka error>)".
+/// `cannot produce to "topic": <cause> (<librdkafka error>)`.
 pub fn describe(topic: &str, error: &KafkaError) -> String {
     match classify(error) {
         Verdict::Permanent(reason) => {

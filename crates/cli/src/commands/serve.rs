@@ -105,7 +105,7 @@ pub struct WorkerArgs {
     pub exactly_once: bool,
 
     /// transactional.id for --exactly-once; keep it stable across restarts of
-    /// one worker (default: recstream-<group>-<host name>).
+    /// one worker (default: recstream-GROUP-HOSTNAME).
     #[arg(long)]
     pub transactional_id: Option<String>,
 }

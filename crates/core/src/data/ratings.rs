@@ -2,7 +2,7 @@
 //!
 //! All formats reduce to the same four fields per line (user, item, rating and
 //! an optional timestamp), so one streaming loop reads the file line by line
-//! and a small [`LineLayout`] knows where the fields are. A bad line stops the
+//! and a small `LineLayout` knows where the fields are. A bad line stops the
 //! read with its file and line number, or, with `skip_bad_lines`, is counted
 //! and reported so nothing is dropped silently.
 

@@ -203,7 +203,7 @@ pub fn sgd_step(rating: f32, mu: f32, row: StepRow<'_>, rates: &StepRates) -> f3
 /// AVX2 + FMA versions of the kernels (8 floats per register).
 ///
 /// Every function here may only be called on a CPU for which
-/// [`avx2_available`](super::avx2_available) is true.
+/// [`avx2_available`] is true.
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
     use std::arch::x86_64::*;
@@ -349,7 +349,7 @@ pub mod avx2 {
 /// AVX-512 versions of the kernels (16 floats per register, native lane masks).
 ///
 /// Every function here may only be called on a CPU for which
-/// [`avx512_available`](super::avx512_available) is true.
+/// [`avx512_available`] is true.
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use std::arch::x86_64::*;

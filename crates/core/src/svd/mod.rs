@@ -4,7 +4,7 @@
 //! `mu + b_u + b_i + q_i · p_u`, clipped to the rating scale. [`params`] holds
 //! the hyper-parameters with surprise's defaults, [`kernels`] the SGD step
 //! that dominates training time, [`model`] the learned arrays and the
-//! estimate, and [`train`] the sequential and block-parallel epoch loops.
+//! estimate, and [`train`](mod@train) the sequential and block-parallel epoch loops.
 
 pub mod kernels;
 pub mod model;

@@ -8,7 +8,7 @@
 //!
 //! The mock cluster cannot move between threads, so it lives on its own
 //! thread for as long as the [`EmbeddedBroker`] value does; that thread also
-//! runs the [`watch`] that warns before the broker falls behind.
+//! runs the `watch` that warns before the broker falls behind.
 
 mod watch;
 

@@ -7,12 +7,12 @@
 //!  (Kafka consumer)     (thread pool)     (producer, offsets)
 //! ```
 //!
-//! - [`consume`] reads messages as they arrive and groups whatever is already
+//! - `consume` reads messages as they arrive and groups whatever is already
 //!   buffered into a batch (per-event latency, batched only for throughput).
 //!   Rebalance notices travel down the same channel, in order.
-//! - [`score`] parses and scores a batch on a dedicated thread pool (never on
+//! - `score` parses and scores a batch on a dedicated thread pool (never on
 //!   the async reactor), producing a reply or a dead letter per message.
-//! - [`deliver`] produces the outputs and, once the broker acknowledges them,
+//! - `deliver` produces the outputs and, once the broker acknowledges them,
 //!   lets their input offsets be committed through the [`OffsetTracker`]:
 //!   the at-least-once rule lives there and only there.
 //!
