@@ -144,6 +144,41 @@ pub async fn fetch_model(
     settings: &KafkaSettings,
     announcement: &ModelAnnouncement,
 ) -> Result<Model, PublishError> {
+    let parts = read_chunks(settings, announcement).await?;
+    if parts.len() < announcement.chunks as usize {
+        return Err(PublishError::Incomplete {
+            id: announcement.id.clone(),
+            got: parts.len(),
+            expected: announcement.chunks,
+        });
+    }
+    let bytes: Vec<u8> = parts.into_values().flatten().collect();
+    let digest = sha256_hex(&bytes);
+    if digest != announcement.sha256 {
+        return Err(PublishError::Mismatch {
+            id: announcement.id.clone(),
+            found: digest,
+            announced: announcement.sha256.clone(),
+        });
+    }
+    let name = format!(
+        "model {} from {}",
+        announcement.id, announcement.files_topic
+    );
+    let decoded = tokio::task::spawn_blocking(move || modelfile::decode(&bytes, Path::new(&name)))
+        .await
+        .map_err(|source| PublishError::Decoding {
+            id: announcement.id.clone(),
+            source,
+        })?;
+    Ok(decoded?)
+}
+
+/// The announced model's chunks by index, as many as arrive within a minute.
+async fn read_chunks(
+    settings: &KafkaSettings,
+    announcement: &ModelAnnouncement,
+) -> Result<BTreeMap<u32, Vec<u8>>, PublishError> {
     let consumer: StreamConsumer<LoggingContext> = settings
         .reader(&format!("recstream-fetch-{}", rand::random::<u32>()))
         .set("fetch.max.bytes", "52428800")
@@ -175,31 +210,5 @@ pub async fn fetch_model(
         };
         parts.insert(index, message.payload().unwrap_or_default().to_vec());
     }
-    if parts.len() < announcement.chunks as usize {
-        return Err(PublishError::Incomplete {
-            id: announcement.id.clone(),
-            got: parts.len(),
-            expected: announcement.chunks,
-        });
-    }
-    let bytes: Vec<u8> = parts.into_values().flatten().collect();
-    let digest = sha256_hex(&bytes);
-    if digest != announcement.sha256 {
-        return Err(PublishError::Mismatch {
-            id: announcement.id.clone(),
-            found: digest,
-            announced: announcement.sha256.clone(),
-        });
-    }
-    let name = format!(
-        "model {} from {}",
-        announcement.id, announcement.files_topic
-    );
-    let decoded = tokio::task::spawn_blocking(move || modelfile::decode(&bytes, Path::new(&name)))
-        .await
-        .map_err(|source| PublishError::Decoding {
-            id: announcement.id.clone(),
-            source,
-        })?;
-    Ok(decoded?)
+    Ok(parts)
 }

@@ -287,20 +287,7 @@ async fn at_least_once(
     shutdown: &CancellationToken,
     stop: &CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
-    let consumer: Arc<StreamConsumer<WorkerContext>> = Arc::new(
-        config
-            .kafka
-            .consumer(&config.group_id)
-            .create_with_context(WorkerContext::new(
-                config.input_topic.clone(),
-                health.clone(),
-            ))?,
-    );
-    let producer: FutureProducer<LoggingContext> = config
-        .kafka
-        .producer()
-        .create_with_context(LoggingContext::new("producer"))?;
-    consumer.subscribe(&[config.input_topic.as_str()])?;
+    let (consumer, producer) = clients(config, &health)?;
     let scorer = Scorer::start(config, model.clone())?;
     log_start(config, &model);
 
@@ -341,6 +328,32 @@ async fn at_least_once(
     // Leave the group now rather than when the last reference goes.
     drop(consumer);
     Ok(summary)
+}
+
+/// The at-least-once worker's consumer (subscribed to the input topic) and producer.
+fn clients(
+    config: &WorkerConfig,
+    health: &Arc<Health>,
+) -> Result<
+    (
+        Arc<StreamConsumer<WorkerContext>>,
+        FutureProducer<LoggingContext>,
+    ),
+    KafkaError,
+> {
+    let consumer: StreamConsumer<WorkerContext> = config
+        .kafka
+        .consumer(&config.group_id)
+        .create_with_context(WorkerContext::new(
+            config.input_topic.clone(),
+            health.clone(),
+        ))?;
+    let producer: FutureProducer<LoggingContext> = config
+        .kafka
+        .producer()
+        .create_with_context(LoggingContext::new("producer"))?;
+    consumer.subscribe(&[config.input_topic.as_str()])?;
+    Ok((Arc::new(consumer), producer))
 }
 
 fn log_start(config: &WorkerConfig, model: &ServingModel) {
