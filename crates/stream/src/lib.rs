@@ -18,8 +18,11 @@
 //! - [`metrics`]: Prometheus metrics and health endpoints.
 //! - [`topics`] and [`embedded`]: checking and creating topics at start, and an in-process broker
 //!   for trying things out, with a watch that warns before it falls behind.
-//! - [`tools`]: produce and consume from the command line; [`measure`]:
-//!   throughput and latency as a client sees them.
+//! - [`tools`]: produce and consume from the command line.
+//!
+//! Measuring the service (load generation, latency, freshness and
+//! throughput probes) is not its job: the `recstream-bench` crate does that
+//! from outside, as any Kafka client would.
 
 pub mod api_versions;
 pub mod config;
@@ -27,7 +30,6 @@ pub mod delivery;
 pub mod embedded;
 pub mod kafka;
 pub mod learner;
-pub mod measure;
 pub mod metrics;
 pub mod model_topic;
 pub mod publish;

@@ -426,7 +426,7 @@ async fn reply_rate_waits_for_a_reply_topic_created_after_it_started() {
     let reader = {
         let settings = settings.clone();
         tokio::spawn(async move {
-            recstream_stream::measure::reply_rate(
+            recstream_bench::reply_rate::run(
                 &settings,
                 "late-replies",
                 300,

@@ -14,6 +14,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
+use recstream_bench::freshness::{self, FreshnessSpec};
+use recstream_bench::latency::{self, LatencySpec};
+use recstream_bench::{reply_rate, windows::Window};
 use recstream_core::recommend::Scratch;
 use recstream_core::svd::kernels::dot;
 use recstream_core::synth::{SyntheticSpec, generate, random_model};
@@ -213,49 +216,38 @@ async fn check_topics(
         .context("checking the topics")
 }
 
+/// One line per window on stderr, as it closes.
+fn print_window(window: &Window) {
+    eprintln!("{window}");
+}
+
 fn bench_freshness(args: FreshnessBenchArgs) -> anyhow::Result<()> {
+    let settings = args.kafka.settings();
+    let spec = FreshnessSpec {
+        requests_topic: args.input_topic,
+        replies_topic: args.output_topic,
+        ratings_topic: args.ratings_topic,
+        rate: args.rate,
+        duration: args.duration,
+        users: args.users,
+        every: args.every,
+    };
     let runtime = crate::args::runtime()?;
     runtime.block_on(check_topics(
-        &args.kafka.settings(),
-        &[&args.input_topic, &args.output_topic, &args.ratings_topic],
+        &settings,
+        &[
+            &spec.requests_topic,
+            &spec.replies_topic,
+            &spec.ratings_topic,
+        ],
     ))?;
-    let stats = runtime.block_on(recstream_stream::measure::freshness(
-        &args.kafka.settings(),
-        &args.input_topic,
-        &args.output_topic,
-        &args.ratings_topic,
-        args.rate,
-        args.duration,
-        args.users,
-        args.every,
-        print_window,
-    ))?;
+    let stats = runtime.block_on(freshness::run(&settings, &spec, print_window))?;
     out!("{}", serde_json::to_string(&stats)?);
     Ok(())
 }
 
-/// One line per window on stderr: `[ 60 s] round_trip p50 4.1 / p99 12.3 / max 40.2 ms (59,998)`.
-fn print_window(window: &recstream_stream::measure::Window) {
-    let measures: Vec<String> = window
-        .measures
-        .iter()
-        .map(|(name, p)| {
-            let ms = |us: u64| us as f64 / 1000.0;
-            format!(
-                "{} p50 {:.1} / p99 {:.1} / max {:.1} ms ({})",
-                name.trim_end_matches("_us"),
-                ms(p.p50),
-                ms(p.p99),
-                ms(p.max),
-                p.count
-            )
-        })
-        .collect();
-    eprintln!("[{:>4} s] {}", window.end_s, measures.join("; "));
-}
-
 fn bench_replies(args: RepliesBenchArgs) -> anyhow::Result<()> {
-    let stats = crate::args::runtime()?.block_on(recstream_stream::measure::reply_rate(
+    let stats = crate::args::runtime()?.block_on(reply_rate::run(
         &args.kafka.settings(),
         &args.topic,
         args.expect,
@@ -272,27 +264,24 @@ fn bench_replies(args: RepliesBenchArgs) -> anyhow::Result<()> {
 }
 
 fn bench_latency(args: LatencyBenchArgs) -> anyhow::Result<()> {
-    let (first, last) = args
+    let uids = args
         .uids
         .split_once("..")
         .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
         .filter(|(a, b)| a <= b)
         .context("--uids must be FIRST..LAST")?;
+    let settings = args.kafka.settings();
+    let spec = LatencySpec {
+        input: args.input_topic,
+        output: args.output_topic,
+        rate: args.rate,
+        duration: args.duration,
+        uids,
+        every: args.every,
+    };
     let runtime = crate::args::runtime()?;
-    runtime.block_on(check_topics(
-        &args.kafka.settings(),
-        &[&args.input_topic, &args.output_topic],
-    ))?;
-    let stats = runtime.block_on(recstream_stream::measure::latency(
-        &args.kafka.settings(),
-        &args.input_topic,
-        &args.output_topic,
-        args.rate,
-        args.duration,
-        (first, last),
-        args.every,
-        print_window,
-    ))?;
+    runtime.block_on(check_topics(&settings, &[&spec.input, &spec.output]))?;
+    let stats = runtime.block_on(latency::run(&settings, &spec, print_window))?;
     out!("{}", serde_json::to_string(&stats)?);
     Ok(())
 }

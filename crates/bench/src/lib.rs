@@ -1,0 +1,34 @@
+//! The benchmark harness of recstream: it measures the service from beside it, never from inside.
+//!
+//! Everything here is a client. The streaming probes talk to a running
+//! worker and learner only through Kafka, as users' programs would, so the
+//! figures include everything a user pays for (client batching, the broker,
+//! the network) and the service library carries no code that exists only
+//! to be measured. Each benchmark states what it compares against: one
+//! number from a shared 2-core machine means little on its own.
+//!
+//! - [`reply_rate`] (`recstream bench replies`): a worker's throughput, from
+//!   its replies' own timestamps; the peers are the Python consumers in
+//!   `bench/python`, read back the same way (`bench/stream.sh`).
+//! - [`latency`] (`recstream bench latency`): requests at a steady rate,
+//!   each timed to its reply; the peer is the broker alone, measured by
+//!   pointing the probe at one topic for both requests and replies.
+//! - [`freshness`] (`recstream bench freshness`): how soon a rating shows
+//!   in the replies, through the learner and the model topic.
+//!
+//! The probes share a reader that takes every partition of a reply topic, a
+//! producer that stamps each record with the wall clock, HDR histograms ([`percentiles`]) and, with `--every`, the
+//! same percentiles per window of the run ([`windows`]), so that a drift
+//! over minutes shows. Errors are [`BenchError`]s that name the step that
+//! failed and what to do about it.
+
+mod error;
+pub mod freshness;
+pub mod latency;
+pub mod percentiles;
+mod producer;
+mod reader;
+pub mod reply_rate;
+pub mod windows;
+
+pub use error::BenchError;
