@@ -15,6 +15,8 @@
 //!   pointing the probe at one topic for both requests and replies.
 //! - [`freshness`] (`recstream bench freshness`): how soon a rating shows
 //!   in the replies, through the learner and the model topic.
+//! - [`load`] (`recstream produce --uids`): requests for random users at a
+//!   steady rate, the load the other figures are taken under.
 //!
 //! The probes share a reader that takes every partition of a reply topic, a
 //! producer that stamps each record with the wall clock, HDR histograms ([`percentiles`]) and, with `--every`, the
@@ -25,6 +27,7 @@
 mod error;
 pub mod freshness;
 pub mod latency;
+pub mod load;
 pub mod percentiles;
 mod producer;
 mod reader;

@@ -1,16 +1,16 @@
 //! Produce and consume from the command line, standing in for the reference design's notebook producer and downstream consumer.
 //!
-//! [`produce_lines`] sends one message per input line; [`produce_load`]
-//! generates requests for random users at a steady rate (for demos, tests and
-//! benchmarks); [`consume`] prints what arrives on a topic. They use the same
-//! client settings as the worker, so `--kafka` options apply here too.
+//! [`produce_lines`] sends one message per input line; [`produce_paced`]
+//! sends prepared messages at a steady rate (a ratings file replayed as
+//! events, or the benchmark harness's generated requests); [`consume`] prints
+//! what arrives on a topic. They use the same client settings as the worker,
+//! so `--kafka` options apply here too.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rand::Rng;
 use rdkafka::Message;
 use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -182,39 +182,6 @@ pub async fn produce_lines<R: tokio::io::AsyncBufRead + Unpin>(
         }
     }
     Ok(sender.finish().await)
-}
-
-/// A generated request load.
-#[derive(Debug, Clone)]
-pub struct Load {
-    /// Lowest user id.
-    pub first_uid: u64,
-    /// Highest user id.
-    pub last_uid: u64,
-    /// Messages per second, or as fast as possible when `None`.
-    pub rate: Option<f64>,
-    /// How many requests.
-    pub count: u64,
-    /// Prefix of the generated `request_id`s (`<prefix>-<n>`).
-    pub id_prefix: String,
-}
-
-/// Sends `load.count` requests `{"uid": U, "request_id": "<prefix>-<n>"}`
-/// for uniformly random users, at `load.rate` per second if given.
-pub async fn produce_load(
-    settings: &KafkaSettings,
-    topic: &str,
-    load: &Load,
-    shutdown: CancellationToken,
-) -> Result<ProduceReport, ToolError> {
-    let mut rng = rand::rng();
-    let (first, last) = (load.first_uid, load.last_uid.max(load.first_uid));
-    let messages = (0..load.count).map(move |n| {
-        let uid = rng.random_range(first..=last);
-        let payload = format!(r#"{{"uid":{uid},"request_id":"{}-{n}"}}"#, load.id_prefix);
-        (Some(uid.to_string().into_bytes()), payload.into_bytes())
-    });
-    produce_paced(settings, topic, messages, load.rate, shutdown).await
 }
 
 /// Sends `(key, payload)` messages in order, at `rate` per second if given.

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use recstream_stream::tools::{self, ConsumeLimits, Load, StartAt};
+use recstream_bench::load::{Load, produce_load};
+use recstream_stream::tools::{self, ConsumeLimits, StartAt};
 
 use crate::args::{KafkaArgs, runtime};
 
@@ -186,7 +187,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                     count: args.count,
                     id_prefix: args.id_prefix.clone(),
                 };
-                tools::produce_load(&settings, &args.topic, &load, shutdown).await
+                produce_load(&settings, &args.topic, &load, shutdown).await
             }
             (None, None) => {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
