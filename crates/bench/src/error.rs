@@ -1,15 +1,18 @@
 //! Why a benchmark stopped, with the failed step named and the fix suggested.
 //!
 //! A benchmark is a client of somebody else's service: most of what can go
-//! wrong is outside it (a broker that is not there, a topic nobody
-//! created). Each variant says which step failed and what the person at the
-//! keyboard can do, and keeps the underlying error as its `source`, so that
-//! `recstream`'s `error: ...` line shows the whole chain once and nothing
-//! has to be guessed from a librdkafka code alone.
+//! wrong is outside it (a broker that is not there, a topic nobody created,
+//! a model file that is not one). Each variant says which step failed and
+//! what the person at the keyboard can do, and keeps the underlying error
+//! as its `source`, so that `recstream`'s `error: ...` line shows the whole
+//! chain once and nothing has to be guessed from a librdkafka code alone.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
+use recstream_core::modelfile::ModelFileError;
+use recstream_core::svd::TrainError;
 use recstream_stream::delivery::Undeliverable;
 use recstream_stream::kafka::BlockingCallError;
 use recstream_stream::topics::TopicError;
@@ -68,6 +71,27 @@ pub enum BenchError {
         /// hdrhistogram's reason.
         #[source]
         source: hdrhistogram::CreationError,
+    },
+    /// The model to benchmark could not be loaded.
+    #[error("cannot load the model to benchmark from {path}; check the path, or use --synthetic-items N", path = path.display())]
+    Model {
+        /// The model file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: ModelFileError,
+    },
+    /// The model has no user with factors, so there is nothing to time.
+    #[error("the model knows no user; benchmark a model trained on ratings")]
+    NoUsers,
+    /// A training run failed.
+    #[error("training run {run} failed (check the data and the hyper-parameters)")]
+    Training {
+        /// Which run, from 1.
+        run: usize,
+        /// The trainer's reason.
+        #[source]
+        source: TrainError,
     },
 }
 

@@ -4,9 +4,16 @@
 //! worker and learner only through Kafka, as users' programs would, so the
 //! figures include everything a user pays for (client batching, the broker,
 //! the network) and the service library carries no code that exists only
-//! to be measured. Each benchmark states what it compares against: one
-//! number from a shared 2-core machine means little on its own.
+//! to be measured. The core benchmarks call the recommender core's public
+//! API in this process. Each benchmark states what it compares against:
+//! one number from a shared 2-core machine means little on its own.
 //!
+//! - [`topn`] (`recstream bench topn`): top-N requests one at a time,
+//!   against scoring every item and sorting them all, alternated in blocks
+//!   in the same run; plus 64 requests answered together, as the worker does.
+//! - [`train`] (`recstream bench train`): whole training runs with peak
+//!   memory; the peer is scikit-surprise on the same data
+//!   (`bench/compare_train.py`).
 //! - [`reply_rate`] (`recstream bench replies`): a worker's throughput, from
 //!   its replies' own timestamps; the peers are the Python consumers in
 //!   `bench/python`, read back the same way (`bench/stream.sh`).
@@ -32,6 +39,8 @@ pub mod percentiles;
 mod producer;
 mod reader;
 pub mod reply_rate;
+pub mod topn;
+pub mod train;
 pub mod windows;
 
 pub use error::BenchError;

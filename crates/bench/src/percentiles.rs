@@ -15,6 +15,9 @@ use crate::BenchError;
 /// The highest value a latency histogram tracks: a minute in microseconds.
 pub(crate) const MINUTE_US: u64 = 60_000_000;
 
+/// The highest value a top-N histogram tracks: a minute in nanoseconds.
+pub(crate) const MINUTE_NS: u64 = 60_000_000_000;
+
 /// An empty histogram of values `1..=high`, three significant digits.
 pub(crate) fn histogram(high: u64) -> Result<Histogram<u64>, BenchError> {
     Histogram::<u64>::new_with_bounds(1, high, 3)
@@ -59,8 +62,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_latency_range_can_be_created() {
+    fn both_ranges_the_harness_uses_can_be_created() {
         assert!(histogram(MINUTE_US).is_ok());
+        assert!(histogram(MINUTE_NS).is_ok());
     }
 
     #[test]

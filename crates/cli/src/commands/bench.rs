@@ -1,11 +1,13 @@
-//! `recstream bench`: training and top-N benchmarks, each reported next to a peer run in the same process.
+//! `recstream bench`: the benchmark harness's commands, each reported next to a peer.
 //!
-//! `bench train` times whole training runs (reading or generating the data
-//! included, as a user would experience them) and reports peak memory.
-//! `bench topn` times one recommendation at a time against the obvious
-//! alternative measured in the same run: score every item, sort them all.
-//! Results are medians and percentiles over many calls, printed as a table
-//! or JSON, because one number from a shared 2-core machine means little.
+//! `bench train` times whole training runs and reports peak memory;
+//! `bench topn` times one recommendation at a time against scoring and
+//! sorting every item; `bench replies`, `bench latency` and `bench freshness`
+//! measure a running service through Kafka, as a client would. The work is
+//! in the `recstream-bench` crate (its docs say what each one compares
+//! against); this module only parses the arguments and prints the results:
+//! JSON or a table on stdout, progress (each training run, each `--every`
+//! window) on stderr.
 
 use crate::output::out;
 use std::path::PathBuf;
@@ -13,14 +15,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use hdrhistogram::Histogram;
 use recstream_bench::freshness::{self, FreshnessSpec};
 use recstream_bench::latency::{self, LatencySpec};
+use recstream_bench::topn::{self, ModelSource, TopnSpec};
+use recstream_bench::train::{self, TrainSpec};
 use recstream_bench::{reply_rate, windows::Window};
-use recstream_core::recommend::Scratch;
-use recstream_core::svd::kernels::dot;
-use recstream_core::synth::{SyntheticSpec, generate, random_model};
-use recstream_core::{FitConfig, Model, Recommender, modelfile};
+use recstream_core::FitConfig;
+use recstream_core::synth::{SyntheticSpec, generate};
 
 use crate::args::{HyperparamArgs, RatingsFormatArgs};
 
@@ -293,209 +294,54 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
             args.input.read(path, args.json)?,
             path.display().to_string(),
         ),
-        (None, Some(spec)) => (
-            generate(&spec),
-            format!(
-                "synthetic {}x{}x{} seed {}",
-                spec.users, spec.items, spec.ratings, spec.seed
-            ),
-        ),
+        (None, Some(spec)) => (generate(&spec), train::synthetic_label(&spec)),
         (None, None) => anyhow::bail!("give --ratings FILE or --synthetic SPEC"),
     };
-    let load_seconds = started.elapsed().as_secs_f64();
-    let params = args.hyper.params();
-    let config = FitConfig {
-        params: params.clone(),
-        threads: args.hyper.threads,
-        scale: Some(args.hyper.scale(&data)),
-        titles: None,
-        source: label.clone(),
+    let spec = TrainSpec {
+        load_seconds: started.elapsed().as_secs_f64(),
+        config: FitConfig {
+            params: args.hyper.params(),
+            threads: args.hyper.threads,
+            scale: Some(args.hyper.scale(&data)),
+            titles: None,
+            source: label.clone(),
+        },
+        label,
+        repeat: args.repeat,
     };
-    let mut fits = Vec::new();
-    let mut rmse = f64::NAN;
-    for run in 0..args.repeat.max(1) {
-        let model = Model::fit(&data, &config, &mut |_| {}).context("training")?;
+    let report = train::run(&data, &spec, |fit| {
         if !args.json {
-            eprintln!(
-                "run {}: fit {:.3} s, train RMSE {:.4}",
-                run + 1,
-                model.meta.fit_seconds,
-                model.meta.train_rmse.unwrap_or(f64::NAN)
-            );
+            eprintln!("{fit}");
         }
-        fits.push(model.meta.fit_seconds);
-        rmse = model.meta.train_rmse.unwrap_or(f64::NAN);
-    }
-    let report = serde_json::json!({
-        "data": label,
-        "ratings": data.len(),
-        "users": data.users.len(),
-        "items": data.items.len(),
-        "load_seconds": load_seconds,
-        "threads": args.hyper.threads,
-        "kernel": recstream_core::svd::kernels::kernel_name(),
-        "n_factors": params.n_factors,
-        "n_epochs": params.n_epochs,
-        "fit_seconds": fits,
-        "median_fit_seconds": median(&mut fits.clone()),
-        "train_rmse": rmse,
-        "peak_rss_mib": peak_rss_mib(),
-    });
+    })?;
     if args.json {
-        out!("{report}");
+        // Through a `Value`, whose keys are sorted: the JSON as it always was.
+        out!("{}", serde_json::to_value(&report)?);
     } else {
-        out!(
-            "{label}: {} ratings, {} threads ({} kernel): load {:.2} s, fit median {:.3} s over {} run(s), train RMSE {:.4}, peak RSS {} MiB",
-            data.len(),
-            args.hyper.threads,
-            recstream_core::svd::kernels::kernel_name(),
-            load_seconds,
-            median(&mut fits),
-            args.repeat.max(1),
-            rmse,
-            report["peak_rss_mib"]
-        );
+        out!("{report}");
     }
     Ok(())
 }
 
 fn bench_topn(args: TopnBenchArgs) -> anyhow::Result<()> {
-    let model = match (&args.model, args.synthetic_items) {
-        (Some(path), _) => {
-            modelfile::load(path).with_context(|| format!("loading {}", path.display()))?
-        }
-        (None, Some(items)) => random_model(1000, items, args.factors, 100, 7),
+    let source = match (args.model, args.synthetic_items) {
+        (Some(path), _) => ModelSource::File(path),
+        (None, Some(items)) => ModelSource::Synthetic {
+            items,
+            factors: args.factors,
+        },
         (None, None) => anyhow::bail!("give --model FILE or --synthetic-items N"),
     };
-    let label = match &args.model {
-        Some(path) => path.display().to_string(),
-        None => model.meta.source.clone(),
+    let spec = TopnSpec {
+        n: args.n,
+        requests: args.requests,
     };
-    let users: Vec<String> = (0..model.users.len() as u32)
-        .filter(|&u| model.svd.knows_user(u))
-        .filter_map(|u| model.users.raw(u).map(|id| id.as_str().to_string()))
-        .collect();
-    anyhow::ensure!(!users.is_empty(), "the model knows no user");
-    let recommender = Recommender::new(model);
-    let requests = args.requests.max(1);
-
-    // Warm up caches and the branch predictor before timing.
-    let mut scratch = Scratch::default();
-    for uid in users.iter().take(200) {
-        std::hint::black_box(recommender.recommend_with(uid, args.n, &mut scratch));
-    }
-    let mut fast = new_histogram()?;
-    let mut naive = new_histogram()?;
-    // Alternate methods in blocks so both see the same machine load.
-    let block = 500;
-    let mut done = 0;
-    while done < requests {
-        for i in done..(done + block).min(requests) {
-            let uid = &users[i % users.len()];
-            let t = Instant::now();
-            std::hint::black_box(recommender.recommend_with(uid, args.n, &mut scratch));
-            fast.saturating_record(t.elapsed().as_nanos() as u64);
-        }
-        for i in done..(done + block).min(requests) {
-            let uid = &users[i % users.len()];
-            let t = Instant::now();
-            std::hint::black_box(score_all_then_sort(recommender.model(), uid, args.n));
-            naive.saturating_record(t.elapsed().as_nanos() as u64);
-        }
-        done += block;
-    }
-    // Batched: 64 requests answered together (what the streaming worker does).
-    let batch = 64;
-    let asks: Vec<(&str, usize)> = users.iter().map(|u| (u.as_str(), args.n)).collect();
-    let started = Instant::now();
-    let mut answered = 0usize;
-    while answered < requests {
-        let from = answered % asks.len();
-        let chunk = &asks[from..(from + batch).min(asks.len())];
-        std::hint::black_box(recommender.recommend_many(chunk, &mut scratch));
-        answered += chunk.len();
-    }
-    let batched_us = started.elapsed().as_secs_f64() * 1e6 / answered as f64;
-    let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let model = recommender.model();
-    let report = serde_json::json!({
-        "model": label,
-        "items": model.items.len(),
-        "n_factors": model.svd.n_factors,
-        "n": args.n,
-        "requests": requests,
-        "partial_selection_us": {"p50": us(&fast, 0.5), "p99": us(&fast, 0.99), "mean": fast.mean() / 1000.0},
-        "score_all_sort_all_us": {"p50": us(&naive, 0.5), "p99": us(&naive, 0.99), "mean": naive.mean() / 1000.0},
-        "speedup_p50": us(&naive, 0.5) / us(&fast, 0.5).max(1e-9),
-        "batched_64_us_per_request": batched_us,
-    });
+    let report = topn::run(&source, &spec)?;
     if args.json {
-        out!("{report}");
+        // Through a `Value`, whose keys are sorted: the JSON as it always was.
+        out!("{}", serde_json::to_value(&report)?);
     } else {
-        out!(
-            "{label}: {} items x {} factors, top-{} over {requests} requests (single thread)",
-            model.items.len(),
-            model.svd.n_factors,
-            args.n
-        );
-        out!(
-            "  recstream (transposed scoring + partial selection): p50 {:>8.2} us  p99 {:>8.2} us",
-            us(&fast, 0.5),
-            us(&fast, 0.99)
-        );
-        out!(
-            "  baseline  (dot per item, then sort every item):     p50 {:>8.2} us  p99 {:>8.2} us",
-            us(&naive, 0.5),
-            us(&naive, 0.99)
-        );
-        out!(
-            "  speed-up at the median: {:.1}x",
-            report["speedup_p50"].as_f64().unwrap_or(0.0)
-        );
-        out!(
-            "  answered {batch} at a time (as the streaming worker does): {batched_us:.2} us per request"
-        );
+        out!("{report}");
     }
     Ok(())
-}
-
-/// The straightforward method: estimate every unrated item, sort them all, keep n.
-fn score_all_then_sort(model: &Model, uid: &str, n: usize) -> Vec<(u32, f32)> {
-    let Some(u) = model.users.get(uid) else {
-        return Vec::new();
-    };
-    let svd = &model.svd;
-    let base = svd.global_mean + svd.user_bias[u as usize];
-    let mut all: Vec<(u32, f32)> = (0..svd.n_items() as u32)
-        .filter(|&i| !model.seen.contains(u, i))
-        .map(|i| {
-            (
-                i,
-                base + svd.item_bias[i as usize] + dot(svd.item_row(i), svd.user_row(u)),
-            )
-        })
-        .collect();
-    all.sort_by(|a, b| b.1.total_cmp(&a.1));
-    all.truncate(n);
-    all
-}
-
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).context("creating a latency histogram")
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// Peak resident memory of this process (VmHWM), in MiB, on Linux.
-fn peak_rss_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
 }
