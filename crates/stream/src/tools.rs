@@ -20,7 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{self, Verdict};
+use crate::delivery;
 use crate::kafka::{KafkaSettings, LoggingContext};
 use crate::topics;
 
@@ -31,8 +31,8 @@ pub enum ToolError {
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
     /// A message can never be delivered as it is.
-    #[error("{0}")]
-    Undeliverable(String),
+    #[error(transparent)]
+    Undeliverable(#[from] delivery::Undeliverable),
     /// The topic could not be looked up.
     #[error(transparent)]
     Topic(#[from] topics::TopicError),
@@ -101,30 +101,9 @@ impl Sender {
             // Rates count from the first message, not from connecting.
             self.started = Instant::now();
         }
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    self.pending.push_back(delivery);
-                    return Ok(());
-                }
-                Err((error, returned)) => {
-                    if let Verdict::Permanent(_) = delivery::classify(&error) {
-                        return Err(ToolError::Undeliverable(delivery::describe(
-                            &self.topic,
-                            &error,
-                        )));
-                    }
-                    // Queue full, or the broker away: wait for
-                    // acknowledgements, then try again.
-                    record = returned;
-                    if self.pending.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    } else {
-                        settle_one(&mut self.pending, &mut self.report).await;
-                    }
-                }
-            }
-        }
+        let delivery = delivery::send_with_backpressure(&self.producer, record).await?;
+        self.pending.push_back(delivery);
+        Ok(())
     }
 
     async fn finish(mut self) -> ProduceReport {
@@ -275,29 +254,7 @@ pub async fn consume(
     let Some(partitions) = topics::wait_for_partitions(settings, topic, &shutdown).await? else {
         return Ok(0);
     };
-    let consumer: StreamConsumer<LoggingContext> = match &start {
-        StartAt::Group(group) => {
-            let consumer: StreamConsumer<LoggingContext> = settings
-                .reader(group)
-                .set("enable.auto.commit", "true")
-                .create_with_context(LoggingContext::new("consumer"))?;
-            consumer.subscribe(&[topic])?;
-            consumer
-        }
-        StartAt::Beginning | StartAt::End => {
-            let group = format!("recstream-consume-{}", rand::random::<u32>());
-            let consumer: StreamConsumer<LoggingContext> = settings
-                .reader(&group)
-                .create_with_context(LoggingContext::new("consumer"))?;
-            let offset = if start == StartAt::Beginning {
-                Offset::Beginning
-            } else {
-                Offset::End
-            };
-            topics::assign_all(&consumer, topic, partitions, |_| offset)?;
-            consumer
-        }
-    };
+    let consumer = reader(settings, topic, partitions, &start)?;
     let mut stream = consumer.stream();
     let mut seen = 0u64;
     loop {
@@ -327,4 +284,33 @@ pub async fn consume(
         }
     }
     Ok(seen)
+}
+
+/// A consumer of `topic` (with `partitions` partitions) positioned as
+/// `start` says: in a group from its committed offsets, or on its own from
+/// either end of every partition.
+fn reader(
+    settings: &KafkaSettings,
+    topic: &str,
+    partitions: usize,
+    start: &StartAt,
+) -> Result<StreamConsumer<LoggingContext>, KafkaError> {
+    let offset = match start {
+        StartAt::Group(group) => {
+            let consumer: StreamConsumer<LoggingContext> = settings
+                .reader(group)
+                .set("enable.auto.commit", "true")
+                .create_with_context(LoggingContext::new("consumer"))?;
+            consumer.subscribe(&[topic])?;
+            return Ok(consumer);
+        }
+        StartAt::Beginning => Offset::Beginning,
+        StartAt::End => Offset::End,
+    };
+    let group = format!("recstream-consume-{}", rand::random::<u32>());
+    let consumer: StreamConsumer<LoggingContext> = settings
+        .reader(&group)
+        .create_with_context(LoggingContext::new("consumer"))?;
+    topics::assign_all(&consumer, topic, partitions, |_| offset)?;
+    Ok(consumer)
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use recstream_bench::load::{Load, produce_load};
+use recstream_stream::kafka::KafkaSettings;
 use recstream_stream::tools::{self, ConsumeLimits, StartAt};
+use tokio_util::sync::CancellationToken;
 
 use crate::args::{KafkaArgs, runtime};
 
@@ -162,39 +164,9 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         recstream_stream::topics::prepare(&settings, &[topic], args.create_topics, &shutdown)
             .await
             .context("checking the topic")?;
-        let report = match (args.uids, &args.ratings) {
-            (_, Some(path)) => {
-                let events = rating_events(path, args.skip, args.limit)?;
-                eprintln!(
-                    "replaying {} rating events from {} in timestamp order",
-                    events.len(),
-                    path.display()
-                );
-                tools::produce_paced(
-                    &settings,
-                    &args.topic,
-                    events.into_iter(),
-                    args.rate,
-                    shutdown,
-                )
-                .await
-            }
-            (Some((first_uid, last_uid)), None) => {
-                let load = Load {
-                    first_uid,
-                    last_uid,
-                    rate: args.rate,
-                    count: args.count,
-                    id_prefix: args.id_prefix.clone(),
-                };
-                produce_load(&settings, &args.topic, &load, shutdown).await
-            }
-            (None, None) => {
-                let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-                tools::produce_lines(&settings, &args.topic, stdin, shutdown).await
-            }
-        }
-        .context("producing")?;
+        let report = send(&args, &settings, shutdown)
+            .await
+            .context("producing")?;
         eprintln!(
             "produced {} message(s) to {} in {:.2} s ({:.0}/s){}",
             report.delivered,
@@ -214,6 +186,48 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Sends what `produce` was asked to: a ratings file replayed, generated
+/// requests, or stdin's lines.
+async fn send(
+    args: &ProduceArgs,
+    settings: &KafkaSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tools::ProduceReport> {
+    let report = match (args.uids, &args.ratings) {
+        (_, Some(path)) => {
+            let events = rating_events(path, args.skip, args.limit)?;
+            eprintln!(
+                "replaying {} rating events from {} in timestamp order",
+                events.len(),
+                path.display()
+            );
+            tools::produce_paced(
+                settings,
+                &args.topic,
+                events.into_iter(),
+                args.rate,
+                shutdown,
+            )
+            .await?
+        }
+        (Some((first_uid, last_uid)), None) => {
+            let load = Load {
+                first_uid,
+                last_uid,
+                rate: args.rate,
+                count: args.count,
+                id_prefix: args.id_prefix.clone(),
+            };
+            produce_load(settings, &args.topic, &load, shutdown).await?
+        }
+        (None, None) => {
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            tools::produce_lines(settings, &args.topic, stdin, shutdown).await?
+        }
+    };
+    Ok(report)
 }
 
 /// Runs `recstream consume`.
