@@ -44,18 +44,32 @@ impl Learner {
             return Ok(());
         };
         let started = Instant::now();
-        std::fs::create_dir_all(dir).map_err(|source| LearnerError::SnapshotFolder {
-            dir: dir.clone(),
-            source,
-        })?;
         let positions = self.positions.to_save(self.publisher.last_update());
-        let mut snapshot = self.model.snapshot(positions);
-        let path = dir.join("latest.rsm");
-        modelfile::save(&mut snapshot, &path)
-            .map_err(|source| LearnerError::SnapshotUnwritable { source })?;
-        tracing::info!(path = %path.display(), version = %snapshot.version(), took = ?started.elapsed(), "snapshot written");
+        let snapshot = self.model.snapshot(positions);
+        let (dir, path) = (dir.clone(), dir.join("latest.rsm"));
+        // Encoding and writing a model file is blocking work: off the async
+        // threads, which `recstream run` shares with the worker.
+        let (path, version) =
+            crate::kafka::blocking("writing a snapshot", move || write(snapshot, &dir, path))
+                .await??;
+        tracing::info!(path = %path.display(), version = %version, took = ?started.elapsed(), "snapshot written");
         Ok(())
     }
+}
+
+/// Writes `snapshot` to `path` in `dir`; returns the path and the version written.
+fn write(
+    mut snapshot: Model,
+    dir: &Path,
+    path: PathBuf,
+) -> Result<(PathBuf, String), LearnerError> {
+    std::fs::create_dir_all(dir).map_err(|source| LearnerError::SnapshotFolder {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    modelfile::save(&mut snapshot, &path)
+        .map_err(|source| LearnerError::SnapshotUnwritable { source })?;
+    Ok((path, snapshot.version().to_string()))
 }
 
 #[cfg(test)]
