@@ -37,6 +37,14 @@ for t in bench-requests dead-letters; do topic $t; done
 # Every serve follows the model topics by default and checks them at start.
 tansu topic create model-updates --broker tcp://$B --partitions 1 --config cleanup.policy=compact >/dev/null
 tansu topic create model-files --broker tcp://$B --partitions 1 >/dev/null
+# CPU (user+sys, clock ticks) of a process so far, from /proc.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+now_ns() { date +%s%N; }
+# "<broker CPU share of one core>" since (ticks, ns) taken by broker_mark.
+broker_mark() { BT0=$(cpu_ticks $TANSU); BW0=$(now_ns); }
+broker_share() { python3 -c "print(f'{($(cpu_ticks $TANSU) - $BT0) / $HZ / (($(now_ns) - $BW0) / 1e9):.2f}')"; }
+CPUS=target/bench-cpu.txt; : >$CPUS
 wait_assigned() { for _ in $(seq 300); do grep -q "partitions assigned" "$1" && return 0; sleep 0.1; done; return 1; }
 
 echo "== Broker: tansu $(tansu --version | cut -d' ' -f2) at $B (memory storage), 4 partitions; CPU:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
@@ -47,22 +55,31 @@ RATES=target/bench-rates.txt; : >$RATES
 for round in $(seq $ROUNDS); do
   for t in out-recstream-$round out-vectorized-$round out-notebook-$round; do topic $t; done
   echo; echo "-- round $round"
+  broker_mark
   $R serve --brokers $B --model $MODEL --input-topic bench-requests --output-topic out-recstream-$round \
     --dlq-topic dead-letters --group-id bench-recstream-$round --kafka session.timeout.ms=6000 2>target/bench-serve.log &
   SERVE=$!; PIDS+=($SERVE)
   run $R bench replies --brokers $B --topic out-recstream-$round --expect $N | tee -a target/bench-replies.json
   echo "recstream $(tail -1 target/bench-replies.json)" >>$RATES
-  echo "recstream serve peak RSS: $(grep VmHWM /proc/$SERVE/status | awk '{print $2, $3}')"
+  # Whole process, start-up included, over every reply.
+  CPU_US=$(python3 -c "print(f'{$(cpu_ticks $SERVE) / $HZ * 1e6 / $N:.1f}')")
+  echo "recstream $CPU_US $(broker_share)" >>$CPUS
+  echo "recstream serve peak RSS: $(grep VmHWM /proc/$SERVE/status | awk '{print $2, $3}'), CPU $CPU_US us/request"
   kill -TERM $SERVE; wait $SERVE || true
 
-  run $PY bench/python/peer_vectorized.py --ratings "$RATINGS" --items "$ITEMS" --brokers $B \
-    --input-topic bench-requests --output-topic out-vectorized-$round --group-id bench-vectorized-$round --max-messages $NV
-  run $R bench replies --brokers $B --topic out-vectorized-$round --expect $NV | tee -a target/bench-replies.json
-  echo "vectorized $(tail -1 target/bench-replies.json)" >>$RATES
-  run $PY bench/python/peer_notebook.py --ratings "$RATINGS" --items "$ITEMS" --brokers $B \
-    --input-topic bench-requests --output-topic out-notebook-$round --group-id bench-notebook-$round --max-messages $NN
-  run $R bench replies --brokers $B --topic out-notebook-$round --expect $NN | tee -a target/bench-replies.json
-  echo "notebook $(tail -1 target/bench-replies.json)" >>$RATES
+  for peer in vectorized notebook; do
+    if [ $peer = vectorized ]; then COUNT=$NV; else COUNT=$NN; fi
+    broker_mark
+    run $PY bench/python/peer_$peer.py --ratings "$RATINGS" --items "$ITEMS" --brokers $B \
+      --input-topic bench-requests --output-topic out-$peer-$round --group-id bench-$peer-$round --max-messages $COUNT \
+      | tee target/bench-peer.json
+    SHARE=$(broker_share)
+    # The peer's own CPU from its first message (its start-up, a surprise
+    # model trained in Python, is not counted).
+    echo "$peer $(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["cpu_us_per_message"])' target/bench-peer.json) $SHARE" >>$CPUS
+    run $R bench replies --brokers $B --topic out-$peer-$round --expect $COUNT | tee -a target/bench-replies.json
+    echo "$peer $(tail -1 target/bench-replies.json)" >>$RATES
+  done
 done
 echo; echo "-- summary (replies/s from the replies' timestamps)"
 python3 - "$RATES" <<'PY'
@@ -76,6 +93,21 @@ for p, v in rates.items():
     print(f"{p:>11}: median {med[p]:>9.0f}/s  runs " + ", ".join(f"{x:.0f}" for x in v))
 for p in ("vectorized", "notebook"):
     print(f"recstream / {p}: {med['recstream'] / med[p]:.1f}x at the median")
+PY
+echo; echo "-- CPU per request (process user+sys / replies; recstream: whole process; peers: from their first message) and the broker's CPU share of one core during each run"
+python3 - "$CPUS" <<'PY'
+import statistics, sys
+cpu, share = {}, {}
+for line in open(sys.argv[1]):
+    peer, us, broker = line.split()
+    cpu.setdefault(peer, []).append(float(us))
+    share.setdefault(peer, []).append(float(broker))
+med = {p: statistics.median(v) for p, v in cpu.items()}
+for p, v in cpu.items():
+    print(f"{p:>11}: median {med[p]:>8.1f} us/request  runs " + ", ".join(f"{x:.1f}" for x in v)
+          + f"; broker {statistics.median(share[p]):.2f} of a core")
+for p in ("vectorized", "notebook"):
+    print(f"{p} / recstream: {med[p] / med['recstream']:.1f}x the CPU per request at the median")
 PY
 
 echo; echo "== Latency at a steady 1,000 requests/s for 30 s (microseconds)"

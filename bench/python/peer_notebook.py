@@ -100,8 +100,7 @@ def run_kafka(args, rec, extra):
                     pc.log(f"{PEER}: consumer error: {msg.error()}")
                 continue
             last_activity = time.perf_counter()
-            if stats.first_msg_at is None:
-                stats.first_msg_at = last_activity
+            stats.first_message(last_activity)
             key, value = handle(rec, stats, msg.value(), args.n)
             while True:
                 try:

@@ -145,8 +145,7 @@ def run_kafka(args, rec, extra):
                     break
                 continue
             last_activity = time.perf_counter()
-            if stats.first_msg_at is None:
-                stats.first_msg_at = last_activity
+            stats.first_message(last_activity)
 
             parsed, good = [], []
             for m in msgs:
