@@ -250,6 +250,23 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// A range of user ids, `FIRST..LAST` (`FIRST..=LAST` too), for `--uids`.
+pub fn uid_range(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or("expected FIRST..LAST, e.g. 1..943")?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{v:?} is not a user id"))
+    };
+    let (a, b) = (parse(a)?, parse(b.trim_start_matches('='))?);
+    if a > b {
+        return Err("FIRST must not exceed LAST".into());
+    }
+    Ok((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,8 +106,8 @@ struct LatencyBenchArgs {
     #[arg(long, default_value = "30", value_parser = crate::args::seconds)]
     duration: std::time::Duration,
     /// User ids to ask for, FIRST..LAST.
-    #[arg(long, default_value = "1..943")]
-    uids: String,
+    #[arg(long, default_value = "1..943", value_name = "FIRST..LAST", value_parser = crate::args::uid_range)]
+    uids: (u64, u64),
     /// Also print the percentiles of every window of this many seconds
     /// (on stderr as they close, and in the JSON), to see a drift.
     #[arg(long, value_parser = crate::args::seconds)]
@@ -265,12 +265,7 @@ fn bench_replies(args: RepliesBenchArgs) -> anyhow::Result<()> {
 }
 
 fn bench_latency(args: LatencyBenchArgs) -> anyhow::Result<()> {
-    let uids = args
-        .uids
-        .split_once("..")
-        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
-        .filter(|(a, b)| a <= b)
-        .context("--uids must be FIRST..LAST")?;
+    let uids = args.uids;
     let settings = args.kafka.settings();
     let spec = LatencySpec {
         input: args.input_topic,

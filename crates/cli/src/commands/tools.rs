@@ -23,7 +23,7 @@ pub struct ProduceArgs {
     topic: String,
 
     /// Generate requests for random users in this range (e.g. 1..943) instead of reading stdin.
-    #[arg(long, value_name = "FIRST..LAST", value_parser = parse_range)]
+    #[arg(long, value_name = "FIRST..LAST", value_parser = crate::args::uid_range)]
     uids: Option<(u64, u64)>,
 
     /// With --uids or --ratings: messages per second (as fast as possible when omitted).
@@ -97,22 +97,6 @@ enum PrintFormat {
     Payload,
     /// A JSON object with topic, partition, offset, timestamp, key and payload.
     Json,
-}
-
-fn parse_range(text: &str) -> Result<(u64, u64), String> {
-    let (a, b) = text
-        .split_once("..")
-        .ok_or("expected FIRST..LAST, e.g. 1..943")?;
-    let parse = |v: &str| {
-        v.trim()
-            .parse::<u64>()
-            .map_err(|_| format!("{v:?} is not a user id"))
-    };
-    let (a, b) = (parse(a)?, parse(b.trim_start_matches('='))?);
-    if a > b {
-        return Err("FIRST must not exceed LAST".into());
-    }
-    Ok((a, b))
 }
 
 /// A message: optional key and payload.
