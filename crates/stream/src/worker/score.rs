@@ -146,21 +146,17 @@ fn score_batch(
     model: &ServingModel,
 ) -> Vec<Scored> {
     if recommender.prefers_batches() {
-        // Requests in chunks that share passes over the item factors: as
-        // large as the batch allows while every pool thread gets a chunk (a
-        // lone request is a chunk of one, scored at once).
-        let size = batch
-            .len()
-            .div_ceil(rayon::current_num_threads().max(1))
-            .clamp(1, CHUNK);
-        let chunks = into_chunks(batch, size);
+        // Large catalogues: score requests in chunks that share passes over
+        // the item factors.
+        let chunks = into_chunks(batch, CHUNK);
         let scored: Vec<Vec<Scored>> = chunks
             .into_par_iter()
             .map(|chunk| score_chunk(chunk, recommender, rules, model))
             .collect();
         scored.into_iter().flatten().collect()
     } else {
-        // One request at a time spreads best over the cores.
+        // Catalogues that fit in cache: one request at a time spreads best
+        // over the cores (measured faster than chunks).
         batch
             .into_par_iter()
             .map(|event| score_chunk(vec![event], recommender, rules, model))
@@ -178,10 +174,8 @@ fn into_chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     chunks
 }
 
-/// Most requests scored together on one thread: grouped scoring gains
-/// little past this (`recstream bench topn`: groups of 32 and 128 cost the
-/// same per request at ML-100K size), and smaller chunks spread a batch
-/// over every core.
+/// Requests scored together on one thread: large enough for the grouped
+/// scoring to pay off, small enough to spread a batch over every core.
 const CHUNK: usize = 64;
 
 /// Scores a chunk of events in order: rebalance notices pass through, valid
