@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Metadata is a JSON section (easy to extend, readable with `strings`); the
-//! big arrays are raw `f32`/`u32`/`u64` sections aligned to 8 bytes. Loading
+//! big arrays are raw `f32`/`u32`/`u64` sections aligned to 8 bytes. A
+//! learner's snapshot adds two optional sections, the items each user rated
+//! after training; readers skip sections they do not know. Loading
 //! maps the file into memory, verifies every byte of the trailer and the
 //! checksum before believing any length in it, then copies each section out,
 //! checking each length and count against the file with checked arithmetic,
@@ -53,6 +55,10 @@ enum Tag {
     ItemCounts = 10,
     SeenOffsets = 11,
     SeenItems = 12,
+    /// Optional: the seen items rated after training (a learner's
+    /// snapshot), as CSR offsets and items; also inside the two above.
+    SeenAddedOffsets = 13,
+    SeenAddedItems = 14,
 }
 
 const SECTIONS: [Tag; 12] = [
@@ -212,14 +218,19 @@ pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, ModelFileError> {
     let meta = serde_json::to_vec(&MetaSection::of(model))
         .map_err(|e| invalid(format!("metadata: {e}")))?;
     let (seen_offsets, seen_items) = model.seen.to_parts(model.svd.n_users());
+    let added = model.seen.added_parts(model.svd.n_users());
     let svd = &model.svd;
     let mut out = Vec::with_capacity(
         64 + 4 * (svd.user_factors.len() + svd.item_factors.len() + seen_items.len()) + meta.len(),
     );
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(SECTIONS.len() as u32).to_le_bytes());
-    for tag in SECTIONS {
+    let optional: &[Tag] = match added {
+        Some(_) => &[Tag::SeenAddedOffsets, Tag::SeenAddedItems],
+        None => &[],
+    };
+    out.extend_from_slice(&((SECTIONS.len() + optional.len()) as u32).to_le_bytes());
+    for &tag in SECTIONS.iter().chain(optional) {
         let body: Vec<u8> = match tag {
             Tag::Meta => meta.clone(),
             Tag::UserIds => encode_strings(model.users.ids().iter().map(RawId::as_str)),
@@ -233,6 +244,8 @@ pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, ModelFileError> {
             Tag::ItemCounts => le_bytes(&svd.item_counts),
             Tag::SeenOffsets => le_bytes(&seen_offsets),
             Tag::SeenItems => le_bytes(&seen_items),
+            Tag::SeenAddedOffsets => added.as_ref().map_or(Vec::new(), |(o, _)| le_bytes(o)),
+            Tag::SeenAddedItems => added.as_ref().map_or(Vec::new(), |(_, i)| le_bytes(i)),
         };
         out.extend_from_slice(&(tag as u32).to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
@@ -328,6 +341,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
             .map(|(_, b)| *b)
             .ok_or_else(|| invalid(format!("missing section {tag:?}")))
     };
+    let has = |tag: Tag| sections.iter().any(|(t, _)| *t == tag as u32);
 
     let meta: MetaSection = serde_json::from_slice(section(Tag::Meta)?)
         .map_err(|e| invalid(format!("metadata: {e}")))?;
@@ -371,8 +385,15 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Model, ModelFileError> {
     }
     let seen_offsets = section(Tag::SeenOffsets)
         .and_then(|b| pod_vec::<u64>(b).map_err(|e| invalid(format!("seen offsets: {e}"))))?;
-    let seen = SeenItems::from_parts(seen_offsets, u32s(Tag::SeenItems)?, svd.n_items())
+    let mut seen = SeenItems::from_parts(seen_offsets, u32s(Tag::SeenItems)?, svd.n_items())
         .map_err(invalid)?;
+    if has(Tag::SeenAddedOffsets) || has(Tag::SeenAddedItems) {
+        let offsets = section(Tag::SeenAddedOffsets).and_then(|b| {
+            pod_vec::<u64>(b).map_err(|e| invalid(format!("seen added offsets: {e}")))
+        })?;
+        seen.split_added(&offsets, &u32s(Tag::SeenAddedItems)?)
+            .map_err(invalid)?;
+    }
     let model = Model {
         meta: meta.meta,
         id: model_id(expected),
@@ -643,8 +664,9 @@ mod tests {
         let loaded = load(&path).unwrap();
         assert_eq!(loaded.id, model.id);
         assert!(loaded.seen.contains(0, 79));
-        // The overlay is folded into the base rows on save; compare contents.
-        assert_eq!(loaded.seen.to_parts(60), model.seen.to_parts(60));
+        // Items rated after training stay apart from the training ones.
+        assert_eq!(loaded.seen, model.seen);
+        assert_eq!(loaded.seen.added_row(0), &[79]);
         assert!(loaded.svd == model.svd, "factors, biases and counts differ");
         assert!(
             loaded.users == model.users && loaded.items == model.items,
@@ -800,6 +822,18 @@ mod tests {
             }
         }
         assert!(decode_strings(&((1u64 << 61) - 2).to_le_bytes()).is_err());
+    }
+
+    #[test]
+    fn rated_after_training_items_missing_from_the_seen_rows_are_invalid() {
+        let bytes = encode(&trained(), Path::new("m.rsm")).unwrap();
+        let mut bad = bytes.clone();
+        let at = body_at(&bad, Tag::SeenAddedItems);
+        // User 0's item 79 becomes 78, which they never rated.
+        bad[at..at + 4].copy_from_slice(&78u32.to_le_bytes());
+        fix_crc(&mut bad);
+        let reason = invalid_reason(decode(&bad, Path::new("m.rsm")));
+        assert!(reason.contains("missing from their seen items"), "{reason}");
     }
 
     #[test]

@@ -662,6 +662,49 @@ mod tests {
         assert_eq!((resumed.seq(), resumed.base_id()), (2, "base"));
     }
 
+    /// A learner restarted from its snapshot file must still publish every
+    /// item a user rated since the batch model: a worker that has followed
+    /// since the batch model replaces the user's rated list with it, and
+    /// would otherwise recommend an item the user rated before the restart.
+    #[test]
+    fn a_learner_resumed_from_a_snapshot_file_still_reports_all_items_rated_since_the_batch() {
+        let unrated = |model: &Model, uid: &str| {
+            let u = model.users.get(uid).unwrap();
+            (0..model.svd.n_items() as u32)
+                .find(|&i| !model.seen.contains(u, i))
+                .map(|i| model.items.raw(i).unwrap().to_string())
+                .unwrap()
+        };
+        let batch = base();
+        let item = unrated(&batch, "3");
+        let mut follower = Recommender::new(batch.clone());
+        let mut learner = OnlineLearner::new(batch, true);
+        follower.apply(&learner.learn("3", &item, 5.0).unwrap().0);
+
+        let path = std::path::Path::new("snapshot.rsm");
+        let file = crate::modelfile::encode(&learner.snapshot(Default::default()), path).unwrap();
+        let mut resumed = OnlineLearner::new(crate::modelfile::decode(&file, path).unwrap(), true);
+        let (update, _) = resumed.learn("3", &item, 5.0).unwrap();
+        assert_eq!(
+            update.user_rated,
+            vec![RawId::new(item.as_str())],
+            "everything rated since the batch model"
+        );
+        follower.apply(&update);
+        let served = follower.recommend("3", 100);
+        assert!(
+            served
+                .recommendations
+                .iter()
+                .all(|r| r.iid.as_str() != item),
+            "a follower never recommends {item}, rated before the learner's restart"
+        );
+        assert_eq!(
+            served.recommendations,
+            resumed.recommender().recommend("3", 100).recommendations
+        );
+    }
+
     #[test]
     fn prequential_stats_accumulate() {
         let mut stats = PrequentialStats::default();

@@ -4,7 +4,10 @@
 //! array of item indices. That is compact (4 bytes per rating), goes into the
 //! model file as two flat arrays, and gives each user's list as a sorted slice
 //! for the top-N exclusion. Items rated after training (online learning) go
-//! to a small per-user overlay rather than rebuilding the arrays.
+//! to a small per-user overlay rather than rebuilding the arrays. A model
+//! file stores the merged rows and, apart, the overlay: followers replace a
+//! user's overlay with the learner's list of everything rated since the
+//! batch model, so a learner resumed from a file must still know that list.
 
 use std::collections::HashMap;
 
@@ -68,23 +71,53 @@ impl SeenItems {
     /// Rebuilds the index from its two arrays (as stored in a model file),
     /// checking that they describe sorted, in-range rows.
     pub fn from_parts(offsets: Vec<u64>, items: Vec<u32>, n_items: usize) -> Result<Self, String> {
-        if offsets.first() != Some(&0) || offsets.last() != Some(&(items.len() as u64)) {
-            return Err("seen-items offsets do not span the item array".into());
-        }
-        for w in offsets.windows(2) {
-            if w[0] > w[1] || w[1] > items.len() as u64 {
-                return Err("seen-items offsets go backwards or past the item array".into());
-            }
-            let row = &items[w[0] as usize..w[1] as usize];
-            if row.windows(2).any(|p| p[0] >= p[1]) || row.iter().any(|&i| i as usize >= n_items) {
-                return Err("a seen-items row is unsorted or names an unknown item".into());
-            }
-        }
+        check_rows(&offsets, &items, n_items)?;
         Ok(SeenItems {
             offsets,
             items,
             added: HashMap::new(),
         })
+    }
+
+    /// Moves the items of `offsets`/`items` (rows as [`SeenItems::added_parts`]
+    /// gives them, each item already in its user's row) from the training
+    /// rows to the overlay of items rated after training, as they were when
+    /// the model was saved.
+    pub fn split_added(&mut self, offsets: &[u64], items: &[u32]) -> Result<(), String> {
+        check_rows(offsets, items, u32::MAX as usize)?;
+        if offsets.len() > self.offsets.len() {
+            return Err("rows rated after training for more users than the model has".into());
+        }
+        let mut added = HashMap::new();
+        for (user, w) in offsets.windows(2).enumerate() {
+            let row = &items[w[0] as usize..w[1] as usize];
+            if row.is_empty() {
+                continue;
+            }
+            let base = self.base_row(user as u32);
+            if row.iter().any(|i| base.binary_search(i).is_err()) {
+                return Err(format!(
+                    "an item rated after training by user {user} is missing from their seen items"
+                ));
+            }
+            added.insert(user as u32, row.to_vec());
+        }
+        let mut kept = Vec::with_capacity(self.items.len() - items.len());
+        let mut offsets = Vec::with_capacity(self.offsets.len());
+        offsets.push(0u64);
+        for user in 0..self.n_users() as u32 {
+            let row = added.get(&user).map_or(&[][..], Vec::as_slice);
+            kept.extend(
+                self.base_row(user)
+                    .iter()
+                    .filter(|i| row.binary_search(i).is_err()),
+            );
+            offsets.push(kept.len() as u64);
+        }
+        self.offsets = offsets;
+        self.items = kept;
+        self.added = added;
+        Ok(())
     }
 
     /// Number of users with a row.
@@ -161,6 +194,24 @@ impl SeenItems {
         self.len() == 0
     }
 
+    /// The overlay alone (items rated after training) as CSR arrays over
+    /// `n_users` users, for writing a model file; `None` when it is empty.
+    /// Kept apart so that a learner resumed from the file still knows what
+    /// each user rated since the batch model.
+    pub fn added_parts(&self, n_users: usize) -> Option<(Vec<u64>, Vec<u32>)> {
+        if self.added.is_empty() {
+            return None;
+        }
+        let mut offsets = Vec::with_capacity(n_users + 1);
+        let mut items = Vec::new();
+        offsets.push(0);
+        for u in 0..n_users as u32 {
+            items.extend_from_slice(self.added_row(u));
+            offsets.push(items.len() as u64);
+        }
+        Some((offsets, items))
+    }
+
     /// The CSR arrays including the overlay, for writing a model file.
     pub fn to_parts(&self, n_users: usize) -> (Vec<u64>, Vec<u32>) {
         let mut offsets = Vec::with_capacity(n_users + 1);
@@ -178,6 +229,23 @@ impl SeenItems {
         }
         (offsets, items)
     }
+}
+
+/// Checks that CSR arrays describe sorted rows of items below `n_items`.
+fn check_rows(offsets: &[u64], items: &[u32], n_items: usize) -> Result<(), String> {
+    if offsets.first() != Some(&0) || offsets.last() != Some(&(items.len() as u64)) {
+        return Err("seen-items offsets do not span the item array".into());
+    }
+    for w in offsets.windows(2) {
+        if w[0] > w[1] || w[1] > items.len() as u64 {
+            return Err("seen-items offsets go backwards or past the item array".into());
+        }
+        let row = &items[w[0] as usize..w[1] as usize];
+        if row.windows(2).any(|p| p[0] >= p[1]) || row.iter().any(|&i| i as usize >= n_items) {
+            return Err("a seen-items row is unsorted or names an unknown item".into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -218,6 +286,38 @@ mod tests {
         );
         let back = SeenItems::from_parts(offsets, items, 8).unwrap();
         assert_eq!(back.base_row(0), &[1, 3]);
+    }
+
+    #[test]
+    fn the_overlay_splits_back_out_of_the_merged_rows() {
+        let mut seen = SeenItems::from_ratings(3, &[r(0, 3), r(1, 1), r(2, 4)]);
+        seen.insert(0, 1);
+        seen.insert(0, 8);
+        seen.insert(2, 0);
+        let (offsets, items) = seen.to_parts(3);
+        let (added_offsets, added_items) = seen.added_parts(3).unwrap();
+        let mut back = SeenItems::from_parts(offsets, items, 9).unwrap();
+        back.split_added(&added_offsets, &added_items).unwrap();
+        assert_eq!(back, seen);
+        assert_eq!(back.base_row(0), &[3]);
+        assert_eq!(back.added_row(0), &[1, 8]);
+        assert_eq!(back.added_row(2), &[0]);
+        assert_eq!(SeenItems::from_ratings(2, &[r(0, 3)]).added_parts(2), None);
+    }
+
+    #[test]
+    fn an_overlay_that_does_not_fit_the_rows_is_refused() {
+        let mut seen = SeenItems::from_ratings(2, &[r(0, 3), r(1, 1)]);
+        assert!(seen.split_added(&[0, 1, 1], &[2]).is_err(), "not rated");
+        assert!(
+            seen.split_added(&[0, 0, 0, 1], &[1]).is_err(),
+            "no such user"
+        );
+        assert!(
+            seen.split_added(&[0, 2], &[3]).is_err(),
+            "offsets past the items"
+        );
+        assert_eq!(seen, SeenItems::from_ratings(2, &[r(0, 3), r(1, 1)]));
     }
 
     #[test]
