@@ -10,6 +10,10 @@
 //! histogram (nanoseconds), because a mean over a shared 2-core machine
 //! hides the tail. Answering 64 requests together, as the streaming worker
 //! does, is timed as a third figure: per request, over the whole batch.
+//! Last, grouped scoring on its own: requests answered in groups of 1, 8,
+//! 32 and 128 (one pass over the item factors per group), the group sizes
+//! taking turns in rounds so that all see the same machine load, each
+//! reported as the median over the rounds of the time per request.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -33,6 +37,12 @@ const BLOCK: usize = 500;
 
 /// Requests answered, untimed, before the clock starts.
 const WARM_UP: usize = 200;
+
+/// Group sizes of the grouped-scoring figures.
+pub const GROUP_SIZES: [usize; 4] = [1, 8, 32, 128];
+
+/// Rounds of the grouped-scoring figures (each times every group size once).
+const ROUNDS: usize = 15;
 
 /// The model to benchmark.
 #[derive(Debug, Clone)]
@@ -122,6 +132,18 @@ pub struct TopnReport {
     pub speedup_p50: f64,
     /// Per request, answering 64 at a time.
     pub batched_64_us_per_request: f64,
+    /// Per request when answered in groups, one entry per group size in
+    /// [`GROUP_SIZES`] order: the median over the rounds.
+    pub grouped_us_per_request: Vec<GroupTiming>,
+}
+
+/// Time per request at one group size.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupTiming {
+    /// Requests answered together.
+    pub group: usize,
+    /// Median over the rounds of the microseconds per request.
+    pub us_per_request: f64,
 }
 
 /// Times top-N requests on the model from `source`, both ways, as `spec` says.
@@ -142,6 +164,7 @@ pub fn run(source: &ModelSource, spec: &TopnSpec) -> Result<TopnReport, BenchErr
     timer.warm_up();
     let (fast, naive) = timer.one_at_a_time(requests)?;
     let batched = timer.batched(requests);
+    let grouped = timer.grouped(requests);
     let model = recommender.model();
     let (fast, naive) = (Timing::from(&fast), Timing::from(&naive));
     Ok(TopnReport {
@@ -154,6 +177,7 @@ pub fn run(source: &ModelSource, spec: &TopnSpec) -> Result<TopnReport, BenchErr
         partial_selection_us: fast,
         score_all_sort_all_us: naive,
         batched_64_us_per_request: batched,
+        grouped_us_per_request: grouped,
     })
 }
 
@@ -233,6 +257,46 @@ impl<'a> Timer<'a> {
     }
 }
 
+impl Timer<'_> {
+    /// Microseconds per request at each of [`GROUP_SIZES`]: every round
+    /// answers about `requests / ROUNDS` requests (whole groups, at least
+    /// one) at each size in turn; the median round counts.
+    fn grouped(&mut self, requests: usize) -> Vec<GroupTiming> {
+        let asks: Vec<(&str, usize)> = self.users.iter().map(|u| (u.as_str(), self.n)).collect();
+        let per_round = requests.div_ceil(ROUNDS).max(1);
+        let mut rounds: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); GROUP_SIZES.len()];
+        let mut at = 0usize;
+        for _ in 0..ROUNDS {
+            for (&size, times) in GROUP_SIZES.iter().zip(rounds.iter_mut()) {
+                let groups = per_round.div_ceil(size);
+                let started = Instant::now();
+                let mut answered = 0usize;
+                for _ in 0..groups {
+                    let group: Vec<(&str, usize)> =
+                        (0..size).map(|i| asks[(at + i) % asks.len()]).collect();
+                    at = (at + size) % asks.len();
+                    std::hint::black_box(
+                        self.recommender.recommend_many(&group, &mut self.scratch),
+                    );
+                    answered += size;
+                }
+                times.push(started.elapsed().as_secs_f64() * 1e6 / answered as f64);
+            }
+        }
+        GROUP_SIZES
+            .iter()
+            .zip(rounds)
+            .map(|(&group, mut times)| {
+                times.sort_by(f64::total_cmp);
+                GroupTiming {
+                    group,
+                    us_per_request: times[times.len() / 2],
+                }
+            })
+            .collect()
+    }
+}
+
 /// The straightforward method: estimate every unrated item, sort them all, keep n.
 fn score_all_then_sort(model: &Model, uid: &str, n: usize) -> Vec<(u32, f32)> {
     let Some(u) = model.users.get(uid) else {
@@ -279,7 +343,15 @@ impl fmt::Display for TopnReport {
             f,
             "  answered {BATCH} at a time (as the streaming worker does): {:.2} us per request",
             self.batched_64_us_per_request
-        )
+        )?;
+        for g in &self.grouped_us_per_request {
+            write!(
+                f,
+                "\n  grouped scoring, groups of {:>3}: {:>8.2} us per request (median of {ROUNDS} rounds)",
+                g.group, g.us_per_request
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -331,7 +403,20 @@ mod tests {
         assert!(
             text.starts_with("random 1000x200x4: 200 items x 4 factors, top-5 over 30 requests")
         );
-        assert_eq!(text.lines().count(), 5);
+        assert_eq!(text.lines().count(), 5 + GROUP_SIZES.len());
+        let groups: Vec<usize> = report
+            .grouped_us_per_request
+            .iter()
+            .map(|g| g.group)
+            .collect();
+        assert_eq!(groups, GROUP_SIZES);
+        assert!(
+            report
+                .grouped_us_per_request
+                .iter()
+                .all(|g| g.us_per_request > 0.0)
+        );
+        assert!(text.contains("grouped scoring, groups of 128:"));
         Ok(())
     }
 }

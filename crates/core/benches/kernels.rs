@@ -1,6 +1,10 @@
 //! Criterion benchmarks of the two hot kernels: one SGD epoch over
 //! ML-100K-sized synthetic data (per kernel this CPU supports), and top-10
-//! selection over the ML-100K catalogue and a 60,000-item one.
+//! selection over the ML-100K catalogue and a 60,000-item one: one request
+//! at a time, and in groups, where the hand-written tile
+//! (`ItemIndex::top_n_many`) is compared with the same product through the
+//! `gemm` crate (sarah-quinones's, faer's engine) followed by the same
+//! selection, end to end.
 //!
 //! Run with `cargo bench -p recstream-core --bench kernels`.
 
@@ -11,7 +15,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use recstream_core::recommend::Scratch;
 use recstream_core::svd::kernels::{self, StepRates, StepRow};
 use recstream_core::synth::{SyntheticSpec, generate, random_model};
-use recstream_core::{Hyperparams, Rating, Recommender};
+use recstream_core::topn::{ItemIndex, Query, Scored, select_top_n};
+use recstream_core::{Hyperparams, Model, Rating, Recommender};
 
 type Step = fn(f32, f32, StepRow<'_>, &StepRates) -> f32;
 
@@ -101,5 +106,122 @@ fn topn(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sgd, topn);
+/// Users of a group: factor rows, rated items.
+struct Group<'a> {
+    model: &'a Model,
+    users: Vec<u32>,
+}
+
+impl Group<'_> {
+    fn queries(&self) -> Vec<Query<'_>> {
+        let (svd, seen) = (&self.model.svd, &self.model.seen);
+        self.users
+            .iter()
+            .map(|&u| Query {
+                factors: svd.user_row(u),
+                n: 10,
+                exclude: [seen.base_row(u), seen.added_row(u)],
+            })
+            .collect()
+    }
+}
+
+/// The group's product through `gemm` (scores = bias + users x items, one
+/// row per user), then the one-pass selection per user.
+fn gemm_then_select(
+    group: &Group<'_>,
+    factor_major: &[f32],
+    bias: &[f32],
+    scores: &mut Vec<f32>,
+    out: &mut [Vec<Scored>],
+) {
+    let svd = &group.model.svd;
+    let (m, n, k) = (group.users.len(), svd.n_items(), svd.n_factors);
+    let mut lhs = Vec::with_capacity(m * k);
+    for &u in &group.users {
+        lhs.extend_from_slice(svd.user_row(u));
+    }
+    scores.clear();
+    for _ in 0..m {
+        scores.extend_from_slice(bias);
+    }
+    // SAFETY: dst is m x n row-major (m * n floats), lhs m x k row-major,
+    // rhs k x n row-major (factor_major has k * n floats); strides in elements.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            scores.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            factor_major.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    let seen = &group.model.seen;
+    for ((&u, row), best) in group.users.iter().zip(scores.chunks_exact_mut(n)).zip(out) {
+        select_top_n(row, 10, &[seen.base_row(u), seen.added_row(u)], best);
+    }
+}
+
+fn grouped(c: &mut Criterion) {
+    for items in [1682usize, 60_000] {
+        let model = random_model(943, items, 100, 100, 1);
+        let svd = &model.svd;
+        let index = ItemIndex::build(svd);
+        let k = svd.n_factors;
+        let mut factor_major = vec![0.0f32; k * items];
+        for i in 0..items {
+            for f in 0..k {
+                factor_major[f * items + i] = svd.item_factors[i * k + f];
+            }
+        }
+        let bias = svd.item_bias.clone();
+        let mut group = c.benchmark_group(format!("grouped_top10_{items}"));
+        if items > 10_000 {
+            group.sample_size(10);
+        }
+        for size in [1usize, 8, 32, 128] {
+            group.throughput(criterion::Throughput::Elements(size as u64));
+            let mut at = 0u32;
+            let next = |at: &mut u32| {
+                let users = (0..size as u32).map(|i| (*at + i) % 943).collect();
+                *at = (*at + size as u32) % 943;
+                Group {
+                    model: &model,
+                    users,
+                }
+            };
+            let mut out = vec![Vec::new(); size];
+            group.bench_function(BenchmarkId::new("tile", size), |b| {
+                b.iter(|| {
+                    let g = next(&mut at);
+                    index.top_n_many(&g.queries(), &mut out);
+                })
+            });
+            let mut scores = Vec::new();
+            group.bench_function(BenchmarkId::new("gemm_then_select", size), |b| {
+                b.iter(|| {
+                    let g = next(&mut at);
+                    gemm_then_select(&g, &factor_major, &bias, &mut scores, &mut out);
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, sgd, topn, grouped);
 criterion_main!(benches);

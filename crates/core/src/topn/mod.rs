@@ -3,12 +3,21 @@
 //! Scoring one user against the catalogue is `b_i + q_i · p_u` for every item
 //! `i`. Kept item-major, that is a dot product per item, which vectorises
 //! poorly (a horizontal sum per item). [`ItemIndex`] instead stores the item
-//! factors transposed, in blocks of up to 2048 items: inside a block, one
-//! contiguous row per factor. Scoring a block is then `scores += p_u[f] *
-//! row_f` for each factor, a pure element-wise multiply-add whose 8 KiB of
-//! scores stay in L1 while the block streams past once, sequentially (which
-//! matters when a large catalogue does not fit in cache). Selection keeps the
-//! best `n` in a small sorted buffer in one pass, never sorting the catalogue.
+//! factors transposed, in panels of [`PANEL`] items: inside a panel, one
+//! contiguous row of 64 values per factor, and the panels one after the
+//! other, so the whole matrix streams past sequentially (which matters when
+//! a large catalogue does not fit in cache). Scoring a panel is then
+//! `scores += p_u[f] * row_f` for each factor, a pure element-wise
+//! multiply-add. [`ItemIndex::top_n_many`] does that for a
+//! group of users at once, with the scores in registers, and picks each
+//! user's best n as the panels go by; [`ItemIndex::score_into`] and
+//! [`select_top_n`] are the plain one-user path (whole score vector, then a
+//! selection), which offline evaluation uses and the tests check the
+//! grouped path against, score for score.
+
+mod tile;
+
+pub use tile::Query;
 
 use multiversion::multiversion;
 
@@ -28,29 +37,27 @@ pub struct Scored {
 pub struct ItemIndex {
     n_items: usize,
     n_factors: usize,
-    /// Items per block.
-    tile: usize,
-    /// Blocks of `tile` items; inside each, `n_factors` rows of `tile` values.
-    blocks: Vec<f32>,
-    /// `b_i` per item slot (blocks included), or negative infinity for slots
-    /// that must never be recommended: unknown items and padding.
+    /// Panels of [`PANEL`] items; inside each, `n_factors` rows of [`PANEL`] values.
+    panels: Vec<f32>,
+    /// `b_i` per item slot (padding included), or negative infinity for
+    /// slots that must never be recommended: unknown items and padding.
     bias: Vec<f32>,
 }
 
-/// Most items per block: 8 KiB of scores, which stay in L1.
-const MAX_TILE: usize = 2048;
+/// Items per panel: four 16-float AVX-512 registers (256 bytes) per factor
+/// row. A panel of 100 factors is 25 KiB, which stays in L1 while a group
+/// of users is scored against it.
+pub const PANEL: usize = 64;
 
 impl ItemIndex {
     /// Transposes the item side of `model`. Items the model never saw get a
     /// score of negative infinity and are never selected.
     pub fn build(model: &SvdModel) -> Self {
         let (n_items, k) = (model.n_items(), model.n_factors);
-        let tile = n_items.next_multiple_of(16).clamp(16, MAX_TILE);
         let mut index = ItemIndex {
             n_items: 0,
             n_factors: k,
-            tile,
-            blocks: Vec::new(),
+            panels: Vec::new(),
             bias: Vec::new(),
         };
         index.reserve(n_items);
@@ -71,6 +78,11 @@ impl ItemIndex {
         self.n_items
     }
 
+    /// Factors per item.
+    pub fn n_factors(&self) -> usize {
+        self.n_factors
+    }
+
     /// Replaces one item's bias and factors (after an online update), making
     /// it recommendable. Items beyond the current end extend the index.
     pub fn set_item(&mut self, item: u32, bias: f32, factors: &[f32]) {
@@ -82,109 +94,69 @@ impl ItemIndex {
         self.write(i, bias, factors);
     }
 
-    /// Makes room for `n_items` item slots, whole blocks at a time.
+    /// Makes room for `n_items` item slots, whole panels at a time.
     fn reserve(&mut self, n_items: usize) {
-        let blocks = n_items.div_ceil(self.tile);
-        self.blocks.resize(blocks * self.tile * self.n_factors, 0.0);
-        self.bias.resize(blocks * self.tile, f32::NEG_INFINITY);
+        let panels = n_items.div_ceil(PANEL);
+        self.panels.resize(panels * PANEL * self.n_factors, 0.0);
+        self.bias.resize(panels * PANEL, f32::NEG_INFINITY);
     }
 
     fn write(&mut self, item: usize, bias: f32, factors: &[f32]) {
-        let (block, offset) = (item / self.tile, item % self.tile);
+        let (panel, offset) = (item / PANEL, item % PANEL);
         self.bias[item] = bias;
-        let base = block * self.n_factors * self.tile + offset;
+        let base = panel * self.n_factors * PANEL + offset;
         for (f, &q) in factors.iter().take(self.n_factors).enumerate() {
-            self.blocks[base + f * self.tile] = q;
+            self.panels[base + f * PANEL] = q;
         }
     }
 
-    /// Writes `b_i + q_i · user_factors` for every item into `scores`.
+    /// Writes `b_i + q_i · user_factors` for every item into `scores`: the
+    /// reference arithmetic, starting from `b_i` and adding the products
+    /// factor by factor, each rounded (never fused).
     pub fn score_into(&self, user_factors: &[f32], scores: &mut Vec<f32>) {
         scores.clear();
         scores.extend_from_slice(&self.bias);
         if user_factors.len() == self.n_factors {
-            score_blocks(&self.blocks, self.tile, user_factors, scores);
+            score_panels(&self.panels, user_factors, scores);
         }
         scores.truncate(self.n_items);
     }
 
-    /// True when the item factors are too large for the L2 cache, where
-    /// scoring users together ([`ItemIndex::score_many_into`]) pays off.
-    /// (Measured: 1.8x per request at 60,000 items; at 1,682 items the
-    /// single-user loop is faster.)
-    pub fn prefers_groups(&self) -> bool {
-        self.blocks.len() * std::mem::size_of::<f32>() > (1 << 20)
-    }
-
-    /// Scores several users in one pass over the item factors: `scores[u]`
-    /// gets `b_i + q_i · users[u]` for every item. Each block of the matrix
-    /// is read once per group of [`GROUP`] users instead of once per user,
-    /// which is what makes batches of requests cheaper than single ones.
-    pub fn score_many_into(&self, users: &[&[f32]], scores: &mut [Vec<f32>]) {
-        for (users, scores) in users.chunks(GROUP).zip(scores.chunks_mut(GROUP)) {
-            for out in scores.iter_mut() {
-                out.clear();
-                out.extend_from_slice(&self.bias);
-            }
-            if users.iter().all(|u| u.len() == self.n_factors) {
-                let mut outs: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
-                score_group(&self.blocks, self.tile, self.n_factors, users, &mut outs);
-            }
-            for out in scores.iter_mut() {
-                out.truncate(self.n_items);
-            }
+    /// The best `query.n` items for each query, as [`ItemIndex::score_into`]
+    /// followed by [`select_top_n`] would pick them (the same scores, bit for
+    /// bit, and the same order and ties), but in one pass over the item
+    /// factors for the whole group and without a score vector: each panel
+    /// is scored for every user while it is in L1, and only items that beat
+    /// a user's current n-th best are looked at further. `out[i]` gets the
+    /// answer to `queries[i]`; its storage is reused.
+    pub fn top_n_many(&self, queries: &[Query<'_>], out: &mut [Vec<Scored>]) {
+        if queries.iter().all(|q| q.factors.len() == self.n_factors) {
+            tile::scan(crate::svd::kernels::Kernel::detect(), self, queries, out);
+            return;
+        }
+        // A factor row of the wrong length scores by bias alone, as score_into does.
+        let mut scores = Vec::new();
+        for (query, best) in queries.iter().zip(out.iter_mut()) {
+            self.score_into(query.factors, &mut scores);
+            select_top_n(&mut scores, query.n, &query.exclude, best);
         }
     }
 }
 
-#[multiversion(targets("x86_64+avx512f+fma", "x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
-fn score_blocks(blocks: &[f32], tile: usize, user: &[f32], scores: &mut [f32]) {
-    let block_len = tile * user.len();
-    for (block, out) in blocks
-        .chunks_exact(block_len)
-        .zip(scores.chunks_exact_mut(tile))
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2", "x86_64+avx", "aarch64+neon"))]
+fn score_panels(panels: &[f32], user: &[f32], scores: &mut [f32]) {
+    if user.is_empty() {
+        return;
+    }
+    let panel_len = PANEL * user.len();
+    for (panel, out) in panels
+        .chunks_exact(panel_len)
+        .zip(scores.chunks_exact_mut(PANEL))
     {
-        for (&p, row) in user.iter().zip(block.chunks_exact(tile)) {
+        for (&p, row) in user.iter().zip(panel.chunks_exact(PANEL)) {
             for (s, &q) in out.iter_mut().zip(row) {
                 *s += p * q;
             }
-        }
-    }
-}
-
-/// Users scored together in one pass over the item factors.
-pub const GROUP: usize = 8;
-
-/// Scores of a group kept in L1 at a time, in floats (16 KiB): a block is
-/// processed in sub-tiles of `L1_SCORES / users` items (512 for a full group,
-/// the whole block for a single user).
-const L1_SCORES: usize = 4096;
-
-#[multiversion(targets("x86_64+avx512f+fma", "x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
-fn score_group(blocks: &[f32], tile: usize, k: usize, users: &[&[f32]], outs: &mut [&mut [f32]]) {
-    use multiversion::target::target_cfg_f;
-    let sub_tile = (L1_SCORES / users.len().max(1)).max(16);
-    for (b, block) in blocks.chunks_exact(tile * k).enumerate() {
-        let base = b * tile;
-        let mut sub = 0;
-        while sub < tile {
-            let len = sub_tile.min(tile - sub);
-            for f in 0..k {
-                let row = &block[f * tile + sub..f * tile + sub + len];
-                for (user, out) in users.iter().zip(outs.iter_mut()) {
-                    let p = user[f];
-                    let out = &mut out[base + sub..base + sub + len];
-                    for (s, &q) in out.iter_mut().zip(row) {
-                        // Fused where the CPU has it (one rounding, one instruction).
-                        *s = if target_cfg_f!(target_feature = "fma") {
-                            q.mul_add(p, *s)
-                        } else {
-                            *s + p * q
-                        };
-                    }
-                }
-            }
-            sub += len;
         }
     }
 }
@@ -228,7 +200,7 @@ pub fn select_top_n(scores: &mut [f32], n: usize, exclude: &[&[u32]], out: &mut 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::data::RatingScale;
     use proptest::prelude::*;
@@ -248,7 +220,7 @@ mod tests {
         all
     }
 
-    fn model(n_items: usize, k: usize, seed: u64) -> SvdModel {
+    pub(super) fn model(n_items: usize, k: usize, seed: u64) -> SvdModel {
         let mut x = seed;
         let mut next = move || {
             x = x
@@ -321,23 +293,6 @@ mod tests {
         let mut out = Vec::new();
         select_top_n(&mut scores, 2, &[], &mut out);
         assert_eq!(out.iter().map(|s| s.item).collect::<Vec<_>>(), vec![1, 2]);
-    }
-
-    #[test]
-    fn scoring_many_users_at_once_matches_one_at_a_time() {
-        let users: Vec<SvdModel> = (0..11).map(|seed| model(3000, 33, seed)).collect();
-        let index = ItemIndex::build(&users[0]);
-        let rows: Vec<&[f32]> = users.iter().map(|m| m.user_row(0)).collect();
-        let mut many = vec![Vec::new(); rows.len()];
-        index.score_many_into(&rows, &mut many);
-        for (row, batch) in rows.iter().zip(&many) {
-            let mut single = Vec::new();
-            index.score_into(row, &mut single);
-            assert_eq!(single.len(), 3000);
-            for (a, b) in single.iter().zip(batch) {
-                assert!((a - b).abs() < 1e-4);
-            }
-        }
     }
 
     proptest! {
