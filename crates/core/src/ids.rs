@@ -82,8 +82,9 @@ impl<'de> serde::Deserialize<'de> for RawId {
     }
 }
 
-/// Parses `text` as an integer only when printing that integer gives `text` back.
-fn canonical_int(text: &str) -> Option<i64> {
+/// Parses `text` as an integer only when printing that integer gives `text`
+/// back: the ids that JSON carries as numbers.
+pub fn canonical_int(text: &str) -> Option<i64> {
     let digits = text.strip_prefix('-').unwrap_or(text);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

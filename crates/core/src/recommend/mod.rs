@@ -5,13 +5,20 @@
 //! known user gets the `n` best-scoring items they have not rated; an unknown
 //! user gets the most popular well-rated items (what the model itself
 //! predicts for someone it knows nothing about: `mu + b_i`, among items with
-//! at least the median number of ratings), flagged `cold_start`.
+//! at least the median number of ratings), flagged `cold_start`. The
+//! streaming worker takes the answers as JSON bytes instead ([`json`]),
+//! which skips building owned strings per recommended item.
+
+mod json;
 
 use serde::Serialize;
 
 use crate::ids::RawId;
 use crate::model::Model;
 use crate::topn::{ItemIndex, Query, Scored};
+
+use json::ItemJson;
+pub use json::{JsonAnswer, JsonAnswers};
 
 /// The most items one request may ask for.
 pub const MAX_N: usize = 100;
@@ -46,6 +53,16 @@ pub struct Recommendations {
 pub struct Scratch {
     /// One best-n list per request of a group.
     best: Vec<Vec<Scored>>,
+    /// The dense index of each request's user, when known.
+    users: Vec<Option<u32>>,
+}
+
+/// What a request gets, before it is written out.
+enum Answer<'a> {
+    /// A known user and their best items (unclipped scores, before `mu + b_u`).
+    Known { user: u32, best: &'a [Scored] },
+    /// An unknown user: the popular list.
+    Cold,
 }
 
 /// A model ready to answer requests.
@@ -55,6 +72,7 @@ pub struct Recommender {
     index: ItemIndex,
     popular: Vec<u32>,
     version: String,
+    item_json: ItemJson,
 }
 
 impl Recommender {
@@ -63,11 +81,13 @@ impl Recommender {
         let index = ItemIndex::build(&model.svd);
         let popular = cold_start_ranking(&model);
         let version = model.version();
+        let item_json = ItemJson::build(&model);
         Recommender {
             model,
             index,
             popular,
             version,
+            item_json,
         }
     }
 
@@ -92,6 +112,7 @@ impl Recommender {
             f32::NEG_INFINITY
         };
         self.index.set_item(item, bias, svd.item_row(item));
+        self.item_json.extend_to(&self.model);
     }
 
     /// The version string replies carry.
@@ -133,11 +154,59 @@ impl Recommender {
         requests: &[(&str, usize)],
         scratch: &mut Scratch,
     ) -> Vec<Recommendations> {
-        let users: Vec<Option<u32>> = requests
-            .iter()
-            .map(|(uid, _)| self.known_user(uid))
-            .collect();
-        let queries: Vec<Query<'_>> = users
+        let mut answers = Vec::with_capacity(requests.len());
+        self.each_answer(requests, scratch, |uid, n, answer| {
+            answers.push(match answer {
+                Answer::Known { user, best } => self.known_answer(uid, user, best),
+                Answer::Cold => self.cold_answer(uid, n),
+            });
+        });
+        answers
+    }
+
+    /// As [`Recommender::recommend_many`], but each answer's
+    /// `recommendations` array is written as JSON into `out` (cleared
+    /// first), byte for byte what serialising [`Recommendations`] writes
+    /// for it, without building a [`Recommendation`] per item.
+    pub fn answer_many_json(
+        &self,
+        requests: &[(&str, usize)],
+        scratch: &mut Scratch,
+        out: &mut JsonAnswers,
+    ) {
+        out.clear();
+        let svd = &self.model.svd;
+        let clip = |estimate: f32| svd.scale.clip(estimate);
+        self.each_answer(requests, scratch, |_, n, answer| match answer {
+            Answer::Known { user, best } => out.push(false, |items| {
+                let offset = svd.global_mean + svd.user_bias[user as usize];
+                for s in best {
+                    items.item(&self.item_json, &self.model, s.item, clip(offset + s.score));
+                }
+            }),
+            Answer::Cold => out.push(true, |items| {
+                for &i in self.popular.iter().take(n.min(MAX_N)) {
+                    let estimate = svd.global_mean + svd.item_bias[i as usize];
+                    items.item(&self.item_json, &self.model, i, clip(estimate));
+                }
+            }),
+        });
+    }
+
+    /// Scores the known users among `requests` together, then calls
+    /// `each(uid, n, answer)` for every request, in order.
+    fn each_answer(
+        &self,
+        requests: &[(&str, usize)],
+        scratch: &mut Scratch,
+        mut each: impl FnMut(&str, usize, Answer<'_>),
+    ) {
+        scratch.users.clear();
+        scratch
+            .users
+            .extend(requests.iter().map(|(uid, _)| self.known_user(uid)));
+        let queries: Vec<Query<'_>> = scratch
+            .users
             .iter()
             .zip(requests)
             .filter_map(|(u, &(_, n))| u.map(|u| self.query(u, n)))
@@ -148,16 +217,12 @@ impl Recommender {
         let lists = &mut scratch.best[..queries.len()];
         self.index.top_n_many(&queries, lists);
         let mut lists = lists.iter();
-        users
-            .iter()
-            .zip(requests)
-            .map(
-                |(u, &(uid, n))| match u.and_then(|u| Some((u, lists.next()?))) {
-                    Some((u, best)) => self.known_answer(uid, u, best),
-                    None => self.cold_answer(uid, n),
-                },
-            )
-            .collect()
+        for (u, &(uid, n)) in scratch.users.iter().zip(requests) {
+            match u.and_then(|u| Some((u, lists.next()?))) {
+                Some((user, best)) => each(uid, n, Answer::Known { user, best }),
+                None => each(uid, n, Answer::Cold),
+            }
+        }
     }
 
     /// True when [`Recommender::recommend_many`] is cheaper per request than
@@ -258,7 +323,12 @@ fn cold_start_ranking(model: &Model) -> Vec<u32> {
 }
 
 fn four_decimals<S: serde::Serializer>(score: &f32, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64((f64::from(*score) * 1e4).round() / 1e4)
+    serializer.serialize_f64(round4(*score))
+}
+
+/// A score as replies carry it: rounded to four decimals.
+fn round4(score: f32) -> f64 {
+    (f64::from(score) * 1e4).round() / 1e4
 }
 
 #[cfg(test)]
@@ -437,6 +507,69 @@ mod tests {
             for (&(uid, n), want) in requests.iter().zip(&expected) {
                 assert_eq!(&rec.recommend_with(uid, n, &mut scratch), want);
             }
+        }
+    }
+
+    /// The bytes a worker replies with must be exactly what serialising the
+    /// owned answers writes: ids as numbers or strings, escaped titles,
+    /// rounded and clipped scores, cold starts, n of 0, items added online.
+    #[test]
+    fn json_answers_are_the_serialised_recommendations_byte_for_byte() {
+        let mut model = crate::synth::random_model(40, 300, 8, 20, 5);
+        for (i, title) in model.titles.iter_mut().enumerate() {
+            *title = [
+                "",
+                "Kolya (1996)",
+                "a \"quoted\" \\ title",
+                "Amélie\n\t\u{1}",
+                "tt",
+            ][i % 5]
+                .into();
+        }
+        let mut rec = Recommender::new(model);
+        // An item added while serving: a placeholder first, then its state.
+        let state = crate::online::EntityState {
+            id: RawId::new("new \"movie\""),
+            bias: 2.0,
+            factors: vec![0.5; 8],
+            count: 3,
+        };
+        let user = crate::online::EntityState {
+            id: RawId::new("7"),
+            bias: 0.1,
+            factors: vec![0.3; 8],
+            count: 9,
+        };
+        rec.apply_user(&user, &[RawId::new("007"), RawId::new("1")]);
+        rec.apply_item(&state);
+        let ids: Vec<String> = (0..45).map(|u| u.to_string()).chain(["x".into()]).collect();
+        let requests: Vec<(&str, usize)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), [10, 0, 1, 100, 3][i % 5]))
+            .collect();
+        let (mut scratch, mut json) = (Scratch::default(), JsonAnswers::default());
+        let mut written = String::new();
+        for group in [1, 7, 46] {
+            for chunk in requests.chunks(group) {
+                let owned = rec.recommend_many(chunk, &mut scratch);
+                rec.answer_many_json(chunk, &mut scratch, &mut json);
+                assert_eq!(json.len(), owned.len());
+                for (i, want) in owned.iter().enumerate() {
+                    let got = json.get(i).unwrap();
+                    assert_eq!(
+                        std::str::from_utf8(got.recommendations).unwrap(),
+                        serde_json::to_string(&want.recommendations).unwrap()
+                    );
+                    assert_eq!(got.cold_start, want.cold_start);
+                    written.push_str(std::str::from_utf8(got.recommendations).unwrap());
+                }
+            }
+        }
+        assert!(json.get(usize::MAX).is_none());
+        let premises = [r#""iid":"new \"movie\"""#, r#"a \"quoted\" \\ title"#];
+        for premise in premises {
+            assert!(written.contains(premise), "{premise} is among the answers");
         }
     }
 
