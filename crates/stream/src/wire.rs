@@ -4,16 +4,25 @@
 //! a panic and never a silent drop. Requests are `{"uid": 196}` with `uid` a
 //! JSON number or string, optional `n` (1 to 100) and optional `request_id`
 //! (any JSON value, echoed back). Replies extend the core's
-//! [`Recommendations`] with that `request_id`. Rejections go to the
+//! [`Recommendations`] with that `request_id`, written by hand
+//! ([`write_reply`]) around the answer's JSON from the core, byte for byte
+//! what serialising them writes. Requests are read borrowed from the
+//! message: the usual ones (integer or plain-string ids) cost no allocation;
+//! anything else goes through a full JSON parse, which also names what is
+//! wrong with a bad one. Rejections go to the
 //! dead-letter topic as a [`DeadLetter`] that carries the reason and the
 //! original bytes losslessly (as text when they are UTF-8, base64 otherwise),
 //! so nothing is lost and a fixed producer can replay them.
 
+use std::borrow::Cow;
+
 use base64::Engine;
+use recstream_core::RawId;
+use recstream_core::ids::canonical_int;
 use recstream_core::recommend::MAX_N;
-use recstream_core::{RawId, Recommendations};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Largest request accepted, in bytes; anything larger is dead-lettered.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -29,15 +38,16 @@ pub const MAX_DEAD_LETTER_BYTES: usize = 512 * 1024;
 /// one was refused by the broker (a topic with a small `max.message.bytes`).
 pub const MIN_DEAD_LETTER_BYTES: usize = 4 * 1024;
 
-/// A valid recommendation request.
+/// A valid recommendation request, borrowing from the message when it can.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Request {
+pub struct Request<'a> {
     /// The user id, as text (numbers are printed canonically).
-    pub uid: RawId,
+    pub uid: Cow<'a, str>,
     /// How many recommendations, if the request says.
     pub n: Option<usize>,
-    /// Echoed back in the reply.
-    pub request_id: Option<Value>,
+    /// Echoed back in the reply: the JSON text of the request's
+    /// `request_id` as `serde_json` writes it (`None` when absent or null).
+    pub request_id: Option<Cow<'a, str>>,
 }
 
 /// Why a message is not a valid request. The `code` names the reason in
@@ -237,7 +247,95 @@ fn json_object(
 }
 
 /// Parses a request payload (`None` is a Kafka tombstone).
-pub fn parse_request(payload: Option<&[u8]>, max_bytes: usize) -> Result<Request, Rejection> {
+pub fn parse_request(payload: Option<&[u8]>, max_bytes: usize) -> Result<Request<'_>, Rejection> {
+    match payload {
+        Some(bytes) if !bytes.is_empty() && bytes.len() <= max_bytes => {
+            match std::str::from_utf8(bytes).ok().and_then(plain_request) {
+                Some(request) => Ok(request),
+                None => parse_request_fully(payload, max_bytes),
+            }
+        }
+        _ => parse_request_fully(payload, max_bytes),
+    }
+}
+
+/// The fields of a request, borrowed as raw JSON.
+#[derive(serde::Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    uid: Option<&'a RawValue>,
+    #[serde(borrow)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request_id: Option<&'a RawValue>,
+}
+
+/// A request whose fields are all of the usual kinds, read without
+/// allocating: an integer or plain string `uid`, `n` from 1 to 100, an
+/// integer or plain string `request_id`. `None` for anything else (other
+/// kinds, escapes, duplicate fields, bad input), which
+/// [`parse_request_fully`] then reads or rejects, so both give the same
+/// answer for every input.
+fn plain_request(text: &str) -> Option<Request<'_>> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let raw: RawRequest<'_> = serde_json::from_str(text).ok()?;
+    let uid = raw.uid?.get();
+    let uid = match plain_string(uid) {
+        Some(s) if !s.trim().is_empty() => s,
+        Some(_) => return None,
+        None => plain_integer(uid)?,
+    };
+    let n = match raw.n {
+        None => None,
+        Some(n) => Some(
+            n.get()
+                .parse::<usize>()
+                .ok()
+                .filter(|v| (1..=MAX_N).contains(v))?,
+        ),
+    };
+    let request_id = match raw.request_id {
+        None => None,
+        Some(id) => {
+            let id = id.get();
+            plain_string(id).or_else(|| plain_integer(id))?;
+            Some(Cow::Borrowed(id))
+        }
+    };
+    Some(Request {
+        uid: Cow::Borrowed(uid),
+        n,
+        request_id,
+    })
+}
+
+/// The contents of a JSON string token without escapes.
+fn plain_string(token: &str) -> Option<&str> {
+    let inner = token.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains(['\\', '"'])).then_some(inner)
+}
+
+/// A JSON integer token that `serde_json` reads as a 64-bit integer and
+/// writes back as the same text (`-0` is written `0`; larger integers are
+/// floats).
+fn plain_integer(token: &str) -> Option<&str> {
+    let digits = token.strip_prefix('-').unwrap_or(token);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && token != "-0";
+    let fits = token.parse::<i64>().is_ok() || token.parse::<u64>().is_ok();
+    (canonical && fits).then_some(token)
+}
+
+/// Parses a request payload with a full JSON parse, rejecting it with the
+/// reason when it is not a valid request.
+fn parse_request_fully(
+    payload: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<Request<'static>, Rejection> {
     let mut fields = json_object(payload, max_bytes).map_err(|mut r| {
         if r.code == RejectCode::NotAnObject {
             r.message = "expected a JSON object like {\"uid\": 196}".into();
@@ -271,8 +369,15 @@ pub fn parse_request(payload: Option<&[u8]>, max_bytes: usize) -> Result<Request
             ));
         }
     };
-    let request_id = fields.remove("request_id");
-    Ok(Request { uid, n, request_id })
+    let request_id = match fields.remove("request_id") {
+        None | Some(Value::Null) => None,
+        Some(id) => Some(Cow::Owned(id.to_string())),
+    };
+    Ok(Request {
+        uid: Cow::Owned(String::from(uid.as_str())),
+        n,
+        request_id,
+    })
 }
 
 fn describe(value: &Value) -> String {
@@ -283,32 +388,48 @@ fn describe(value: &Value) -> String {
     }
 }
 
-/// The reply written to the output topic.
-#[derive(Debug, Serialize)]
-pub struct Reply<'a> {
-    /// The user, as in the request.
-    pub uid: &'a RawId,
-    /// Echo of the request's `request_id` (null when absent).
-    pub request_id: &'a Option<Value>,
-    /// Best first.
-    pub recommendations: &'a [recstream_core::Recommendation],
-    /// Identifies the model that answered.
-    pub model_version: &'a str,
-    /// True when the user is unknown and got the popular list.
-    pub cold_start: bool,
+/// Writes the reply to `request` into `out`: `{"uid":..,"request_id":..,
+/// "recommendations":..,"model_version":..,"cold_start":..}`, the uid as a
+/// JSON number when it is a canonical integer, `request_id` echoed (`null`
+/// when absent), `recommendations` the core's JSON for the answer.
+pub fn write_reply(
+    out: &mut Vec<u8>,
+    request: &Request<'_>,
+    recommendations: &[u8],
+    model_version: &str,
+    cold_start: bool,
+) {
+    out.extend_from_slice(b"{\"uid\":");
+    write_id(out, &request.uid);
+    out.extend_from_slice(b",\"request_id\":");
+    match &request.request_id {
+        Some(id) => out.extend_from_slice(id.as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"recommendations\":");
+    out.extend_from_slice(recommendations);
+    out.extend_from_slice(b",\"model_version\":");
+    write_string(out, model_version);
+    out.extend_from_slice(if cold_start {
+        b",\"cold_start\":true}"
+    } else {
+        b",\"cold_start\":false}"
+    });
 }
 
-/// Serialises the reply to a request.
-pub fn encode_reply(request: &Request, answer: &Recommendations) -> Vec<u8> {
-    let reply = Reply {
-        uid: &request.uid,
-        request_id: &request.request_id,
-        recommendations: &answer.recommendations,
-        model_version: &answer.model_version,
-        cold_start: answer.cold_start,
-    };
-    // Serialising plain structs of strings and numbers cannot fail.
-    serde_json::to_vec(&reply).unwrap_or_default()
+/// An id as [`RawId`] serialises it: a number when canonical, a string otherwise.
+fn write_id(out: &mut Vec<u8>, id: &str) {
+    if canonical_int(id).is_some() {
+        out.extend_from_slice(id.as_bytes());
+    } else {
+        write_string(out, id);
+    }
+}
+
+/// A JSON string, escaped as `serde_json` escapes it.
+fn write_string(out: &mut Vec<u8>, text: &str) {
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 /// Where a rejected message came from.
@@ -489,7 +610,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn parse(text: &str) -> Result<Request, Rejection> {
+    fn parse(text: &str) -> Result<Request<'_>, Rejection> {
         parse_request(Some(text.as_bytes()), DEFAULT_MAX_REQUEST_BYTES)
     }
 
@@ -499,13 +620,72 @@ mod tests {
 
     #[test]
     fn accepts_numbers_strings_n_and_request_ids() {
-        assert_eq!(parse(r#"{"uid":196}"#).unwrap().uid.as_str(), "196");
-        assert_eq!(parse(r#"{"uid":"196"}"#).unwrap().uid.as_str(), "196");
-        assert_eq!(parse(r#"{"uid":"u-7"}"#).unwrap().uid.as_str(), "u-7");
+        assert_eq!(parse(r#"{"uid":196}"#).unwrap().uid, "196");
+        assert_eq!(parse(r#"{"uid":"196"}"#).unwrap().uid, "196");
+        assert_eq!(parse(r#"{"uid":"u-7"}"#).unwrap().uid, "u-7");
         let r = parse(r#"{"uid": 5, "n": 3, "request_id": "abc", "extra": true}"#).unwrap();
-        assert_eq!((r.n, r.request_id), (Some(3), Some(Value::from("abc"))));
+        assert_eq!((r.n, r.request_id.as_deref()), (Some(3), Some(r#""abc""#)));
         let r = parse(r#"{"uid": 5, "request_id": {"trace": [1, 2]}}"#).unwrap();
-        assert_eq!(r.request_id.unwrap()["trace"][1], 2);
+        assert_eq!(r.request_id.as_deref(), Some(r#"{"trace":[1,2]}"#));
+        let r = parse(r#"{"uid": "caf\u00e9", "request_id": null}"#).unwrap();
+        assert_eq!((&*r.uid, r.request_id), ("café", None));
+    }
+
+    /// JSON values of every kind a request field may hold, the tricky ones
+    /// included: escapes, `-0`, integers past 64 bits, floats, blanks.
+    const VALUES: [&str; 20] = [
+        "196",
+        "0",
+        "-7",
+        "-0",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775808",
+        "1.5",
+        "1e2",
+        "100",
+        "101",
+        "null",
+        "true",
+        r#""196""#,
+        r#""u \"7\"""#,
+        r#""caf\u00e9""#,
+        r#"" ""#,
+        r#""""#,
+        "[1]",
+        r#"{"a": [1, {"b": null}]}"#,
+    ];
+
+    /// A request object from fields picked by `picks` (field, value), duplicates possible.
+    fn object(picks: &[(usize, usize)]) -> String {
+        let fields: Vec<String> = picks
+            .iter()
+            .map(|&(f, v)| {
+                let name = ["uid", "n", "request_id", "other"][f % 4];
+                format!("\"{name}\": {}", VALUES[v % VALUES.len()])
+            })
+            .collect();
+        format!("{{{}}}", fields.join(", "))
+    }
+
+    #[test]
+    fn the_usual_requests_are_read_without_a_full_parse() {
+        for text in [
+            r#"{"uid":196}"#,
+            r#"{"uid": "u-7", "n": 5, "request_id": "r-1", "extra": [1]}"#,
+            r#" {"request_id": 42, "uid": -3}"#,
+        ] {
+            let plain = plain_request(text).expect(text);
+            assert!(matches!(plain.uid, Cow::Borrowed(_)), "{text}");
+            assert_eq!(Ok(plain), parse(text).map_err(|r| r.code));
+        }
+        for text in [
+            r#"{"uid": "caf\u00e9"}"#,
+            r#"{"uid": 1, "uid": 2}"#,
+            "[196]",
+        ] {
+            assert!(plain_request(text).is_none(), "{text}");
+        }
     }
 
     #[test]
@@ -713,10 +893,65 @@ mod tests {
             let _ = parse_rating(Some(&bytes), 100);
         }
 
+        /// The allocation-free reading and the full parse agree on every
+        /// request: the same fields, or the same rejection.
+        #[test]
+        fn reading_borrowed_agrees_with_the_full_parse(
+            picks in proptest::collection::vec((0usize..4, 0usize..VALUES.len()), 0..5),
+        ) {
+            let text = object(&picks);
+            let full = parse_request_fully(Some(text.as_bytes()), DEFAULT_MAX_REQUEST_BYTES);
+            prop_assert_eq!(parse(&text), full.clone());
+            if let Some(plain) = plain_request(&text) {
+                prop_assert_eq!(Ok(plain), full);
+            }
+        }
+
+        /// The reply written by hand is what serialising the same fields writes.
+        #[test]
+        fn replies_are_what_serde_writes(
+            picks in proptest::collection::vec((0usize..4, 0usize..VALUES.len()), 1..5),
+            version in "[a-z0-9+\"\\\\]{0,12}",
+            cold_start in any::<bool>(),
+            scores in proptest::collection::vec(-10.0f32..10.0, 0..4),
+        ) {
+            let text = object(&picks);
+            let Ok(request) = parse(&text) else { return Ok(()) };
+            let recommendations: Vec<recstream_core::Recommendation> = scores
+                .iter()
+                .enumerate()
+                .map(|(i, &score)| recstream_core::Recommendation {
+                    iid: RawId::new(["7", "007", "x\"y"][i % 3]),
+                    title: "T".repeat(i),
+                    score,
+                })
+                .collect();
+            #[derive(Serialize)]
+            struct Reply<'a> {
+                uid: RawId,
+                request_id: Option<Value>,
+                recommendations: &'a [recstream_core::Recommendation],
+                model_version: &'a str,
+                cold_start: bool,
+            }
+            let expected = serde_json::to_vec(&Reply {
+                uid: RawId::new(&*request.uid),
+                request_id: request.request_id.as_deref().map(|id| serde_json::from_str(id).unwrap()),
+                recommendations: &recommendations,
+                model_version: &version,
+                cold_start,
+            }).unwrap();
+            let mut written = Vec::new();
+            let array = serde_json::to_vec(&recommendations).unwrap();
+            write_reply(&mut written, &request, &array, &version, cold_start);
+            prop_assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(expected).unwrap());
+        }
+
         #[test]
         fn integer_uids_round_trip_as_text(uid in any::<i64>(), n in 1usize..=100) {
-            let r = parse(&format!(r#"{{"uid": {uid}, "n": {n}}}"#)).unwrap();
-            prop_assert_eq!(r.uid.as_str(), uid.to_string());
+            let text = format!(r#"{{"uid": {uid}, "n": {n}}}"#);
+            let r = parse(&text).unwrap();
+            prop_assert_eq!(&*r.uid, uid.to_string());
             prop_assert_eq!(r.n, Some(n));
         }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use recstream_core::Recommender;
-use recstream_core::recommend::Scratch;
+use recstream_core::recommend::{JsonAnswer, JsonAnswers, Scratch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::consume::{Event, Incoming};
@@ -64,7 +64,7 @@ pub(crate) enum Scored {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH: RefCell<ChunkScratch> = RefCell::new(ChunkScratch::default());
 }
 
 /// The scoring side of a worker: its thread pool, the model it serves and
@@ -192,94 +192,138 @@ fn score_chunk(
     rules: &Rules,
     model: &ServingModel,
 ) -> Vec<Scored> {
-    let parsed: Vec<Parsed> = events
-        .into_iter()
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => score_chunk_with(&events, recommender, rules, model, &mut scratch),
+        Err(_) => score_chunk_with(
+            &events,
+            recommender,
+            rules,
+            model,
+            &mut ChunkScratch::default(),
+        ),
+    })
+}
+
+/// [`score_chunk`] with the buffers it reuses: requests are read borrowed
+/// from the messages, and the answers are written as JSON by the core.
+fn score_chunk_with(
+    events: &[Event],
+    recommender: &Recommender,
+    rules: &Rules,
+    model: &ServingModel,
+    scratch: &mut ChunkScratch,
+) -> Vec<Scored> {
+    let parsed: Vec<Parsed<'_>> = events
+        .iter()
         .map(|event| match event {
             Event::Rebalance(notice) => Parsed::Rebalance(notice),
-            Event::Message(message) => {
-                let request =
-                    wire::parse_request(message.payload.as_deref(), rules.max_request_bytes);
-                Parsed::Message(message, request)
-            }
+            Event::Message(message) => Parsed::Message(
+                message,
+                wire::parse_request(message.payload.as_deref(), rules.max_request_bytes),
+            ),
         })
         .collect();
     let asks: Vec<(&str, usize)> = parsed
         .iter()
         .filter_map(|p| match p {
             Parsed::Message(_, Ok(request)) => {
-                Some((request.uid.as_str(), request.n.unwrap_or(rules.default_n)))
+                Some((&*request.uid, request.n.unwrap_or(rules.default_n)))
             }
             _ => None,
         })
         .collect();
-    let mut answers = SCRATCH
-        .with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => recommender.recommend_many(&asks, &mut scratch),
-            Err(_) => recommender.recommend_many(&asks, &mut Scratch::default()),
-        })
-        .into_iter();
+    let ChunkScratch { scratch, answers } = scratch;
+    recommender.answer_many_json(&asks, scratch, answers);
+    let version = recommender.version();
+    let mut next = 0;
     parsed
-        .into_iter()
+        .iter()
         .map(|p| match p {
-            Parsed::Rebalance(notice) => Scored::Rebalance(notice),
-            Parsed::Message(message, Ok(request)) => match answers.next() {
-                Some(answer) => {
-                    model.answered(request.uid.as_str());
-                    Scored::Output(reply(message, &request, &answer))
-                }
-                None => Scored::Output(reply(
-                    message,
-                    &request,
-                    &recommender.recommend(request.uid.as_str(), rules.default_n),
-                )),
-            },
+            Parsed::Rebalance(notice) => Scored::Rebalance((*notice).clone()),
+            Parsed::Message(message, Ok(request)) => {
+                let answer = answers.get(next);
+                next += 1;
+                model.answered(&request.uid);
+                Scored::Output(match answer {
+                    Some(answer) => reply(message, request, answer, version),
+                    // One answer per request is written; should that ever
+                    // fail, the request is answered alone.
+                    None => {
+                        let mut one = JsonAnswers::default();
+                        let ask = (&*request.uid, request.n.unwrap_or(rules.default_n));
+                        recommender.answer_many_json(&[ask], &mut Scratch::default(), &mut one);
+                        let empty = JsonAnswer {
+                            recommendations: b"[]",
+                            cold_start: true,
+                        };
+                        reply(message, request, one.get(0).unwrap_or(empty), version)
+                    }
+                })
+            }
             Parsed::Message(message, Err(rejection)) => {
-                Scored::Output(dead_letter(message, &rejection, rules))
+                Scored::Output(dead_letter(message, rejection, rules))
             }
         })
         .collect()
 }
 
-enum Parsed {
-    Rebalance(RebalanceNotice),
-    Message(Incoming, Result<wire::Request, wire::Rejection>),
+/// The buffers a scoring thread reuses from chunk to chunk.
+#[derive(Debug, Default)]
+struct ChunkScratch {
+    scratch: Scratch,
+    answers: JsonAnswers,
+}
+
+/// An event of a chunk, its request read.
+enum Parsed<'a> {
+    Rebalance(&'a RebalanceNotice),
+    Message(&'a Incoming, Result<wire::Request<'a>, wire::Rejection>),
 }
 
 /// The reply to a valid request, keyed by its uid.
 fn reply(
-    message: Incoming,
-    request: &wire::Request,
-    answer: &recstream_core::Recommendations,
+    message: &Incoming,
+    request: &wire::Request<'_>,
+    answer: JsonAnswer<'_>,
+    version: &str,
 ) -> Output {
+    // Room for the envelope around the answer, so the payload is allocated once.
+    let room = answer.recommendations.len()
+        + request.uid.len()
+        + request.request_id.as_ref().map_or(0, |id| id.len())
+        + version.len()
+        + 96;
+    let mut payload = Vec::with_capacity(room);
+    wire::write_reply(
+        &mut payload,
+        request,
+        answer.recommendations,
+        version,
+        answer.cold_start,
+    );
     Output {
         position: message.position,
         destination: Destination::Reply {
             cold_start: answer.cold_start,
         },
-        key: Some(request.uid.as_str().as_bytes().to_vec()),
-        payload: wire::encode_reply(request, answer),
+        key: Some(request.uid.as_bytes().to_vec()),
+        payload,
         request_timestamp_ms: message.timestamp_ms,
     }
 }
 
 /// The dead letter for an invalid message, keyed as the message was.
-fn dead_letter(message: Incoming, rejection: &wire::Rejection, rules: &Rules) -> Output {
-    let Incoming {
-        position,
-        key,
-        payload,
-        timestamp_ms,
-    } = message;
+fn dead_letter(message: &Incoming, rejection: &wire::Rejection, rules: &Rules) -> Output {
     let origin = Origin {
         topic: &rules.input_topic,
-        partition: position.partition,
-        offset: position.offset,
+        partition: message.position.partition,
+        offset: message.position.offset,
     };
     Output {
-        position,
+        position: message.position,
         destination: Destination::DeadLetter(rejection.code),
-        payload: wire::encode_dead_letter(rejection, &origin, payload.as_deref()),
-        key,
-        request_timestamp_ms: timestamp_ms,
+        payload: wire::encode_dead_letter(rejection, &origin, message.payload.as_deref()),
+        key: message.key.clone(),
+        request_timestamp_ms: message.timestamp_ms,
     }
 }
