@@ -10,17 +10,21 @@
 //! histogram (nanoseconds), because a mean over a shared 2-core machine
 //! hides the tail. Answering 64 requests together, as the streaming worker
 //! does, is timed as a third figure: per request, over the whole batch.
-//! Last, grouped scoring on its own: requests answered in groups of 1, 8,
-//! 32 and 128 (one pass over the item factors per group), the group sizes
+//! Last, grouped scoring as the worker does it: requests answered in groups
+//! of 1, 8, 32 and 128 (one pass over the item factors per group), written
+//! as the JSON the replies carry, the group sizes
 //! taking turns in rounds so that all see the same machine load, each
-//! reported as the median over the rounds of the time per request.
+//! reported as the median over the rounds of the time per request. On CPUs
+//! with AVX-512 BF16 grouped scoring goes through a bf16 candidate pass
+//! with an exact re-rank; the exact kernels alone are then timed in the
+//! same rounds, as its peer.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use recstream_core::recommend::Scratch;
+use recstream_core::recommend::{JsonAnswers, Scratch};
 use recstream_core::svd::kernels::dot;
 use recstream_core::synth::random_model;
 use recstream_core::{Model, Recommender, modelfile};
@@ -135,6 +139,60 @@ pub struct TopnReport {
     /// Per request when answered in groups, one entry per group size in
     /// [`GROUP_SIZES`] order: the median over the rounds.
     pub grouped_us_per_request: Vec<GroupTiming>,
+    /// Whether grouped scoring used the bf16 candidate pass.
+    pub bf16: bool,
+    /// The same with the exact kernels only, in the same rounds (equal to
+    /// the above when the bf16 pass is not available).
+    pub grouped_exact_us_per_request: Vec<GroupTiming>,
+    /// Every known user's answer both ways, compared: how many users, how
+    /// many answers were identical (items, order and scores), and the
+    /// recall of the exact top n among the default path's.
+    pub agreement: Agreement,
+}
+
+/// How the default path's answers compare with the exact kernels'.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agreement {
+    /// Users compared (every user the model knows).
+    pub users: usize,
+    /// Answers identical in items, order and scores.
+    pub identical: usize,
+    /// Fraction of the exact top-n items that the default path returned.
+    pub recall: f64,
+}
+
+/// Compares both recommenders' answers for every user, in groups of 64.
+fn agreement(
+    recommender: &Recommender,
+    exact: &Recommender,
+    users: &[String],
+    n: usize,
+) -> Agreement {
+    let asks: Vec<(&str, usize)> = users.iter().map(|u| (u.as_str(), n)).collect();
+    let mut scratch = Scratch::default();
+    let (mut identical, mut found, mut wanted) = (0usize, 0usize, 0usize);
+    for group in asks.chunks(BATCH) {
+        let got = recommender.recommend_many(group, &mut scratch);
+        let want = exact.recommend_many(group, &mut scratch);
+        for (got, want) in got.iter().zip(&want) {
+            identical += usize::from(got == want);
+            wanted += want.recommendations.len();
+            found += want
+                .recommendations
+                .iter()
+                .filter(|w| got.recommendations.iter().any(|g| g.iid == w.iid))
+                .count();
+        }
+    }
+    Agreement {
+        users: users.len(),
+        identical,
+        recall: if wanted == 0 {
+            1.0
+        } else {
+            found as f64 / wanted as f64
+        },
+    }
 }
 
 /// Time per request at one group size.
@@ -154,9 +212,11 @@ pub fn run(source: &ModelSource, spec: &TopnSpec) -> Result<TopnReport, BenchErr
         return Err(BenchError::NoUsers);
     }
     let recommender = Recommender::new(model);
+    let exact = recommender.clone().without_bf16();
     let requests = spec.requests.max(1);
     let mut timer = Timer {
         recommender: &recommender,
+        exact: &exact,
         users: &users,
         n: spec.n,
         scratch: Scratch::default(),
@@ -164,7 +224,7 @@ pub fn run(source: &ModelSource, spec: &TopnSpec) -> Result<TopnReport, BenchErr
     timer.warm_up();
     let (fast, naive) = timer.one_at_a_time(requests)?;
     let batched = timer.batched(requests);
-    let grouped = timer.grouped(requests);
+    let (grouped, grouped_exact) = timer.grouped(requests);
     let model = recommender.model();
     let (fast, naive) = (Timing::from(&fast), Timing::from(&naive));
     Ok(TopnReport {
@@ -178,6 +238,9 @@ pub fn run(source: &ModelSource, spec: &TopnSpec) -> Result<TopnReport, BenchErr
         score_all_sort_all_us: naive,
         batched_64_us_per_request: batched,
         grouped_us_per_request: grouped,
+        bf16: recommender.uses_bf16(),
+        grouped_exact_us_per_request: grouped_exact,
+        agreement: agreement(&recommender, &exact, &users, spec.n),
     })
 }
 
@@ -192,6 +255,8 @@ fn known_users(model: &Model) -> Vec<String> {
 /// Asks for the users' recommendations in turn, timing each method.
 struct Timer<'a> {
     recommender: &'a Recommender,
+    /// The same model on the exact kernels only.
+    exact: &'a Recommender,
     /// Never empty.
     users: &'a [String],
     n: usize,
@@ -258,42 +323,62 @@ impl<'a> Timer<'a> {
 }
 
 impl Timer<'_> {
-    /// Microseconds per request at each of [`GROUP_SIZES`]: every round
-    /// answers about `requests / ROUNDS` requests (whole groups, at least
-    /// one) at each size in turn; the median round counts.
-    fn grouped(&mut self, requests: usize) -> Vec<GroupTiming> {
-        let asks: Vec<(&str, usize)> = self.users.iter().map(|u| (u.as_str(), self.n)).collect();
+    /// Microseconds per request at each of [`GROUP_SIZES`], with the
+    /// default path and with the exact kernels only: every round answers
+    /// about `requests / ROUNDS` requests (whole groups, at least one) at
+    /// each size with each in turn; the median round counts.
+    fn grouped(&mut self, requests: usize) -> (Vec<GroupTiming>, Vec<GroupTiming>) {
         let per_round = requests.div_ceil(ROUNDS).max(1);
-        let mut rounds: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); GROUP_SIZES.len()];
+        let mut rounds: Vec<[Vec<f64>; 2]> = vec![Default::default(); GROUP_SIZES.len()];
         let mut at = 0usize;
         for _ in 0..ROUNDS {
             for (&size, times) in GROUP_SIZES.iter().zip(rounds.iter_mut()) {
-                let groups = per_round.div_ceil(size);
-                let started = Instant::now();
-                let mut answered = 0usize;
-                for _ in 0..groups {
-                    let group: Vec<(&str, usize)> =
-                        (0..size).map(|i| asks[(at + i) % asks.len()]).collect();
-                    at = (at + size) % asks.len();
-                    std::hint::black_box(
-                        self.recommender.recommend_many(&group, &mut self.scratch),
-                    );
-                    answered += size;
+                for (recommender, times) in [self.recommender, self.exact].into_iter().zip(times) {
+                    times.push(self.time_groups(recommender, size, per_round, at));
                 }
-                times.push(started.elapsed().as_secs_f64() * 1e6 / answered as f64);
+                at = (at + per_round) % self.users.len();
             }
         }
-        GROUP_SIZES
-            .iter()
-            .zip(rounds)
-            .map(|(&group, mut times)| {
-                times.sort_by(f64::total_cmp);
-                GroupTiming {
-                    group,
-                    us_per_request: times[times.len() / 2],
-                }
-            })
-            .collect()
+        let medians = |which: usize| {
+            GROUP_SIZES
+                .iter()
+                .zip(&rounds)
+                .map(|(&group, times)| {
+                    let mut times = times[which].clone();
+                    times.sort_by(f64::total_cmp);
+                    GroupTiming {
+                        group,
+                        us_per_request: times[times.len() / 2],
+                    }
+                })
+                .collect()
+        };
+        (medians(0), medians(1))
+    }
+
+    /// Microseconds per request answering about `requests` requests in
+    /// groups of `size`, starting from user `at`.
+    fn time_groups(
+        &mut self,
+        recommender: &Recommender,
+        size: usize,
+        requests: usize,
+        at: usize,
+    ) -> f64 {
+        let users = self.users;
+        let group_at = |g: usize| -> Vec<(&str, usize)> {
+            (0..size)
+                .map(|i| (users[(at + g * size + i) % users.len()].as_str(), self.n))
+                .collect()
+        };
+        let groups: Vec<Vec<(&str, usize)>> = (0..requests.div_ceil(size)).map(group_at).collect();
+        let mut answers = JsonAnswers::default();
+        let started = Instant::now();
+        for group in &groups {
+            recommender.answer_many_json(group, &mut self.scratch, &mut answers);
+            std::hint::black_box(&answers);
+        }
+        started.elapsed().as_secs_f64() * 1e6 / (groups.len() * size) as f64
     }
 }
 
@@ -344,13 +429,28 @@ impl fmt::Display for TopnReport {
             "  answered {BATCH} at a time (as the streaming worker does): {:.2} us per request",
             self.batched_64_us_per_request
         )?;
-        for g in &self.grouped_us_per_request {
+        let path = if self.bf16 {
+            "bf16 pass + exact re-rank"
+        } else {
+            "exact kernels"
+        };
+        for (g, exact) in self
+            .grouped_us_per_request
+            .iter()
+            .zip(&self.grouped_exact_us_per_request)
+        {
             write!(
                 f,
-                "\n  grouped scoring, groups of {:>3}: {:>8.2} us per request (median of {ROUNDS} rounds)",
-                g.group, g.us_per_request
+                "\n  grouped scoring, groups of {:>3}: {:>8.2} us per request ({path}), exact kernels only {:>8.2} us (medians of {ROUNDS} rounds)",
+                g.group, g.us_per_request, exact.us_per_request
             )?;
         }
+        let a = &self.agreement;
+        write!(
+            f,
+            "\n  {path} against the exact kernels: {} of {} users' answers identical, recall@{} {:.4}",
+            a.identical, a.users, self.n, a.recall
+        )?;
         Ok(())
     }
 }
@@ -403,7 +503,13 @@ mod tests {
         assert!(
             text.starts_with("random 1000x200x4: 200 items x 4 factors, top-5 over 30 requests")
         );
-        assert_eq!(text.lines().count(), 5 + GROUP_SIZES.len());
+        assert_eq!(text.lines().count(), 6 + GROUP_SIZES.len());
+        assert_eq!(report.agreement.users, 1000);
+        assert_eq!(
+            report.agreement.identical, 1000,
+            "the same answers both ways"
+        );
+        assert_eq!(report.agreement.recall, 1.0);
         let groups: Vec<usize> = report
             .grouped_us_per_request
             .iter()

@@ -91,6 +91,19 @@ impl Recommender {
         }
     }
 
+    /// The same recommender scoring only with the exact kernels, never the
+    /// bf16 candidate pass (whose answers are the same; for benchmarks).
+    pub fn without_bf16(mut self) -> Self {
+        self.index = self.index.without_bf16();
+        self
+    }
+
+    /// True when grouped scoring goes through the bf16 candidate pass
+    /// (CPUs with AVX-512 BF16).
+    pub fn uses_bf16(&self) -> bool {
+        self.index.uses_bf16()
+    }
+
     /// The underlying model.
     pub fn model(&self) -> &Model {
         &self.model

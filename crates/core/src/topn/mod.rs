@@ -15,6 +15,8 @@
 //! selection), which offline evaluation uses and the tests check the
 //! grouped path against, score for score.
 
+#[cfg(target_arch = "x86_64")]
+mod bf16;
 mod tile;
 
 pub use tile::Query;
@@ -42,6 +44,9 @@ pub struct ItemIndex {
     /// `b_i` per item slot (padding included), or negative infinity for
     /// slots that must never be recommended: unknown items and padding.
     bias: Vec<f32>,
+    /// The same factors as bf16 pairs, on CPUs that can use them.
+    #[cfg(target_arch = "x86_64")]
+    bf16: Option<bf16::Bf16Panels>,
 }
 
 /// Items per panel: four 16-float AVX-512 registers (256 bytes) per factor
@@ -59,6 +64,8 @@ impl ItemIndex {
             n_factors: k,
             panels: Vec::new(),
             bias: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            bf16: bf16::available().then(|| bf16::Bf16Panels::new(k)),
         };
         index.reserve(n_items);
         index.n_items = n_items;
@@ -99,6 +106,10 @@ impl ItemIndex {
         let panels = n_items.div_ceil(PANEL);
         self.panels.resize(panels * PANEL * self.n_factors, 0.0);
         self.bias.resize(panels * PANEL, f32::NEG_INFINITY);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(bf16) = &mut self.bf16 {
+            bf16.reserve(panels * PANEL);
+        }
     }
 
     fn write(&mut self, item: usize, bias: f32, factors: &[f32]) {
@@ -107,6 +118,31 @@ impl ItemIndex {
         let base = panel * self.n_factors * PANEL + offset;
         for (f, &q) in factors.iter().take(self.n_factors).enumerate() {
             self.panels[base + f * PANEL] = q;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(bf16) = &mut self.bf16 {
+            bf16.write(item, self.n_factors, bias, factors);
+        }
+    }
+
+    /// Stops using the bf16 pass (for comparing it with the exact kernels).
+    pub fn without_bf16(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.bf16 = None;
+        }
+        self
+    }
+
+    /// True when [`ItemIndex::top_n_many`] goes through the bf16 pass.
+    pub fn uses_bf16(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.bf16.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
         }
     }
 
@@ -131,6 +167,11 @@ impl ItemIndex {
     /// answer to `queries[i]`; its storage is reused.
     pub fn top_n_many(&self, queries: &[Query<'_>], out: &mut [Vec<Scored>]) {
         if queries.iter().all(|q| q.factors.len() == self.n_factors) {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(panels) = self.bf16.as_ref().filter(|p| p.usable(queries)) {
+                bf16::scan(self, panels, queries, out);
+                return;
+            }
             tile::scan(crate::svd::kernels::Kernel::detect(), self, queries, out);
             return;
         }

@@ -45,49 +45,34 @@ pub struct Query<'a> {
 
 /// Users whose selection state sits on the stack at once; larger groups are
 /// scanned in successive passes of this many.
-const MAX_GROUP: usize = 128;
+pub(super) const MAX_GROUP: usize = 128;
 
-/// A user's selection state while the panels stream past.
+/// A user's rated items, read panel by panel in increasing order.
 #[derive(Debug, Clone, Copy)]
-struct Pick<'a> {
-    /// Scores must beat this to be looked at: the n-th best so far, or
-    /// negative infinity while fewer than n are kept (positive infinity
-    /// when n is 0).
-    threshold: f32,
-    n: usize,
-    exclude: [&'a [u32]; 2],
-    /// Per exclude row, how far the panels offered so far have read it.
+pub(super) struct Exclusions<'a> {
+    rows: [&'a [u32]; 2],
+    /// Per row, how far the panels offered so far have read it.
     at: [usize; 2],
 }
 
-impl<'a> Pick<'a> {
-    const IDLE: Pick<'static> = Pick {
-        threshold: f32::INFINITY,
-        n: 0,
-        exclude: [&[], &[]],
+impl<'a> Exclusions<'a> {
+    const NONE: Exclusions<'static> = Exclusions {
+        rows: [&[], &[]],
         at: [0, 0],
     };
 
-    fn new(query: &Query<'a>) -> Self {
-        Pick {
-            threshold: if query.n == 0 {
-                f32::INFINITY
-            } else {
-                f32::NEG_INFINITY
-            },
-            n: query.n,
-            exclude: query.exclude,
-            at: [0, 0],
-        }
+    /// The items of `rows` (each sorted ascending).
+    pub(super) fn new(rows: [&'a [u32]; 2]) -> Self {
+        Exclusions { rows, at: [0, 0] }
     }
 
-    /// The items of the panel starting at `base` that are in an exclude
-    /// row, as bits. Panels are visited in increasing order, so each row is
-    /// read once per scan, from where the previous panel stopped.
-    fn excluded_in_panel(&mut self, base: u32) -> u64 {
+    /// The items of the panel starting at `base` that are in a row, as
+    /// bits. Panels are visited in increasing order, so each row is read
+    /// once per scan, from where the previous panel stopped.
+    pub(super) fn in_panel(&mut self, base: u32) -> u64 {
         let end = base.saturating_add(PANEL as u32);
         let mut bits = 0u64;
-        for (row, at) in self.exclude.iter().zip(self.at.iter_mut()) {
+        for (row, at) in self.rows.iter().zip(self.at.iter_mut()) {
             while let Some(&item) = row.get(*at) {
                 if item >= end {
                     break;
@@ -100,13 +85,44 @@ impl<'a> Pick<'a> {
         }
         bits
     }
+}
+
+/// A user's selection state while the panels stream past.
+#[derive(Debug, Clone, Copy)]
+struct Pick<'a> {
+    /// Scores must beat this to be looked at: the n-th best so far, or
+    /// negative infinity while fewer than n are kept (positive infinity
+    /// when n is 0).
+    threshold: f32,
+    n: usize,
+    exclusions: Exclusions<'a>,
+}
+
+impl<'a> Pick<'a> {
+    const IDLE: Pick<'static> = Pick {
+        threshold: f32::INFINITY,
+        n: 0,
+        exclusions: Exclusions::NONE,
+    };
+
+    fn new(query: &Query<'a>) -> Self {
+        Pick {
+            threshold: if query.n == 0 {
+                f32::INFINITY
+            } else {
+                f32::NEG_INFINITY
+            },
+            n: query.n,
+            exclusions: Exclusions::new(query.exclude),
+        }
+    }
 
     /// Offers the panel's items whose bit is set in `mask` (those that beat
     /// the threshold when the mask was taken), lowest index first, keeping
     /// `best` sorted by descending score, ties by lower index.
     #[inline(never)]
     fn offer(&mut self, best: &mut Vec<Scored>, base: u32, scores: &[f32; PANEL], mask: u64) {
-        let mut mask = mask & !self.excluded_in_panel(base);
+        let mut mask = mask & !self.exclusions.in_panel(base);
         while mask != 0 {
             let j = mask.trailing_zeros() as usize;
             mask &= mask - 1;
