@@ -4,7 +4,7 @@
 //! a panic and never a silent drop. Requests are `{"uid": 196}` with `uid` a
 //! JSON number or string, optional `n` (1 to 100) and optional `request_id`
 //! (any JSON value, echoed back). Replies extend the core's
-//! [`Recommendations`] with that `request_id`, written by hand
+//! [`Recommendations`](recstream_core::Recommendations) with that `request_id`, written by hand
 //! ([`write_reply`]) around the answer's JSON from the core, byte for byte
 //! what serialising them writes. Requests are read borrowed from the
 //! message: the usual ones (integer or plain-string ids) cost no allocation;

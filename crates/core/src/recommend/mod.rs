@@ -6,7 +6,7 @@
 //! user gets the most popular well-rated items (what the model itself
 //! predicts for someone it knows nothing about: `mu + b_i`, among items with
 //! at least the median number of ratings), flagged `cold_start`. The
-//! streaming worker takes the answers as JSON bytes instead ([`json`]),
+//! streaming worker takes the answers as JSON bytes instead ([`Recommender::answer_many_json`]),
 //! which skips building owned strings per recommended item.
 
 mod json;
