@@ -4,7 +4,8 @@
 //! at a time, and in groups, where the hand-written tile
 //! (`ItemIndex::top_n_many`) is compared with the same product through the
 //! `gemm` crate (sarah-quinones's, faer's engine) followed by the same
-//! selection, end to end.
+//! selection, end to end, and, on CPUs with AVX-512 BF16, with the bf16
+//! candidate pass and its exact re-rank (the default there).
 //!
 //! Run with `cargo bench -p recstream-core --bench kernels`.
 
@@ -181,6 +182,7 @@ fn grouped(c: &mut Criterion) {
         let model = random_model(943, items, 100, 100, 1);
         let svd = &model.svd;
         let index = ItemIndex::build(svd);
+        let tile = index.clone().without_bf16();
         let k = svd.n_factors;
         let mut factor_major = vec![0.0f32; k * items];
         for i in 0..items {
@@ -208,9 +210,17 @@ fn grouped(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("tile", size), |b| {
                 b.iter(|| {
                     let g = next(&mut at);
-                    index.top_n_many(&g.queries(), &mut out);
+                    tile.top_n_many(&g.queries(), &mut out);
                 })
             });
+            if index.uses_bf16() {
+                group.bench_function(BenchmarkId::new("bf16_then_rerank", size), |b| {
+                    b.iter(|| {
+                        let g = next(&mut at);
+                        index.top_n_many(&g.queries(), &mut out);
+                    })
+                });
+            }
             let mut scores = Vec::new();
             group.bench_function(BenchmarkId::new("gemm_then_select", size), |b| {
                 b.iter(|| {
