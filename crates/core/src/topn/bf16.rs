@@ -21,6 +21,7 @@
 
 use std::arch::x86_64::*;
 
+use super::tile::avx512::{load_panel_row, panel_lanes, panel_mask};
 use super::tile::{Exclusions, MAX_GROUP, Query};
 use super::{ItemIndex, PANEL, Scored};
 
@@ -191,18 +192,9 @@ impl<'a> Hunt<'a> {
             lower[v] = _mm512_sub_ps(scores[v], e);
             upper[v] = _mm512_add_ps(scores[v], e);
         }
-        let mut rising = 0u64;
-        let floor = _mm512_set1_ps(self.floor);
-        for (v, &l) in lower.iter().enumerate() {
-            rising |= u64::from(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(l, floor)) << (16 * v);
-        }
-        rising &= included;
+        let mut rising = panel_mask::<_CMP_GT_OQ>(&lower, self.floor) & included;
         if rising != 0 {
-            let mut lows = [0.0f32; PANEL];
-            for (chunk, &l) in lows.chunks_exact_mut(16).zip(&lower) {
-                // SAFETY: each chunk holds exactly 16 floats.
-                unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), l) };
-            }
+            let lows = panel_lanes(&lower);
             while rising != 0 {
                 let j = rising.trailing_zeros() as usize;
                 rising &= rising - 1;
@@ -211,18 +203,9 @@ impl<'a> Hunt<'a> {
                 }
             }
         }
-        let mut reaching = 0u64;
-        let floor = _mm512_set1_ps(self.floor);
-        for (v, &u) in upper.iter().enumerate() {
-            reaching |= u64::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(u, floor)) << (16 * v);
-        }
-        reaching &= included;
+        let mut reaching = panel_mask::<_CMP_GE_OQ>(&upper, self.floor) & included;
         if reaching != 0 {
-            let mut ups = [0.0f32; PANEL];
-            for (chunk, &u) in ups.chunks_exact_mut(16).zip(&upper) {
-                // SAFETY: each chunk holds exactly 16 floats.
-                unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), u) };
-            }
+            let ups = panel_lanes(&upper);
             while reaching != 0 {
                 let j = reaching.trailing_zeros() as usize;
                 reaching &= reaching - 1;
@@ -313,13 +296,7 @@ fn tile<const U: usize>(
     // f * PANEL .. f * PANEL + 64 for f < pairs; each user row has `pairs`
     // words, read at f < pairs. Unaligned loads throughout.
     unsafe {
-        let b = bias.as_ptr();
-        let start = [
-            _mm512_loadu_ps(b),
-            _mm512_loadu_ps(b.add(16)),
-            _mm512_loadu_ps(b.add(32)),
-            _mm512_loadu_ps(b.add(48)),
-        ];
+        let start = load_panel_row(bias.as_ptr());
         for a in acc.iter_mut() {
             *a = start;
         }
@@ -346,13 +323,9 @@ fn tile<const U: usize>(
     // SAFETY: the norms and bias slack have a value per item slot, whole
     // panels: 64 from `slot`, read as four 16-float loads.
     let (norms, bias_slack) = unsafe {
-        let (n, b) = (
-            panels.norms[slot..slot + PANEL].as_ptr(),
-            panels.bias_slack[slot..slot + PANEL].as_ptr(),
-        );
         (
-            [0, 16, 32, 48].map(|o| _mm512_loadu_ps(n.add(o))),
-            [0, 16, 32, 48].map(|o| _mm512_loadu_ps(b.add(o))),
+            load_panel_row(panels.norms[slot..slot + PANEL].as_ptr()),
+            load_panel_row(panels.bias_slack[slot..slot + PANEL].as_ptr()),
         )
     };
     for ((hunt, kept), a) in hunts.iter_mut().zip(out.iter_mut()).zip(&acc) {
@@ -407,17 +380,8 @@ fn rerank(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topn::select_top_n;
-    use crate::topn::tests::model;
+    use crate::topn::tests::{model, reference, users};
     use proptest::prelude::*;
-
-    /// The reference: the whole exact score vector, then the selection.
-    fn reference(index: &ItemIndex, query: &Query<'_>) -> Vec<(u32, u32)> {
-        let (mut scores, mut best) = (Vec::new(), Vec::new());
-        index.score_into(query.factors, &mut scores);
-        select_top_n(&mut scores, query.n, &query.exclude, &mut best);
-        best.iter().map(|s| (s.item, s.score.to_bits())).collect()
-    }
 
     /// Runs the pass on `queries` and checks it against the reference,
     /// score bits included; `false` when the CPU cannot run it.
@@ -435,16 +399,12 @@ mod tests {
         ];
         scan(index, panels, queries, &mut out);
         for (i, (got, query)) in out.iter().zip(queries).enumerate() {
-            let got: Vec<(u32, u32)> = got.iter().map(|s| (s.item, s.score.to_bits())).collect();
-            prop_assert_eq!(got, reference(index, query), "query {}", i);
+            let bits = |list: &[Scored]| -> Vec<(u32, u32)> {
+                list.iter().map(|s| (s.item, s.score.to_bits())).collect()
+            };
+            prop_assert_eq!(bits(got), bits(&reference(index, query)), "query {}", i);
         }
         Ok(true)
-    }
-
-    fn users(n: usize, k: usize, seed: u64) -> Vec<Vec<f32>> {
-        (0..n as u64)
-            .map(|u| model(1, k, seed ^ ((u + 1) * 0x9e37)).user_factors)
-            .collect()
     }
 
     #[test]

@@ -261,6 +261,21 @@ pub(crate) mod tests {
         all
     }
 
+    /// The reference answer: the whole exact score vector, then the selection.
+    pub(super) fn reference(index: &ItemIndex, query: &Query<'_>) -> Vec<Scored> {
+        let (mut scores, mut best) = (Vec::new(), Vec::new());
+        index.score_into(query.factors, &mut scores);
+        select_top_n(&mut scores, query.n, &query.exclude, &mut best);
+        best
+    }
+
+    /// Factor rows for `n_users` random users.
+    pub(super) fn users(n_users: usize, k: usize, seed: u64) -> Vec<Vec<f32>> {
+        (0..n_users as u64)
+            .map(|u| model(1, k, seed ^ ((u + 1) * 0x9e37)).user_factors)
+            .collect()
+    }
+
     pub(super) fn model(n_items: usize, k: usize, seed: u64) -> SvdModel {
         let mut x = seed;
         let mut next = move || {

@@ -281,10 +281,46 @@ fn tile_lanes<const U: usize, const L: usize>(
 
 /// The hand-written AVX-512 tile.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{ItemIndex, PANEL, Pick, Query, Scored};
+
+    /// The 64 floats from `at` as four registers.
+    ///
+    /// # Safety
+    /// 64 floats must be readable from `at` (unaligned is fine).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::topn) unsafe fn load_panel_row(at: *const f32) -> [__m512; 4] {
+        // SAFETY: the caller vouches for 64 floats from `at`.
+        [0, 16, 32, 48].map(|o| unsafe { _mm512_loadu_ps(at.add(o)) })
+    }
+
+    /// The 64 lanes of four registers, in order.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::topn) fn panel_lanes(v: &[__m512; 4]) -> [f32; PANEL] {
+        let mut lanes = [0.0f32; PANEL];
+        for (chunk, &r) in lanes.chunks_exact_mut(16).zip(v) {
+            // SAFETY: each chunk holds exactly 16 floats.
+            unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), r) };
+        }
+        lanes
+    }
+
+    /// The lanes of four registers for which `lane OP x` holds, as bits
+    /// (OP a `_CMP_..._OQ` predicate: false for NaN).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::topn) fn panel_mask<const OP: i32>(v: &[__m512; 4], x: f32) -> u64 {
+        let x = _mm512_set1_ps(x);
+        let mut mask = 0u64;
+        for (i, &r) in v.iter().enumerate() {
+            mask |= u64::from(_mm512_cmp_ps_mask::<OP>(r, x)) << (16 * i);
+        }
+        mask
+    }
 
     /// The AVX-512 kernel.
     #[target_feature(enable = "avx512f")]
@@ -320,25 +356,13 @@ mod avx512 {
         // f * PANEL .. f * PANEL + 64 for f < k; each user row has k floats
         // and is read at f < k. Unaligned loads are used throughout.
         unsafe {
-            let b = bias.as_ptr();
-            let start = [
-                _mm512_loadu_ps(b),
-                _mm512_loadu_ps(b.add(16)),
-                _mm512_loadu_ps(b.add(32)),
-                _mm512_loadu_ps(b.add(48)),
-            ];
+            let start = load_panel_row(bias.as_ptr());
             for a in acc.iter_mut() {
                 *a = start;
             }
             let q = panel.as_ptr();
             for f in 0..k {
-                let row = q.add(f * PANEL);
-                let r = [
-                    _mm512_loadu_ps(row),
-                    _mm512_loadu_ps(row.add(16)),
-                    _mm512_loadu_ps(row.add(32)),
-                    _mm512_loadu_ps(row.add(48)),
-                ];
+                let r = load_panel_row(q.add(f * PANEL));
                 for (a, user) in acc.iter_mut().zip(&users) {
                     let p = _mm512_set1_ps(*user.get_unchecked(f));
                     for (s, &q) in a.iter_mut().zip(&r) {
@@ -349,18 +373,9 @@ mod avx512 {
             }
         }
         for ((pick, best), a) in picks.iter_mut().zip(out.iter_mut()).zip(&acc) {
-            let threshold = _mm512_set1_ps(pick.threshold);
-            let mut mask = 0u64;
-            for (v, &s) in a.iter().enumerate() {
-                mask |= u64::from(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(s, threshold)) << (16 * v);
-            }
+            let mask = panel_mask::<_CMP_GT_OQ>(a, pick.threshold);
             if mask != 0 {
-                let mut scores = [0.0f32; PANEL];
-                for (chunk, &s) in scores.chunks_exact_mut(16).zip(a) {
-                    // SAFETY: each chunk holds exactly 16 floats.
-                    unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), s) };
-                }
-                pick.offer(best, base, &scores, mask);
+                pick.offer(best, base, &panel_lanes(a), mask);
             }
         }
         U
@@ -370,8 +385,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topn::select_top_n;
-    use crate::topn::tests::model;
+    use crate::topn::tests::{model, reference, users};
     use proptest::prelude::*;
 
     /// Every kernel this CPU can run.
@@ -387,14 +401,6 @@ mod tests {
             }
         }
         all
-    }
-
-    /// The reference: the whole score vector, then the one-pass selection.
-    fn reference(index: &ItemIndex, query: &Query<'_>) -> Vec<Scored> {
-        let (mut scores, mut best) = (Vec::new(), Vec::new());
-        index.score_into(query.factors, &mut scores);
-        select_top_n(&mut scores, query.n, &query.exclude, &mut best);
-        best
     }
 
     /// Checks every kernel against the reference on `queries`, exactly.
@@ -419,12 +425,6 @@ mod tests {
             }
         }
         Ok(())
-    }
-
-    fn users(n_users: usize, k: usize, seed: u64) -> Vec<Vec<f32>> {
-        (0..n_users as u64)
-            .map(|u| model(1, k, seed ^ ((u + 1) * 0x9e37)).user_factors)
-            .collect()
     }
 
     #[test]
