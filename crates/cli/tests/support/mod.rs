@@ -473,11 +473,30 @@ pub fn recommended_ids(reply: &Value) -> Vec<String> {
 
 /// Produces requests `{"uid": U, "request_id": "<prefix>-<i>"}` (and any extra raw messages).
 pub fn produce(bootstrap: &str, topic: &str, messages: &[Vec<u8>]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
+    produce_with(bootstrap, topic, messages, &[("linger.ms", "5")]);
+}
+
+/// As [`produce`], but every message in a record batch of its own. For
+/// topics that a consumer on Tansu resumes in mid-stream: Tansu 0.6 answers
+/// a fetch from an offset inside a batch with the next batch, skipping the
+/// rest of that one (Kafka returns the whole batch and the client drops
+/// the records before the offset).
+pub fn produce_one_per_batch(bootstrap: &str, topic: &str, messages: &[Vec<u8>]) {
+    produce_with(
+        bootstrap,
+        topic,
+        messages,
+        &[("linger.ms", "0"), ("batch.num.messages", "1")],
+    );
+}
+
+fn produce_with(bootstrap: &str, topic: &str, messages: &[Vec<u8>], settings: &[(&str, &str)]) {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    let producer: FutureProducer = config.create().expect("producer");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let keys: Vec<String> = (0..messages.len())
