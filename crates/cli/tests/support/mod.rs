@@ -532,8 +532,21 @@ pub fn steady_load(
     bootstrap: &str,
     topic: &'static str,
     prefix: &'static str,
+    shape: (usize, usize, usize),
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    steady_load_with(bootstrap, topic, prefix, shape, pause, produce)
+}
+
+/// As [`steady_load`], each chunk written by `send` (for example
+/// [`produce_one_per_batch`]).
+pub fn steady_load_with(
+    bootstrap: &str,
+    topic: &'static str,
+    prefix: &'static str,
     (chunks, per_chunk, users): (usize, usize, usize),
     pause: Duration,
+    send: fn(&str, &str, &[Vec<u8>]),
 ) -> std::thread::JoinHandle<()> {
     let bootstrap = bootstrap.to_string();
     std::thread::spawn(move || {
@@ -548,7 +561,7 @@ pub fn steady_load(
                     .into_bytes()
                 })
                 .collect();
-            produce(&bootstrap, topic, &batch);
+            send(&bootstrap, topic, &batch);
             std::thread::sleep(pause);
         }
     })
