@@ -152,9 +152,13 @@ impl Recommender {
                 }
                 let best = &mut scratch.best[..1];
                 self.index.top_n_many(&[self.query(u, n)], best);
-                self.known_answer(uid, u, &best[0])
+                let answer = Answer::Known {
+                    user: u,
+                    best: &best[0],
+                };
+                self.owned_answer(uid, n, &answer)
             }
-            None => self.cold_answer(uid, n),
+            None => self.owned_answer(uid, n, &Answer::Cold),
         }
     }
 
@@ -169,10 +173,7 @@ impl Recommender {
     ) -> Vec<Recommendations> {
         let mut answers = Vec::with_capacity(requests.len());
         self.each_answer(requests, scratch, |uid, n, answer| {
-            answers.push(match answer {
-                Answer::Known { user, best } => self.known_answer(uid, user, best),
-                Answer::Cold => self.cold_answer(uid, n),
-            });
+            answers.push(self.owned_answer(uid, n, &answer));
         });
         answers
     }
@@ -188,21 +189,12 @@ impl Recommender {
         out: &mut JsonAnswers,
     ) {
         out.clear();
-        let svd = &self.model.svd;
-        let clip = |estimate: f32| svd.scale.clip(estimate);
-        self.each_answer(requests, scratch, |_, n, answer| match answer {
-            Answer::Known { user, best } => out.push(false, |items| {
-                let offset = svd.global_mean + svd.user_bias[user as usize];
-                for s in best {
-                    items.item(&self.item_json, &self.model, s.item, clip(offset + s.score));
-                }
-            }),
-            Answer::Cold => out.push(true, |items| {
-                for &i in self.popular.iter().take(n.min(MAX_N)) {
-                    let estimate = svd.global_mean + svd.item_bias[i as usize];
-                    items.item(&self.item_json, &self.model, i, clip(estimate));
-                }
-            }),
+        self.each_answer(requests, scratch, |_, n, answer| {
+            out.push(matches!(answer, Answer::Cold), |items| {
+                self.each_item(&answer, n, |item, score| {
+                    items.item(&self.item_json, &self.model, item, score);
+                });
+            });
         });
     }
 
@@ -238,14 +230,6 @@ impl Recommender {
         }
     }
 
-    /// True when [`Recommender::recommend_many`] is cheaper per request than
-    /// answering one request at a time. Grouped scoring reads the item
-    /// factors once per group, so it is, at every catalogue size measured
-    /// (`recstream bench topn`: group sizes 1 to 128, 1,682 and 60,000 items).
-    pub fn prefers_batches(&self) -> bool {
-        true
-    }
-
     /// The top-N question for known user `u`: their factors, `n` capped at
     /// [`MAX_N`], and the items they rated.
     fn query(&self, u: u32, n: usize) -> Query<'_> {
@@ -264,38 +248,45 @@ impl Recommender {
             .filter(|&u| self.model.svd.knows_user(u))
     }
 
-    /// The answer for known user `u` whose best items are `best`.
-    fn known_answer(&self, uid: &str, u: u32, best: &[Scored]) -> Recommendations {
+    /// Calls `f(item, estimate)` for each item of `answer`, best first: a
+    /// known user's best items, or the first `n` (at most [`MAX_N`]) popular
+    /// ones, each estimate clipped to the rating scale.
+    fn each_item(&self, answer: &Answer<'_>, n: usize, mut f: impl FnMut(u32, f32)) {
         let svd = &self.model.svd;
-        let offset = svd.global_mean + svd.user_bias[u as usize];
+        match answer {
+            Answer::Known { user, best } => {
+                let offset = svd.global_mean + svd.user_bias[*user as usize];
+                for s in *best {
+                    f(s.item, svd.scale.clip(offset + s.score));
+                }
+            }
+            Answer::Cold => {
+                for &i in self.popular.iter().take(n.min(MAX_N)) {
+                    f(
+                        i,
+                        svd.scale.clip(svd.global_mean + svd.item_bias[i as usize]),
+                    );
+                }
+            }
+        }
+    }
+
+    /// `answer` to `uid`'s request for `n` items, as owned values.
+    fn owned_answer(&self, uid: &str, n: usize, answer: &Answer<'_>) -> Recommendations {
+        let mut recommendations = Vec::new();
+        self.each_item(answer, n, |item, score| {
+            recommendations.push(self.item(item, score));
+        });
         Recommendations {
             uid: RawId::new(uid),
-            recommendations: best
-                .iter()
-                .map(|s| self.item(s.item, offset + s.score))
-                .collect(),
-            cold_start: false,
+            recommendations,
+            cold_start: matches!(answer, Answer::Cold),
             model_version: self.version.clone(),
         }
     }
 
-    /// The popular list for a user the model does not know.
-    fn cold_answer(&self, uid: &str, n: usize) -> Recommendations {
-        let svd = &self.model.svd;
-        Recommendations {
-            uid: RawId::new(uid),
-            recommendations: self
-                .popular
-                .iter()
-                .take(n.min(MAX_N))
-                .map(|&i| self.item(i, svd.global_mean + svd.item_bias[i as usize]))
-                .collect(),
-            cold_start: true,
-            model_version: self.version.clone(),
-        }
-    }
-
-    fn item(&self, item: u32, estimate: f32) -> Recommendation {
+    /// One recommended item with its (already clipped) score.
+    fn item(&self, item: u32, score: f32) -> Recommendation {
         Recommendation {
             iid: self
                 .model
@@ -309,7 +300,7 @@ impl Recommender {
                 .get(item as usize)
                 .cloned()
                 .unwrap_or_default(),
-            score: self.model.svd.scale.clip(estimate),
+            score,
         }
     }
 }
@@ -473,7 +464,7 @@ mod tests {
     /// Today's exact one-user path: the whole score vector, then selection.
     fn one_at_a_time(rec: &Recommender, uid: &str, n: usize) -> Recommendations {
         let Some(u) = rec.known_user(uid) else {
-            return rec.cold_answer(uid, n);
+            return rec.owned_answer(uid, n, &Answer::Cold);
         };
         let (mut scores, mut best) = (Vec::new(), Vec::new());
         rec.index.score_into(rec.model.svd.user_row(u), &mut scores);
@@ -484,7 +475,14 @@ mod tests {
             &[seen.base_row(u), seen.added_row(u)],
             &mut best,
         );
-        rec.known_answer(uid, u, &best)
+        rec.owned_answer(
+            uid,
+            n,
+            &Answer::Known {
+                user: u,
+                best: &best,
+            },
+        )
     }
 
     #[test]

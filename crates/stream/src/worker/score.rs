@@ -145,28 +145,18 @@ fn score_batch(
     rules: &Rules,
     model: &ServingModel,
 ) -> Vec<Scored> {
-    if recommender.prefers_batches() {
-        // Requests in chunks that share passes over the item factors: as
-        // large as the batch allows while every pool thread gets a chunk (a
-        // lone request is a chunk of one, scored at once).
-        let size = batch
-            .len()
-            .div_ceil(rayon::current_num_threads().max(1))
-            .clamp(1, CHUNK);
-        let chunks = into_chunks(batch, size);
-        let scored: Vec<Vec<Scored>> = chunks
-            .into_par_iter()
-            .map(|chunk| score_chunk(chunk, recommender, rules, model))
-            .collect();
-        scored.into_iter().flatten().collect()
-    } else {
-        // One request at a time spreads best over the cores.
-        batch
-            .into_par_iter()
-            .map(|event| score_chunk(vec![event], recommender, rules, model))
-            .flatten_iter()
-            .collect()
-    }
+    // Requests in chunks that share passes over the item factors: as large
+    // as the batch allows while every pool thread gets a chunk (a lone
+    // request is a chunk of one, scored at once).
+    let size = batch
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .clamp(1, CHUNK);
+    let scored: Vec<Vec<Scored>> = into_chunks(batch, size)
+        .into_par_iter()
+        .map(|chunk| score_chunk(chunk, recommender, rules, model))
+        .collect();
+    scored.into_iter().flatten().collect()
 }
 
 fn into_chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
