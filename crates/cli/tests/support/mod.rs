@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,10 +62,21 @@ pub fn tansu_binary() -> Option<PathBuf> {
     None
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, never one this test process handed out
+/// before: the kernel may give the same ephemeral port to two binds in a
+/// row once the first listener is closed, and two servers told to use it
+/// would then race for it (a learner and a worker did, and the worker's
+/// readiness check passed on the learner's `/readyz`).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A Tansu broker process on a loopback port, in-memory storage; killed on drop.
