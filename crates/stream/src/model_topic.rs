@@ -147,6 +147,7 @@ mod tests {
             user: state("196"),
             user_rated: vec![RawId::new("242")],
             item: state("242"),
+            item_delta: None,
         };
         let [item, user] = update_messages(
             &update,

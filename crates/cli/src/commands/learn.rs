@@ -66,7 +66,8 @@ pub struct LearnerArgs {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
 
-    /// Keep item factors as trained (biases and user factors still learn).
+    /// Keep items as trained: only users learn (item biases and factors
+    /// change only with a new batch model).
     #[arg(long)]
     pub freeze_items: bool,
 }

@@ -9,6 +9,7 @@
 
 pub mod metrics;
 pub mod prequential;
+pub mod scale_out;
 pub mod split;
 
 use std::collections::HashMap;

@@ -52,6 +52,58 @@ pub enum PrequentialError {
     Train(#[from] TrainError),
 }
 
+/// A timeline cut in two: the batch model trained on the past, and the
+/// ratings that come after it, in time order.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// Trained on the first part of the timeline only.
+    pub model: Model,
+    /// Ratings the model was trained on.
+    pub train_ratings: usize,
+    /// The rest, oldest first: (raw user, raw item, rating).
+    pub future: Vec<(String, String, f32)>,
+}
+
+impl Timeline {
+    /// Trains on the first `split` of `data`'s timeline and keeps the rest.
+    pub fn cut(
+        data: &Dataset,
+        split: f64,
+        config: &FitConfig<'_>,
+    ) -> Result<Self, PrequentialError> {
+        if !data.has_timestamps() {
+            return Err(PrequentialError::NoTimestamps);
+        }
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        order.sort_by_key(|&i| (data.timestamps[i], i));
+        let cut = ((data.len() as f64) * split.clamp(0.0, 1.0)).round() as usize;
+        let (past, future) = order.split_at(cut.min(order.len()));
+
+        // The batch model knows only the past: its own id maps, built in time order.
+        let mut history = Dataset::default();
+        for &i in past {
+            let r = data.ratings[i];
+            let (u, it) = (raw(data, r.user, true), raw(data, r.item, false));
+            history.push(u, it, r.value, Some(data.timestamps[i]));
+        }
+        let mut model = Model::fit(&history, config, &mut |_| {})?;
+        model.id = "prequential".into();
+        let future = future
+            .iter()
+            .map(|&i| {
+                let r = data.ratings[i];
+                let (u, it) = (raw(data, r.user, true), raw(data, r.item, false));
+                (u.to_string(), it.to_string(), r.value)
+            })
+            .collect();
+        Ok(Timeline {
+            model,
+            train_ratings: past.len(),
+            future,
+        })
+    }
+}
+
 /// Trains on the first `split` of the timeline and replays the rest.
 pub fn prequential(
     data: &Dataset,
@@ -59,34 +111,14 @@ pub fn prequential(
     config: &FitConfig<'_>,
     update_items: bool,
 ) -> Result<PrequentialReport, PrequentialError> {
-    if !data.has_timestamps() {
-        return Err(PrequentialError::NoTimestamps);
-    }
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    order.sort_by_key(|&i| (data.timestamps[i], i));
-    let cut = ((data.len() as f64) * split.clamp(0.0, 1.0)).round() as usize;
-    let (past, future) = order.split_at(cut.min(order.len()));
-
-    // The batch model knows only the past: its own id maps, built in time order.
-    let mut history = Dataset::default();
-    for &i in past {
-        let r = data.ratings[i];
-        let (u, it) = (raw(data, r.user, true), raw(data, r.item, false));
-        history.push(u, it, r.value, Some(data.timestamps[i]));
-    }
-    let mut model = Model::fit(&history, config, &mut |_| {})?;
-    model.id = "prequential".into();
-
-    let frozen = crate::recommend::Recommender::new(model.clone());
-    let mut online = OnlineLearner::new(model, update_items);
+    let timeline = Timeline::cut(data, split, config)?;
+    let frozen = crate::recommend::Recommender::new(timeline.model.clone());
+    let mut online = OnlineLearner::new(timeline.model, update_items);
     let (mut frozen_stats, mut online_stats) =
         (PrequentialStats::default(), PrequentialStats::default());
     let mut scratch = crate::recommend::Scratch::default();
-    let started = std::time::Instant::now();
     let mut learning = std::time::Duration::ZERO;
-    for &i in future {
-        let r = data.ratings[i];
-        let (uid, iid) = (raw(data, r.user, true), raw(data, r.item, false));
+    for (uid, iid, value) in &timeline.future {
         let frozen_model = frozen.model();
         let user = frozen_model
             .users
@@ -102,28 +134,34 @@ pub fn prequential(
         });
         frozen_stats.record(&crate::online::Prequential {
             predicted,
-            actual: r.value,
+            actual: *value,
             hit_at_10: hit,
         });
         let t = std::time::Instant::now();
-        if let Ok((_, p)) = online.learn(uid, iid, r.value) {
+        if let Ok((_, p)) = online.learn(uid, iid, *value) {
             online_stats.record(&p);
         }
         learning += t.elapsed();
     }
-    let _ = started;
-    let report = |s: &PrequentialStats| ContenderReport {
-        rmse: s.rmse(),
-        hit_rate_at_10: s.hit_rate(),
-        ratings: s.count,
-    };
+    let replayed = timeline.future.len();
     Ok(PrequentialReport {
-        train_ratings: past.len(),
-        replayed_ratings: future.len(),
-        frozen: report(&frozen_stats),
-        online: report(&online_stats),
-        online_seconds_per_rating: learning.as_secs_f64() / future.len().max(1) as f64,
+        train_ratings: timeline.train_ratings,
+        replayed_ratings: replayed,
+        frozen: ContenderReport::of(&frozen_stats),
+        online: ContenderReport::of(&online_stats),
+        online_seconds_per_rating: learning.as_secs_f64() / replayed.max(1) as f64,
     })
+}
+
+impl ContenderReport {
+    /// The report of running accuracy `stats`.
+    pub fn of(stats: &PrequentialStats) -> Self {
+        ContenderReport {
+            rmse: stats.rmse(),
+            hit_rate_at_10: stats.hit_rate(),
+            ratings: stats.count,
+        }
+    }
 }
 
 fn raw(data: &Dataset, index: u32, user: bool) -> &str {

@@ -14,10 +14,28 @@
 //! updates idempotent and safe to compact: a follower that applies the
 //! latest update of every user and item, in order, ends with exactly the
 //! learner's model ([`Recommender::apply`]).
+//!
+//! Several learners can share one model, each owning a part of the users:
+//! an update also carries the item's [`ItemDelta`], what this rating changed
+//! in the item, which the owners of the items add up ([`ItemLedger`]) from
+//! every learner's batches ([`PendingDeltas`]). For that to add up, a new
+//! user's or item's first factors are a function of its id and the model's
+//! seed ([`initial_factors`]), the same in every learner.
+//!
+//! - `deltas`: a learner's item deltas, batched per source and held until merged;
+//! - `ledger`: the merged item states, each delta batch counted once.
+
+mod deltas;
+mod ledger;
+
+pub use deltas::{DeltaBatch, ItemDelta, PendingDeltas};
+pub use ledger::{ItemBase, ItemLedger, MergedItem};
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::svd::Hyperparams;
 
 use crate::ids::RawId;
 use crate::model::{Model, OnlineState};
@@ -50,6 +68,8 @@ pub struct Update {
     pub user_rated: Vec<RawId>,
     /// The item's new state.
     pub item: EntityState,
+    /// What this rating changed in the item (`None` with items frozen).
+    pub item_delta: Option<ItemDelta>,
 }
 
 /// How a rating was predicted before the model learnt from it.
@@ -97,8 +117,6 @@ pub struct OnlineLearner {
     recommender: Recommender,
     rates: StepRates,
     update_items: bool,
-    init: Option<Normal<f32>>,
-    rng: Xoshiro256PlusPlus,
     seq: u64,
     base_id: String,
     scratch: Scratch,
@@ -107,7 +125,7 @@ pub struct OnlineLearner {
 impl OnlineLearner {
     /// Starts learning on top of `model` (a batch model, or a snapshot of
     /// an earlier learner, whose sequence then continues). With
-    /// `update_items` false, item factors stay as trained (biases still move).
+    /// `update_items` false, items stay as trained: only users learn.
     pub fn new(model: Model, update_items: bool) -> Self {
         let params = model.meta.params.clone();
         let (base_id, seq) = match &model.meta.online {
@@ -117,8 +135,6 @@ impl OnlineLearner {
         OnlineLearner {
             rates: StepRates::from(&params),
             update_items,
-            init: Normal::new(params.init_mean, params.init_std_dev).ok(),
-            rng: Xoshiro256PlusPlus::seed_from_u64(params.seed ^ 0x6f6e_6c69_6e65),
             seq,
             base_id,
             recommender: Recommender::new(model),
@@ -185,19 +201,18 @@ impl OnlineLearner {
         }
         let prequential = self.predict(uid, iid, rating);
         // The step runs on copies first: a rating that would make a parameter
-        // NaN or infinite is refused before anything changes (ids, rows, the
-        // random stream that draws new users' and items' factors).
-        let mut rng = self.rng.clone();
+        // NaN or infinite is refused before anything changes.
         let model = self.recommender.model();
         let svd = &model.svd;
         let (user, item) = (model.users.get(uid), model.items.get(iid));
+        let params = &model.meta.params;
         let mut pu = match user {
             Some(u) => svd.user_row(u).to_vec(),
-            None => self.fresh_factors(&mut rng),
+            None => initial_factors(params, svd.n_factors, Entity::User, uid),
         };
         let mut qi = match item {
             Some(i) => svd.item_row(i).to_vec(),
-            None => self.fresh_factors(&mut rng),
+            None => initial_factors(params, svd.n_factors, Entity::Item, iid),
         };
         let (pu_initial, qi_initial) = (pu.clone(), qi.clone());
         let mut bu = user.map_or(0.0, |u| svd.user_bias[u as usize]);
@@ -208,35 +223,56 @@ impl OnlineLearner {
             pu: &mut pu,
             qi: &mut qi,
         };
+        let bi_initial = item.map_or(0.0, |i| svd.item_bias[i as usize]);
         kernels::sgd_step(rating, svd.global_mean, row, &self.rates);
-        // Without item updates a trained item keeps its factors (biases still move).
-        let store_qi = self.update_items || item.is_none();
         let finite = |xs: &[f32]| xs.iter().all(|x| x.is_finite());
-        if !(bu.is_finite() && bi.is_finite() && finite(&pu) && (!store_qi || finite(&qi))) {
+        let items_finite = !self.update_items || (bi.is_finite() && finite(&qi));
+        if !(bu.is_finite() && finite(&pu) && items_finite) {
             return Err(OnlineError::NonFinite {
                 user: uid.to_string(),
                 item: iid.to_string(),
                 value: rating,
             });
         }
-        self.rng = rng;
         let user = self.intern(uid, true, &pu_initial);
         let item = self.intern(iid, false, &qi_initial);
         let model = self.recommender.model_mut();
         let svd = &mut model.svd;
         svd.user_bias[user as usize] = bu;
         svd.user_row_mut(user).copy_from_slice(&pu);
-        svd.item_bias[item as usize] = bi;
-        if store_qi {
-            svd.item_row_mut(item).copy_from_slice(&qi);
-        }
         svd.user_counts[user as usize] += 1;
-        svd.item_counts[item as usize] += 1;
+        // With items frozen, the item keeps its state: only the user learnt.
+        let item_delta = self.update_items.then(|| {
+            svd.item_bias[item as usize] = bi;
+            svd.item_row_mut(item).copy_from_slice(&qi);
+            svd.item_counts[item as usize] += 1;
+            ItemDelta {
+                id: RawId::new(iid),
+                bias: bi - bi_initial,
+                factors: qi.iter().zip(&qi_initial).map(|(a, b)| a - b).collect(),
+                count: 1,
+            }
+        });
         model.seen.insert(user, item);
         self.seq += 1;
-        let update = self.state_update(user, item);
+        let mut update = self.state_update(user, item);
+        update.item_delta = item_delta;
         self.recommender.apply(&update);
         Ok((update, prequential))
+    }
+
+    /// Sets the learner's view of an item: its merged state (from every
+    /// learner) plus what this learner changed that the merge does not hold
+    /// yet (`pending`).
+    pub fn set_item_view(&mut self, merged: &EntityState, pending: Option<&ItemDelta>) {
+        match pending {
+            Some(delta) => {
+                let mut view = merged.clone();
+                delta.add_to(&mut view);
+                self.recommender.apply_item(&view);
+            }
+            None => self.recommender.apply_item(merged),
+        }
     }
 
     fn predict(&mut self, uid: &str, iid: &str, rating: f32) -> Prequential {
@@ -252,15 +288,6 @@ impl OnlineLearner {
             predicted,
             actual: rating,
             hit_at_10,
-        }
-    }
-
-    /// Factors for a new user or item, drawn from `rng`.
-    fn fresh_factors(&self, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
-        let k = self.recommender.model().svd.n_factors;
-        match self.init {
-            Some(normal) => (0..k).map(|_| normal.sample(rng)).collect(),
-            None => vec![0.0; k],
         }
     }
 
@@ -309,6 +336,7 @@ impl OnlineLearner {
                 factors: svd.item_row(item).to_vec(),
                 count: svd.item_counts[item as usize],
             },
+            item_delta: None,
         }
     }
 
@@ -322,6 +350,31 @@ impl OnlineLearner {
         });
         model
     }
+}
+
+/// Users or items: their first factors are drawn from different streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    /// A user.
+    User,
+    /// An item.
+    Item,
+}
+
+/// The first factors of a user or item the model has never seen: drawn
+/// like training draws them (normal, `init_mean`, `init_std_dev`), from a
+/// stream seeded by the model's seed and the raw id, so that every learner
+/// gives a newcomer the same factors and their changes add up.
+pub fn initial_factors(params: &Hyperparams, k: usize, entity: Entity, raw: &str) -> Vec<f32> {
+    let Ok(normal) = Normal::new(params.init_mean, params.init_std_dev) else {
+        return vec![0.0; k];
+    };
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[entity as u8]);
+    hasher.update(raw.as_bytes());
+    let id_seed = (u64::from(hasher.finalize()) << 32) | raw.len() as u64;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(params.seed ^ 0x6f6e_6c69_6e65 ^ id_seed);
+    (0..k).map(|_| normal.sample(&mut rng)).collect()
 }
 
 /// Running prequential accuracy: RMSE and hit rate at 10.
@@ -582,13 +635,71 @@ mod tests {
     }
 
     #[test]
-    fn item_factors_stay_put_unless_enabled() {
+    fn frozen_items_keep_their_state_and_yield_no_delta() {
         let mut learner = OnlineLearner::new(base(), false);
-        let before = learner.recommender().model().svd.item_row(0).to_vec();
+        let svd = &learner.recommender().model().svd;
+        let (factors, bias) = (svd.item_row(0).to_vec(), svd.item_bias[0]);
         let iid = learner.recommender().model().items.raw(0).unwrap().clone();
         let (update, _) = learner.learn("2", iid.as_str(), 5.0).unwrap();
-        assert_eq!(update.item.factors, before);
-        assert_ne!(update.item.bias, 0.0);
+        assert_eq!((update.item.factors, update.item.bias), (factors, bias));
+        assert_eq!(update.item_delta, None);
+        assert_ne!(
+            update.user.factors,
+            learner.recommender().model().svd.user_row(0)
+        );
+    }
+
+    #[test]
+    fn an_item_delta_is_the_change_of_the_item_and_adds_back_to_its_state() {
+        let mut learner = OnlineLearner::new(base(), true);
+        for iid in ["m1", "a-new-movie"] {
+            let before = learner.recommender().model().items.get(iid).map(|i| {
+                let svd = &learner.recommender().model().svd;
+                (
+                    svd.item_bias[i as usize],
+                    svd.item_row(i).to_vec(),
+                    svd.item_counts[i as usize],
+                )
+            });
+            let (bias, factors, count) = before.unwrap_or_else(|| {
+                let model = learner.recommender().model();
+                let k = model.svd.n_factors;
+                (
+                    0.0,
+                    initial_factors(&model.meta.params, k, Entity::Item, iid),
+                    0,
+                )
+            });
+            let (update, _) = learner.learn("2", iid, 1.0).unwrap();
+            let delta = update.item_delta.unwrap();
+            let mut rebuilt = EntityState {
+                id: RawId::new(iid),
+                bias,
+                factors,
+                count,
+            };
+            delta.add_to(&mut rebuilt);
+            assert_eq!(rebuilt.count, update.item.count, "{iid}");
+            assert!((rebuilt.bias - update.item.bias).abs() < 1e-6, "{iid}");
+            for (a, b) in rebuilt.factors.iter().zip(&update.item.factors) {
+                assert!((a - b).abs() < 1e-6, "{iid}: {a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_learner_gives_a_newcomer_the_same_first_factors() {
+        let params = base().meta.params;
+        let a = initial_factors(&params, 6, Entity::User, "newcomer");
+        assert_eq!(a, initial_factors(&params, 6, Entity::User, "newcomer"));
+        assert_ne!(a, initial_factors(&params, 6, Entity::Item, "newcomer"));
+        assert_ne!(a, initial_factors(&params, 6, Entity::User, "newcomer2"));
+        let mut one = OnlineLearner::new(base(), true);
+        let mut other = OnlineLearner::new(base(), true);
+        other.learn("1", "m1", 4.0).unwrap();
+        let (a, _) = one.learn("newcomer", "new-movie", 4.0).unwrap();
+        let (b, _) = other.learn("newcomer", "new-movie", 4.0).unwrap();
+        assert_eq!(a.user.factors, b.user.factors);
     }
 
     #[test]
@@ -644,11 +755,12 @@ mod tests {
             .learn("newcomer", "m1", 5.0)
             .map(|_| ())
             .unwrap_err();
-        // Same model, same random stream: the refused rating drew nothing.
-        let sane = OnlineLearner::new(hot, true);
+        let mut sane = OnlineLearner::new(hot, true);
         let state = |l: &OnlineLearner| l.recommender().model().clone();
         assert!(state(&sane) == state(&refused));
-        assert_eq!(sane.rng, refused.rng);
+        // And what comes next is what it would have been without it.
+        let next = |l: &mut OnlineLearner| l.learn("1", "m2", 3.0).map(|(u, _)| u);
+        assert_eq!(next(&mut sane), next(&mut refused));
     }
 
     #[test]
