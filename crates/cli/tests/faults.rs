@@ -179,11 +179,18 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
             while !stop.load(Ordering::Relaxed) {
                 let due = (started.elapsed().as_secs_f64() * rate as f64) as usize;
                 let batch: Vec<Vec<u8>> = (sent..due.max(sent)).map(make).collect();
+                // Keyed by uid, as ratings must be.
+                let keys: Vec<String> = batch
+                    .iter()
+                    .map(|payload| uid_key(payload).unwrap_or_default())
+                    .collect();
                 runtime.block_on(async {
                     let pending: Vec<_> = batch
                         .iter()
-                        .map(|payload| {
-                            let record = rdkafka::producer::FutureRecord::<(), _>::to(topic)
+                        .zip(&keys)
+                        .map(|(payload, key)| {
+                            let record = rdkafka::producer::FutureRecord::to(topic)
+                                .key(key)
                                 .payload(payload);
                             producer.send(record, Duration::from_secs(60))
                         })

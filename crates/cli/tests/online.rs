@@ -162,19 +162,34 @@ fn two_workers_following_the_same_updates_give_identical_scores() {
         })
         .collect();
     produce(&s.broker.bootstrap, RATINGS, &ratings);
-    // Wait until both workers serve the state after the last update.
-    let settled = |topic: &str| {
-        ask_until(&s.broker.bootstrap, topic, "3", LONG, |r| {
-            r["model_version"]
-                .as_str()
-                .is_some_and(|v| v.ends_with("+300"))
-        })
-    };
+    // Wait until both workers have applied the updates of every rating.
     assert!(
-        settled("replies-a").is_some() && settled("replies-b").is_some(),
+        s.workers.iter().all(|w| w.wait_learnt(300, LONG)),
         "both caught up\n{}",
         s.logs()
     );
+    // Item states are merged a little after their ratings: wait until the
+    // version stops changing, the same on both.
+    let version = |topic: &str| {
+        ask(&s.broker.bootstrap, topic, "3", "version", LONG).unwrap()["model_version"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + LONG;
+    let mut last = (version("replies-a"), version("replies-b"));
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = (version("replies-a"), version("replies-b"));
+        if now == last && now.0 == now.1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "versions settle: {now:?}"
+        );
+        last = now;
+    }
     produce(&s.broker.bootstrap, IN, &requests("same", 40, 40));
     let a = read_topic(&s.broker.bootstrap, "replies-a", LONG, |r| {
         r.iter().filter(|x| is_same(x)).count() >= 40
@@ -194,9 +209,30 @@ fn two_workers_following_the_same_updates_give_identical_scores() {
             })
             .collect()
     };
-    let (a, b) = (by_id(a), by_id(b));
+    let versions: HashSet<&str> = a
+        .iter()
+        .chain(&b)
+        .filter(|r| is_same(r))
+        .filter_map(|r| r["model_version"].as_str())
+        .collect();
+    assert_eq!(
+        versions.len(),
+        1,
+        "one version on both workers: {versions:?}"
+    );
+    let (a, b) = (by_id(a.clone()), by_id(b.clone()));
     assert_eq!(a.len(), 40);
-    assert_eq!(a, b, "identical items and scores from both workers");
+    let differ: Vec<(&String, &Value, Option<&Value>)> = a
+        .iter()
+        .filter(|(id, r)| b.get(*id) != Some(*r))
+        .map(|(id, r)| (id, r, b.get(id)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "identical items and scores from both workers; {} of 40 differ, first: {:?}",
+        differ.len(),
+        differ.first()
+    );
 }
 
 fn is_same(reply: &Value) -> bool {
@@ -367,6 +403,9 @@ fn a_learner_killed_with_sigkill_resumes_without_losing_or_repeating_a_rating() 
         before_restart > 0 && before_restart < 3000,
         "the premise: the learner was killed while it was learning ({before_restart} of 3000 published)"
     );
+    // Tansu 0.6 can leave a member that joins before the dead one's session
+    // (6 s here) expires without partitions; a real restart takes longer anyway.
+    std::thread::sleep(Duration::from_secs(8));
     s.learner("second");
     sender.join().unwrap();
     let updates = read_topic(&s.broker.bootstrap, MODEL_TOPIC, LONG, |m| {
@@ -374,7 +413,9 @@ fn a_learner_killed_with_sigkill_resumes_without_losing_or_repeating_a_rating() 
     });
     // Let anything extra arrive before judging: read up to the topic's end,
     // found by reading until it has been quiet for three seconds.
-    let end = end_offsets(&s.broker.bootstrap, MODEL_TOPIC, 1)[0];
+    let end: i64 = end_offsets(&s.broker.bootstrap, MODEL_TOPIC, 4)
+        .iter()
+        .sum();
     assert!(
         end as usize >= updates.len(),
         "the premise: the end covers what was read"
@@ -392,12 +433,22 @@ fn a_learner_killed_with_sigkill_resumes_without_losing_or_repeating_a_rating() 
         "no rating learnt twice in the published sequence\n{}",
         s.logs()
     );
-    let seqs: Vec<u64> = users.iter().map(|u| u["seq"].as_u64().unwrap()).collect();
-    assert_eq!(
-        seqs,
-        (1..=3000).collect::<Vec<_>>(),
-        "one unbroken sequence"
-    );
+    // Each partition numbers its ratings 1, 2, ... without a gap or a repeat.
+    let mut seqs: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    for user in &users {
+        let partition = user["source"]["partition"].as_i64().unwrap();
+        seqs.entry(partition)
+            .or_default()
+            .push(user["seq"].as_u64().unwrap());
+    }
+    for (partition, seqs) in &seqs {
+        let n = seqs.len() as u64;
+        assert_eq!(
+            seqs,
+            &(1..=n).collect::<Vec<_>>(),
+            "one unbroken sequence on partition {partition}"
+        );
+    }
 }
 
 /// Produces one keyed message.

@@ -48,6 +48,10 @@ pub struct OnlineState {
     /// Positions in the input streams that the snapshot includes, by name.
     /// Opaque to the core: the streaming layer stores where to resume here.
     pub positions: std::collections::BTreeMap<String, i64>,
+    /// Anything else the streaming layer needs to resume (merged item
+    /// states, hand-over positions), opaque to the core as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<serde_json::Value>,
 }
 
 /// A servable model: factors, ids, titles, seen items and metadata.

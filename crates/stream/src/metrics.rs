@@ -61,6 +61,13 @@ pub const MODEL_TOPIC_TRUNCATED: &str = "recstream_model_topic_truncated_total";
 pub const COMMIT_FAILURES: &str = "recstream_commit_failures_total";
 /// Ratings learnt by the learner.
 pub const RATINGS_LEARNT: &str = "recstream_ratings_learnt_total";
+/// Ratings partitions a learner owns and has restored.
+pub const LEARNER_PARTITIONS: &str = "recstream_learner_partitions";
+/// Item states a learner merged from the learners' deltas and published.
+pub const ITEMS_MERGED: &str = "recstream_items_merged_total";
+/// Item-delta batches a learner dropped, by `reason` (`other_model`,
+/// `unreadable`, `wrong_partition`).
+pub const ITEM_DELTAS_DROPPED: &str = "recstream_item_deltas_dropped_total";
 /// Share of one core the embedded broker's thread used over the last few seconds.
 pub const EMBEDDED_BROKER_CPU: &str = "recstream_embedded_broker_cpu_ratio";
 /// Prequential RMSE of the learner so far.

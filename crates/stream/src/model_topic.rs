@@ -1,18 +1,32 @@
-//! The model topic: how a learner's updates and new batch models reach every worker.
+//! The model topic: how learners' updates and new batch models reach every worker.
 //!
-//! One partition, so every worker sees one order. Messages are keyed so that
-//! a compacted topic keeps exactly what a newcomer needs: `user:<id>` and
-//! `item:<id>` carry the *full* latest state of a user or an item (never a
-//! difference), `model` announces the current batch model, and `marker:*`
-//! messages are written by a learner to find the end of the topic on restart.
+//! Partitioned like the ratings topic. Partition `p` holds the states of the
+//! users whose ratings arrive on ratings partition `p`, written by the one
+//! learner that owns `p`, and the merged states of the items whose partition
+//! is `p` ([`item_partition`]), written by the same learner. So each
+//! partition has one writer and one order, and a worker that follows every
+//! partition sees each user's and item's states in order.
+//!
+//! Messages are keyed so that a compacted topic keeps exactly what a
+//! newcomer needs: `user:<id>` and `item:<id>` carry the *full* latest state
+//! of a user or an item (never a difference), `model` announces the current
+//! batch model (on every partition), `marker` messages are written by a
+//! learner to find the end of a partition, and `forwarded` and `merged`
+//! record how far a partition's item deltas were handed over and merged.
 //! Every state carries the batch model it belongs to and a sequence number.
+//!
+//! Item deltas travel on their own topic, partitioned like the others: a
+//! [`DeltaMessage`] on partition `q` holds one source's deltas for the items
+//! of partition `q`.
 //!
 //! Batch model files are too large for one Kafka message (1 MiB by default),
 //! so they travel as numbered chunks on a files topic; the announcement says
 //! where they start and how to verify the assembled file (SHA-256).
 
+use std::collections::BTreeMap;
+
 use recstream_core::RawId;
-use recstream_core::online::{EntityState, Update};
+use recstream_core::online::{DeltaBatch, EntityState, ItemDelta, Update};
 use serde::{Deserialize, Serialize};
 
 /// A message on the model topic.
@@ -21,7 +35,8 @@ use serde::{Deserialize, Serialize};
 pub enum ModelMessage {
     /// A user's latest state.
     User {
-        /// Update sequence number.
+        /// Ratings learnt on this partition so far (1, 2, ...): one per
+        /// rating, so the last one says how many were learnt.
         seq: u64,
         /// Batch model the state belongs to.
         base: String,
@@ -33,23 +48,72 @@ pub enum ModelMessage {
         source: Option<Source>,
         /// That rating's timestamp (ms since the epoch), for freshness metrics.
         rating_ts_ms: Option<i64>,
+        /// What the rating changed in its item, so that a learner taking
+        /// the partition over can hand it over again if need be.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item_delta: Option<ItemDelta>,
     },
     /// An item's latest state.
     Item {
-        /// Update sequence number.
+        /// States published on this partition so far.
         seq: u64,
         /// Batch model the state belongs to.
         base: String,
         /// The state.
         state: EntityState,
+        /// Per ratings partition, the last rating whose item delta the
+        /// state holds (empty for a single learner's own item).
+        #[serde(
+            default,
+            skip_serializing_if = "BTreeMap::is_empty",
+            with = "partition_pairs"
+        )]
+        through: BTreeMap<i32, i64>,
     },
     /// A new batch model to serve.
     Model(ModelAnnouncement),
-    /// Written by a learner at start-up to find the end of the topic.
+    /// Written by a learner to find the end of a partition.
     Marker {
         /// Unique per start-up.
         nonce: String,
     },
+    /// The item deltas of this partition's ratings up to `through` were
+    /// handed over (acknowledged on the deltas topic).
+    Forwarded {
+        /// Batch model the deltas belong to.
+        base: String,
+        /// The ratings partition (the same as this one).
+        partition: i32,
+        /// Offset of the last rating covered.
+        through: i64,
+    },
+    /// The item states of this partition hold every delta up to `offset`
+    /// of the deltas topic's partition of the same number.
+    Merged {
+        /// Batch model the states belong to.
+        base: String,
+        /// The deltas partition (the same as this one).
+        partition: i32,
+        /// Offset of the last delta batch merged.
+        offset: i64,
+    },
+}
+
+/// Positions by partition as `[[partition, offset], ...]`: JSON object keys
+/// are strings, which a tagged enum cannot read back as numbers.
+mod partition_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<i32, i64>, s: S) -> Result<S::Ok, S::Error> {
+        let pairs: Vec<(i32, i64)> = map.iter().map(|(&p, &o)| (p, o)).collect();
+        pairs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<i32, i64>, D::Error> {
+        Ok(Vec::<(i32, i64)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// Where a rating came from.
@@ -88,6 +152,8 @@ impl ModelMessage {
             ModelMessage::Item { state, .. } => format!("item:{}", state.id),
             ModelMessage::Model(_) => "model".to_string(),
             ModelMessage::Marker { .. } => "marker".to_string(),
+            ModelMessage::Forwarded { .. } => "forwarded".to_string(),
+            ModelMessage::Merged { .. } => "merged".to_string(),
         }
     }
 
@@ -102,28 +168,57 @@ impl ModelMessage {
     }
 }
 
-/// The two messages of a learner update: the item first, then the user
-/// (whose list of rated items may name the item).
-pub fn update_messages(
+/// The user state message of a learner update, numbered `seq` on its partition.
+pub fn user_message(
     update: &Update,
+    seq: u64,
     source: Option<Source>,
     rating_ts_ms: Option<i64>,
-) -> [ModelMessage; 2] {
-    [
-        ModelMessage::Item {
-            seq: update.seq,
-            base: update.base_id.clone(),
-            state: update.item.clone(),
-        },
-        ModelMessage::User {
-            seq: update.seq,
-            base: update.base_id.clone(),
-            state: update.user.clone(),
-            rated: update.user_rated.clone(),
-            source,
-            rating_ts_ms,
-        },
-    ]
+) -> ModelMessage {
+    ModelMessage::User {
+        seq,
+        base: update.base_id.clone(),
+        state: update.user.clone(),
+        rated: update.user_rated.clone(),
+        source,
+        rating_ts_ms,
+        item_delta: update.item_delta.clone(),
+    }
+}
+
+/// The partition of the model and deltas topics that owns an item's merged
+/// state: a hash of its raw id, so every learner agrees without asking.
+pub fn item_partition(id: &RawId, partitions: i32) -> i32 {
+    let n = u32::try_from(partitions.max(1)).unwrap_or(1);
+    // The remainder is below `partitions`, which fits an i32.
+    (crc32fast::hash(id.as_str().as_bytes()) % n) as i32
+}
+
+/// One source's item deltas for the items of one partition, on the deltas topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeltaMessage {
+    /// Batch model the deltas apply to; a merger on another drops them.
+    pub base: String,
+    /// The deltas.
+    #[serde(flatten)]
+    pub batch: DeltaBatch,
+}
+
+impl DeltaMessage {
+    /// The key: the source partition (deltas are partitioned by item).
+    pub fn key(&self) -> String {
+        format!("deltas:{}", self.batch.source)
+    }
+
+    /// JSON bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -147,21 +242,55 @@ mod tests {
             user: state("196"),
             user_rated: vec![RawId::new("242")],
             item: state("242"),
-            item_delta: None,
+            item_delta: Some(ItemDelta {
+                id: RawId::new("242"),
+                bias: 0.5,
+                factors: vec![0.25; 4],
+                count: 1,
+            }),
         };
-        let [item, user] = update_messages(
+        let user = user_message(
             &update,
+            7,
             Some(Source {
                 partition: 2,
                 offset: 40,
             }),
             Some(1_700_000_000_000),
         );
+        let item = ModelMessage::Item {
+            seq: 3,
+            base: "abc".into(),
+            state: state("242"),
+            through: BTreeMap::from([(0, 4), (2, 40)]),
+        };
         assert_eq!(item.key(), "item:242");
         assert_eq!(user.key(), "user:196");
-        for message in [item, user] {
+        let checkpoints = [
+            ModelMessage::Forwarded {
+                base: "abc".into(),
+                partition: 2,
+                through: 40,
+            },
+            ModelMessage::Merged {
+                base: "abc".into(),
+                partition: 2,
+                offset: 9,
+            },
+        ];
+        for message in [item, user].into_iter().chain(checkpoints) {
             assert_eq!(ModelMessage::decode(&message.encode()).unwrap(), message);
         }
+        let deltas = DeltaMessage {
+            base: "abc".into(),
+            batch: DeltaBatch {
+                source: 2,
+                through: 40,
+                deltas: vec![],
+            },
+        };
+        assert_eq!(DeltaMessage::decode(&deltas.encode()).unwrap(), deltas);
+        assert_eq!(deltas.key(), "deltas:2");
         let announcement = ModelMessage::Model(ModelAnnouncement {
             id: "abc".into(),
             bytes: 10,
@@ -177,5 +306,28 @@ mod tests {
             announcement
         );
         assert!(ModelMessage::decode(b"{\"type\":\"nonsense\"}").is_err());
+    }
+
+    #[test]
+    fn states_written_before_partitions_still_read() {
+        let old = br#"{"type":"item","seq":1,"base":"abc","state":{"id":"1","bias":0.5,"factors":[0.1],"count":2}}"#;
+        let Ok(ModelMessage::Item { through, .. }) = ModelMessage::decode(old) else {
+            panic!("an item state without positions reads");
+        };
+        assert!(through.is_empty());
+    }
+
+    #[test]
+    fn every_learner_puts_an_item_on_the_same_partition_of_every_topic() {
+        let id = RawId::new("242");
+        let p = item_partition(&id, 8);
+        assert!((0..8).contains(&p));
+        assert_eq!(p, item_partition(&id, 8));
+        assert_eq!(item_partition(&id, 1), 0);
+        assert_eq!(item_partition(&id, 0), 0, "no partitions is one");
+        let spread: std::collections::BTreeSet<i32> = (0..200)
+            .map(|i| item_partition(&RawId::new(i.to_string()), 8))
+            .collect();
+        assert_eq!(spread.len(), 8, "items spread over every partition");
     }
 }

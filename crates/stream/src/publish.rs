@@ -14,7 +14,7 @@ use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use recstream_core::Model;
 use recstream_core::modelfile::{self, ModelFileError};
@@ -126,16 +126,33 @@ pub async fn publish_model(
     let message = ModelMessage::Model(announcement.clone());
     let key = message.key();
     let payload = message.encode();
-    producer
-        .send(
-            FutureRecord::to(model_topic)
-                .key(&key)
-                .payload(&payload)
-                .partition(0),
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+    // On every partition: each learner and worker meets the announcement
+    // before any state for the new model on the same partition.
+    let (asking, topic) = (producer.clone(), model_topic.to_string());
+    let metadata = crate::kafka::blocking("counting the model topic's partitions", move || {
+        asking
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(30))
+    })
+    .await
+    .map_err(|_| PublishError::Kafka(KafkaError::Canceled))
+    .and_then(|m| m.map_err(PublishError::from))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(1, |t| t.partitions().len().max(1));
+    for partition in 0..partitions as i32 {
+        producer
+            .send(
+                FutureRecord::to(model_topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .partition(partition),
+                Duration::from_secs(60),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
     Ok(announcement)
 }
 

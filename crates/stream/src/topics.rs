@@ -48,8 +48,8 @@ pub struct TopicSpec {
     /// Partition count to create it with.
     pub partitions: i32,
     /// When true, an existing topic must have exactly `partitions`
-    /// partitions (the model topics are read and written on partition 0
-    /// only, in order); otherwise any count works.
+    /// partitions (the model files topic is read and written on partition
+    /// 0 only, in order); otherwise any count works.
     pub exact_partitions: bool,
     /// Replication factor; -1 takes the broker's default.
     pub replication: i32,
@@ -79,12 +79,14 @@ impl TopicSpec {
         }
     }
 
-    /// A single-partition compacted topic (the model topic: the latest state
-    /// per key is all a newcomer needs, and deleting by age would lose it).
-    pub fn compacted(name: impl Into<String>) -> Self {
+    /// A compacted topic (the model topic: the latest state per key is all a
+    /// newcomer needs, and deleting by age would lose it), created with
+    /// `partitions` partitions. Any count is accepted here: the learners
+    /// check that it matches the ratings topic's, and say how to fix it.
+    pub fn compacted(name: impl Into<String>, partitions: i32) -> Self {
         TopicSpec {
             configs: vec![("cleanup.policy".into(), "compact".into())],
-            ..TopicSpec::single(name)
+            ..TopicSpec::new(name, partitions)
         }
     }
 
@@ -658,7 +660,7 @@ mod tests {
         let error = TopicError::Problems {
             brokers: "127.0.0.1:9092".into(),
             problems: vec![TopicProblem::Missing {
-                spec: TopicSpec::compacted("model-updates"),
+                spec: TopicSpec::compacted("model-updates", 1),
             }],
         };
         assert_eq!(
@@ -670,7 +672,7 @@ mod tests {
     #[test]
     fn a_non_compacted_model_topic_says_what_was_found_and_needed() {
         let problem = TopicProblem::Config {
-            spec: TopicSpec::compacted("model-updates"),
+            spec: TopicSpec::compacted("model-updates", 4),
             key: "cleanup.policy".into(),
             found: Some("delete".into()),
             needed: "compact".into(),
@@ -707,7 +709,7 @@ mod tests {
     fn repeated_topics_are_checked_once() {
         let topics = [
             TopicSpec::new("a", 4),
-            TopicSpec::compacted("m"),
+            TopicSpec::compacted("m", 1),
             TopicSpec::new("a", 2),
         ];
         let unique = dedup(&topics);

@@ -89,6 +89,10 @@ pub enum RejectCode {
     InvalidRating,
     /// `ts` is not an integer.
     InvalidTs,
+    /// A rating on a ratings topic of several partitions whose Kafka key
+    /// is not its uid: its user's ratings may be spread over partitions,
+    /// and so over learners that would each write the user's state.
+    NotKeyedByUser,
     /// The reply could not be delivered (too large for the output topic,
     /// say); the dead letter carries the reply, truncated if need be.
     Undeliverable,
@@ -110,12 +114,13 @@ impl RejectCode {
             RejectCode::InvalidIid => "invalid_iid",
             RejectCode::InvalidRating => "invalid_rating",
             RejectCode::InvalidTs => "invalid_ts",
+            RejectCode::NotKeyedByUser => "not_keyed_by_user",
             RejectCode::Undeliverable => "undeliverable",
         }
     }
 
     /// Every code, for pre-registering metrics.
-    pub const ALL: [RejectCode; 13] = [
+    pub const ALL: [RejectCode; 14] = [
         RejectCode::Empty,
         RejectCode::TooLarge,
         RejectCode::NotUtf8,
@@ -128,6 +133,7 @@ impl RejectCode {
         RejectCode::InvalidIid,
         RejectCode::InvalidRating,
         RejectCode::InvalidTs,
+        RejectCode::NotKeyedByUser,
         RejectCode::Undeliverable,
     ];
 }

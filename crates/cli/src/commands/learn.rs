@@ -36,7 +36,9 @@ pub struct LearnArgs {
     #[arg(long)]
     create_topics: bool,
 
-    /// Partitions of the ratings topics --create-topics creates.
+    /// Partitions of the topics --create-topics creates: the ratings, model
+    /// and item-deltas topics must have the same count (give the existing
+    /// ratings topic's).
     #[arg(long, default_value_t = 4)]
     partitions: i32,
 
@@ -67,9 +69,23 @@ pub struct LearnerArgs {
     pub snapshot_every: u64,
 
     /// Keep items as trained: only users learn (item biases and factors
-    /// change only with a new batch model).
+    /// change only with a new batch model), and learners share nothing.
     #[arg(long)]
     pub freeze_items: bool,
+
+    /// Consumer group the learners share the ratings partitions in: start
+    /// several `recstream learn` with the same group to learn in parallel.
+    #[arg(long, default_value = "recstream-learn")]
+    pub group_id: String,
+
+    /// Topic the learners hand their item changes over on, to the learner
+    /// that owns each item's partition (partitioned like the ratings topic).
+    #[arg(long, default_value = "item-deltas")]
+    pub item_deltas_topic: String,
+
+    /// Milliseconds between two hand-overs of item changes.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub item_sync_ms: u64,
 }
 
 impl LearnerArgs {
@@ -86,17 +102,24 @@ impl LearnerArgs {
             snapshot_dir: Some(self.snapshot_dir.clone()),
             snapshot_every: Duration::from_secs(self.snapshot_every.max(1)),
             update_items: !self.freeze_items,
+            group_id: self.group_id.clone(),
+            deltas_topic: self.item_deltas_topic.clone(),
+            item_sync: Duration::from_millis(self.item_sync_ms.max(1)),
             ..LearnerConfig::new(kafka)
         }
     }
 
-    /// The topics the learner reads and writes.
+    /// The topics the learner reads and writes: the model and deltas topics
+    /// are created partitioned like the ratings topic.
     pub fn topics(&self, partitions: i32, model_topic: &str) -> Vec<TopicSpec> {
         let mut topics = vec![
             TopicSpec::new(&self.ratings_topic, partitions),
             TopicSpec::new(&self.ratings_dlq_topic, partitions),
         ];
-        topics.extend(model_topics(model_topic, DEFAULT_FILES_TOPIC));
+        topics.extend(model_topics(model_topic, partitions, DEFAULT_FILES_TOPIC));
+        if !self.freeze_items {
+            topics.push(TopicSpec::new(&self.item_deltas_topic, partitions));
+        }
         topics
     }
 }

@@ -65,7 +65,8 @@ pub fn publish(
 ) -> anyhow::Result<()> {
     crate::args::runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
-        let needed = super::serve::model_topics(&topics.model_topic, &topics.files_topic);
+        // Created with the ratings topics' default partition count, if missing.
+        let needed = super::serve::model_topics(&topics.model_topic, 4, &topics.files_topic);
         recstream_stream::topics::prepare(settings, &needed, topics.create_topics, &shutdown)
             .await
             .context("checking the model topics")?;

@@ -147,7 +147,11 @@ impl WorkerArgs {
             .map(|name| TopicSpec::new(name.clone(), partitions))
             .collect();
         if !self.no_follow {
-            topics.extend(model_topics(&self.model_topic, DEFAULT_FILES_TOPIC));
+            topics.extend(model_topics(
+                &self.model_topic,
+                partitions,
+                DEFAULT_FILES_TOPIC,
+            ));
         }
         topics
     }
@@ -156,11 +160,12 @@ impl WorkerArgs {
 /// Where batch model files travel, in chunks.
 pub const DEFAULT_FILES_TOPIC: &str = "model-files";
 
-/// The model topic (one partition, compacted: the latest state per user and
-/// item is all a newcomer needs) and the files topic (one partition).
-pub fn model_topics(model_topic: &str, files_topic: &str) -> [TopicSpec; 2] {
+/// The model topic (compacted: the latest state per user and item is all a
+/// newcomer needs; partitioned like the ratings topic, so created with
+/// `partitions`) and the files topic (one partition).
+pub fn model_topics(model_topic: &str, partitions: i32, files_topic: &str) -> [TopicSpec; 2] {
     [
-        TopicSpec::compacted(model_topic),
+        TopicSpec::compacted(model_topic, partitions),
         TopicSpec::single(files_topic),
     ]
 }

@@ -26,6 +26,7 @@ pub const RATINGS: &str = "rating-events";
 pub const RATINGS_DLQ: &str = "rating-events-dlq";
 pub const MODEL_TOPIC: &str = "model-updates";
 pub const FILES_TOPIC: &str = "model-files";
+pub const DELTAS_TOPIC: &str = "item-deltas";
 
 /// Broker-backed tests run one at a time: each starts a broker and workers,
 /// and two cores do not run several such setups reliably at once.
@@ -122,19 +123,22 @@ impl Tansu {
     /// partitions, and the model topics every `serve` follows by default.
     pub fn create_topics(&self, partitions: i32) {
         self.create(&[(IN, partitions), (OUT, partitions), (DLQ, partitions)]);
-        self.create_model_topics();
+        self.create_model_topics(partitions);
     }
 
-    /// Creates the request, reply, rating and model topics of the online loop.
+    /// Creates the request, reply, rating and model topics of the online
+    /// loop, four partitions each.
     pub fn create_online_topics(&self) {
         self.create(&[(IN, 4), (OUT, 4), (DLQ, 4), (RATINGS, 4), (RATINGS_DLQ, 4)]);
-        self.create_model_topics();
+        self.create_model_topics(4);
     }
 
-    /// The compacted single-partition model topic and the files topic.
-    pub fn create_model_topics(&self) {
+    /// The compacted model topic and the item-deltas topic, partitioned like
+    /// a ratings topic of `partitions` partitions, and the files topic.
+    pub fn create_model_topics(&self, partitions: i32) {
         self.create_with(&[
-            (MODEL_TOPIC, 1, &[("cleanup.policy", "compact")]),
+            (MODEL_TOPIC, partitions, &[("cleanup.policy", "compact")]),
+            (DELTAS_TOPIC, partitions, &[]),
             (FILES_TOPIC, 1, &[]),
         ]);
     }
@@ -329,6 +333,24 @@ impl Worker {
         metric(&text, "recstream_assigned_partitions")
     }
 
+    /// Ratings learnt, over every partition, in the updates the worker applied.
+    pub fn model_sequence(&self) -> Option<f64> {
+        let (_, text) = http_get(&self.metrics, "/metrics")?;
+        metric(&text, "recstream_model_update_sequence")
+    }
+
+    /// Waits until the worker has applied the updates of `ratings` ratings.
+    pub fn wait_learnt(&self, ratings: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.model_sequence().is_some_and(|n| n >= ratings as f64) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// Waits until the worker owns at least one partition (its gauge says so).
     pub fn wait_assigned(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -381,6 +403,7 @@ impl Learner {
             .arg(model)
             .arg("--snapshot-dir")
             .arg(snapshots)
+            .args(FAST_GROUP)
             .env("RUST_LOG", "info,librdkafka=warn")
             .stdout(Stdio::null())
             .stderr(file)
@@ -402,9 +425,26 @@ impl Learner {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the learner is consuming ratings (`/readyz` says so).
+    /// Waits until the learner has joined its group and owns (and has
+    /// restored) at least one ratings partition.
     pub fn wait_learning(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         wait_ready(&self.metrics, timeout)
+            && loop {
+                if self.assigned_partitions().is_some_and(|n| n > 0.0) {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+    }
+
+    /// Ratings partitions the learner owns and has restored.
+    pub fn assigned_partitions(&self) -> Option<f64> {
+        let (_, text) = http_get(&self.metrics, "/metrics")?;
+        metric(&text, "recstream_learner_partitions")
     }
 }
 
@@ -487,6 +527,17 @@ pub fn produce(bootstrap: &str, topic: &str, messages: &[Vec<u8>]) {
     produce_with(bootstrap, topic, messages, &[("linger.ms", "5")]);
 }
 
+/// The key a well-behaved producer gives a JSON event: its uid as text
+/// (ratings must be keyed so; requests may be). `None` without a uid.
+pub fn uid_key(payload: &[u8]) -> Option<String> {
+    let event: Value = serde_json::from_slice(payload).ok()?;
+    match &event["uid"] {
+        Value::String(uid) => Some(uid.clone()),
+        Value::Number(uid) => Some(uid.to_string()),
+        _ => None,
+    }
+}
+
 /// As [`produce`], but every message in a record batch of its own. For
 /// topics that a consumer on Tansu resumes in mid-stream: Tansu 0.6 answers
 /// a fetch from an offset inside a batch with the next batch, skipping the
@@ -510,8 +561,10 @@ fn produce_with(bootstrap: &str, topic: &str, messages: &[Vec<u8>], settings: &[
     let producer: FutureProducer = config.create().expect("producer");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let keys: Vec<String> = (0..messages.len())
-            .map(|i| format!("k{}", i % 101))
+        let keys: Vec<String> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| uid_key(m).unwrap_or_else(|| format!("k{}", i % 101)))
             .collect();
         let mut pending = Vec::with_capacity(messages.len());
         for (payload, key) in messages.iter().zip(&keys) {

@@ -156,6 +156,14 @@ impl PendingDeltas {
         Some(sum)
     }
 
+    /// The items with a pending share, each once.
+    pub fn items(&self) -> Vec<RawId> {
+        let sent = self.sent.iter().flat_map(|s| s.items.keys());
+        let open = self.open.values().flat_map(|(_, items)| items.keys());
+        let ids: std::collections::BTreeSet<&RawId> = sent.chain(open).collect();
+        ids.into_iter().cloned().collect()
+    }
+
     /// Forgets everything of `source` (its partition moved to another
     /// learner, which hands its deltas over from the published ratings).
     pub fn forget(&mut self, source: i32) {
@@ -237,6 +245,8 @@ mod tests {
         pending.take();
         pending.record(3, 2, &delta("a", 1.0));
         pending.record(4, 2, &delta("a", 5.0));
+        pending.record(4, 3, &delta("b", 1.0));
+        assert_eq!(pending.items(), vec![RawId::new("a"), RawId::new("b")]);
         pending.forget(3);
         assert_eq!(pending.pending(&RawId::new("a")).unwrap().bias, 5.0);
     }

@@ -121,6 +121,11 @@ impl ItemLedger {
         self.items.retain(|id, _| !drop(id));
     }
 
+    /// Every merged state, in no particular order.
+    pub fn items(&self) -> impl Iterator<Item = &MergedItem> {
+        self.items.values()
+    }
+
     /// Items merged.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -340,6 +340,28 @@ impl OnlineLearner {
         }
     }
 
+    /// The model with its online state, ready to be written as a snapshot,
+    /// with `items` written over the learner's view of them (for a group of
+    /// learners: the merged states, without this learner's pending changes).
+    pub fn snapshot_with(
+        &self,
+        positions: std::collections::BTreeMap<String, i64>,
+        items: &[EntityState],
+    ) -> Model {
+        let mut model = self.snapshot(positions);
+        let k = model.svd.n_factors;
+        for state in items {
+            if let Some(i) = model.items.get(state.id.as_str())
+                && state.factors.len() == k
+            {
+                model.svd.item_bias[i as usize] = state.bias;
+                model.svd.item_row_mut(i).copy_from_slice(&state.factors);
+                model.svd.item_counts[i as usize] = state.count;
+            }
+        }
+        model
+    }
+
     /// The model with its online state, ready to be written as a snapshot.
     pub fn snapshot(&self, positions: std::collections::BTreeMap<String, i64>) -> Model {
         let mut model = self.recommender.model().clone();
@@ -347,6 +369,7 @@ impl OnlineLearner {
             base_id: self.base_id.clone(),
             seq: self.seq,
             positions,
+            resume: None,
         });
         model
     }

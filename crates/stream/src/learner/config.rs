@@ -22,8 +22,15 @@ pub struct LearnerConfig {
     pub kafka: KafkaSettings,
     /// Topic the ratings arrive on.
     pub ratings_topic: String,
-    /// Topic the model updates go to (one partition).
+    /// Topic the model updates go to, partitioned like the ratings topic.
     pub model_topic: String,
+    /// Topic the item deltas travel on between learners, partitioned like
+    /// the ratings topic (unused with items frozen).
+    pub deltas_topic: String,
+    /// Consumer group the learners share the ratings partitions in.
+    pub group_id: String,
+    /// How often item deltas are handed over to the items' owners.
+    pub item_sync: Duration,
     /// Topic invalid ratings go to.
     pub dlq_topic: String,
     /// Where snapshots are written (`latest.rsm`), and read on start.
@@ -40,13 +47,18 @@ pub struct LearnerConfig {
 }
 
 impl LearnerConfig {
-    /// Defaults: `rating-events` in, `model-updates` out, `rating-events-dlq`
-    /// for bad ratings, a snapshot a minute, item factors updated.
+    /// Defaults: `rating-events` in, `model-updates` out, `item-deltas`
+    /// between learners, `rating-events-dlq` for bad ratings, group
+    /// `recstream-learn`, item deltas handed over every 100 ms, a snapshot a
+    /// minute, items learnt.
     pub fn new(kafka: KafkaSettings) -> Self {
         LearnerConfig {
             kafka,
             ratings_topic: "rating-events".into(),
             model_topic: "model-updates".into(),
+            deltas_topic: "item-deltas".into(),
+            group_id: "recstream-learn".into(),
+            item_sync: Duration::from_millis(100),
             dlq_topic: "rating-events-dlq".into(),
             snapshot_dir: None,
             snapshot_every: Duration::from_secs(60),
@@ -70,7 +82,19 @@ impl LearnerConfig {
             ("--ratings-topic", &self.ratings_topic),
             ("--model-topic", &self.model_topic),
             ("--ratings-dlq-topic", &self.dlq_topic),
+            ("--item-deltas-topic", &self.deltas_topic),
+            ("--group-id", &self.group_id),
         ])?;
+        let others = [&self.ratings_topic, &self.model_topic, &self.dlq_topic];
+        if others.contains(&&self.deltas_topic) {
+            return Err(ConfigError::new(
+                "--item-deltas-topic",
+                "must differ from the ratings, model and dead-letter topics",
+            ));
+        }
+        if self.item_sync.is_zero() {
+            return Err(ConfigError::new("--item-sync-ms", "must be at least 1"));
+        }
         if self.model_topic == self.ratings_topic || self.dlq_topic == self.ratings_topic {
             return Err(ConfigError::new(
                 "--ratings-topic",

@@ -53,6 +53,23 @@ pub enum LearnerError {
         #[source]
         source: ModelFileError,
     },
+    /// The topics could not be described.
+    #[error("{0}")]
+    Topics(#[source] Box<crate::topics::TopicError>),
+    /// The model or deltas topic is not partitioned like the ratings topic.
+    #[error(
+        "{topic:?} has {partitions} partition(s) but {ratings_topic:?} has {ratings}: it must be partitioned like the ratings topic, since each learner writes the states of its partitions' users to the partition of the same number; recreate {topic:?} with {ratings} partitions (`recstream learn --create-topics` creates it so)"
+    )]
+    PartitionedUnlike {
+        /// The topic partitioned unlike the ratings.
+        topic: String,
+        /// Its partitions.
+        partitions: usize,
+        /// The ratings topic.
+        ratings_topic: String,
+        /// Its partitions.
+        ratings: usize,
+    },
     /// A model update or dead letter can never be delivered as it is.
     #[error("{0}; {RESTART}")]
     Undelivered(#[from] Undeliverable),

@@ -1,73 +1,95 @@
-//! The learner: ratings in, model updates out; the one writer of a model.
+//! The learner: ratings in, model updates out; one of a group of processes
+//! that learn one model together.
 //!
-//! It consumes the ratings topic, folds each valid rating into the model
-//! with the core's [`OnlineLearner`], and publishes the resulting user and
-//! item states to the model topic, which every worker follows. Invalid
-//! ratings go to a dead-letter topic with the reason.
+//! Learners join a consumer group on the ratings topic, which is keyed by
+//! user, so each ratings partition, and with it each user, has one learner
+//! at a time. That learner folds each valid rating into its copy of the
+//! model with the core's [`OnlineLearner`] and publishes the user's new
+//! state to the same partition of the model topic, which is partitioned
+//! like the ratings topic and followed by every worker. Invalid ratings go
+//! to a dead-letter topic with the reason.
 //!
-//! Restart safety comes from the model topic itself being the record of what
-//! was learnt. Every user state names the rating it came from. On start the
-//! learner loads its latest snapshot (or the batch model), writes a marker to
-//! the model topic, replays the topic up to that marker (applying its own
-//! published states, switching to any newer batch model announced), and
-//! resumes each ratings partition right after the last rating whose state
-//! was published. A rating consumed but not published before a crash is
-//! learnt again; one that was published is never applied twice. Snapshots
-//! (written after all outstanding states are acknowledged) only shorten
-//! that replay.
+//! Items are shared. Each learner changes its own copy of an item at once,
+//! adds the change up per ratings partition, and every `--item-sync-ms`
+//! hands the sums over on the item-deltas topic, to the partition of each
+//! item. The learner that owns that partition (by the same group) merges
+//! every learner's deltas, each batch counted once, and publishes the
+//! item's state on its partition of the model topic.
 //!
-//! Delivery failures are never dropped: a model update that librdkafka
-//! could not deliver after its own retries (`message.timeout.ms`), or one
-//! that can never be delivered (no such topic, no permission, too large),
-//! stops the learner with an error that names the topic and the cause.
-//! Sending it again later, out of order, could overwrite a newer state; a
-//! restart resumes from the snapshot and the published states as above,
-//! so the supervisor's restart is the retry. A dead letter that is too
-//! large for its topic is cut down and sent again instead.
+//! Restart safety comes from the model topic itself being the record of
+//! what was learnt (see `partitions`). Every user state names the rating it
+//! came from and carries that rating's item delta. A learner reads every
+//! partition of the model topic all the time; when the group gives it a
+//! partition, it reads that partition to a marker it writes, hands over the
+//! deltas of the ratings published since the last hand-over (the previous
+//! owner may not have), and resumes the ratings right after the last one
+//! published. A rating consumed but not published before a crash or a
+//! rebalance is learnt again; one that was published is never applied
+//! twice. Snapshots (written after all outstanding messages are
+//! acknowledged) only shorten the reading at start.
+//!
+//! Delivery failures are never dropped: a message that librdkafka could not
+//! deliver after its own retries (`message.timeout.ms`), or one that can
+//! never be delivered (no such topic, no permission, too large), stops the
+//! learner with an error that names the topic and the cause. Sending it
+//! again later, out of order, could overwrite a newer state; a restart
+//! resumes from the snapshot and the published states as above, so the
+//! supervisor's restart is the retry. A dead letter that is too large for
+//! its topic is cut down and sent again instead.
 //!
 //! The code is shaped like mini-redis's `Handler`: a `Learner` holds the
-//! state (the model, the positions, the clients, the pending deliveries),
-//! [`run`] walks it through its phases in order, and the learning phase is
-//! a short `select!` over shutdown and the next event, each event handled by
-//! a method. One file a job:
+//! state, [`run`] walks it through its phases in order, and the learning
+//! phase is a short `select!` over shutdown and the next event, each event
+//! handled by a method. One file a job:
 //!
 //! - `config`: [`LearnerConfig`], checked before anything starts;
-//! - `catch_up`: the start, from the snapshot to the end of the model topic;
-//! - `ratings`: the ratings topic assigned, each rating learnt or refused;
-//! - `publish`: updates and dead letters sent, their acknowledgements settled;
-//! - `positions`: where each topic resumes, the exactly-once rule;
-//! - `snapshot`: the model and its positions written down, once acknowledged;
+//! - `start`: the clients, the topics checked, and the catch-up with the model topic;
+//! - `follow`: the model topic read: other learners' states applied, logs kept;
+//! - `ownership`: partitions given (restored, resumed) and taken away;
+//! - `ratings`: each rating learnt or refused;
+//! - `items`: item deltas handed over, merged, and their checkpoints;
+//! - `publish`: everything sent, and the acknowledgements settled;
+//! - `partitions`: what each partition says, the exactly-once rule;
+//! - `context`: the rebalance hooks of the ratings consumer;
+//! - `snapshot`: the model and its logs written down, once acknowledged;
 //! - `error`: why the learner stops.
 
-mod catch_up;
 mod config;
+mod context;
 mod error;
-mod positions;
+mod follow;
+mod items;
+mod ownership;
+mod partitions;
 mod publish;
 mod ratings;
 mod snapshot;
+mod start;
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::error::KafkaError;
 use recstream_core::Model;
-use recstream_core::online::{OnlineLearner, PrequentialStats};
+use recstream_core::online::{
+    ItemBase, ItemLedger, OnlineLearner, PendingDeltas, PrequentialStats,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Checked;
 
 pub use config::LearnerConfig;
 pub use error::LearnerError;
+pub use partitions::model_position;
 pub use snapshot::latest_snapshot;
 
 use crate::kafka::LoggingContext;
 use crate::metrics::{self as m, Health};
-use crate::model_topic::ModelMessage;
-use positions::Positions;
+use context::LearnerContext;
+use items::Checkpoint;
+use partitions::PartitionLog;
 use publish::Publisher;
 
 /// What a learner did.
@@ -81,7 +103,8 @@ pub struct LearnerSummary {
     pub undeliverable: u64,
     /// States replayed from the model topic at start.
     pub replayed: u64,
-    /// Sequence number reached.
+    /// Ratings learnt on every partition, by every learner, as far as this
+    /// one has read.
     pub seq: u64,
     /// Prequential RMSE over this run's ratings.
     pub rmse: f64,
@@ -97,12 +120,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<LearnerSummary, LearnerError> {
     crate::metrics::recorder();
-    let mut learner = Learner::new(config.into_inner(), initial)?;
+    let config = config.into_inner();
+    let Some(partitions) = start::check_partitions(&config, &shutdown).await? else {
+        return Ok(LearnerSummary::default());
+    };
+    let mut learner = Learner::new(config, initial, partitions)?;
     if !learner.catch_up(&shutdown).await? {
         // Stopped while catching up: nothing learnt, nothing to save.
         return Ok(learner.summary);
     }
-    let _ready = learner.assign().await?;
+    let _ready = learner.join()?;
     learner.run(&shutdown).await?;
     learner.finish().await
 }
@@ -110,20 +137,54 @@ pub async fn run(
 /// How often the prequential accuracy is reported.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 
+/// A ratings partition this learner owns and has restored.
+#[derive(Debug, Clone, Default)]
+struct Owned {
+    /// Ratings learnt on it.
+    seq: u64,
+    /// The last rating learnt and published.
+    last_source: Option<i64>,
+    /// Item states published on it.
+    item_seq: u64,
+    /// The last batch of the deltas partition merged.
+    merged: Option<i64>,
+    /// The merge position last put in a checkpoint.
+    merge_checkpointed: Option<i64>,
+    /// The rating position last stored for the group's committed offsets.
+    stored: Option<i64>,
+}
+
 /// A learner between its start and its stop.
 struct Learner {
     config: LearnerConfig,
-    /// The model being learnt, on top of its batch model.
+    /// Partitions of the ratings, model and deltas topics (the same).
+    partitions: i32,
+    /// The model being learnt, on top of its batch model: this learner's
+    /// users, everyone else's as published, items as merged plus this
+    /// learner's own changes not merged yet.
     model: OnlineLearner,
-    positions: Positions,
+    /// The batch model's items, where every merge starts.
+    base: ItemBase,
+    /// Merged item states: this learner's items as it merges them, the
+    /// others' as published.
+    ledger: ItemLedger,
+    /// This learner's item deltas not merged yet.
+    pending: PendingDeltas,
+    /// What each model topic partition says, as read so far.
+    logs: BTreeMap<i32, PartitionLog>,
+    /// The ratings partitions this learner owns and has restored.
+    owned: BTreeMap<i32, Owned>,
+    /// Hand-over checkpoints waiting for their messages' acknowledgements.
+    checkpoints: VecDeque<Checkpoint>,
     publisher: Publisher,
-    /// The model topic: replayed at start, then watched for new batch
-    /// models. Shared so that a loop can borrow messages from it while it
-    /// changes the rest of the learner.
+    /// Every partition of the model topic, read all the time. Shared so that
+    /// a loop can borrow messages from it while it changes the rest.
     follower: Arc<StreamConsumer<LoggingContext>>,
-    /// The ratings topic, shared for the same reason.
-    ratings: Arc<StreamConsumer<LoggingContext>>,
-    /// Unique to this start: names the readers' groups and the marker.
+    /// The ratings topic, in the learners' group.
+    ratings: Arc<StreamConsumer<LearnerContext>>,
+    /// The deltas partitions of the owned partitions.
+    deltas: Arc<StreamConsumer<LoggingContext>>,
+    /// Unique to this start: names the readers' groups and the markers.
     nonce: String,
     stats: PrequentialStats,
     /// Ratings counted in the last accuracy report.
@@ -134,43 +195,50 @@ struct Learner {
 
 impl Learner {
     /// Learns until `shutdown`, one event at a time: a delivery settled, a
-    /// message on the model topic, a rating, a snapshot or a report due.
+    /// message on the model topic, a rating, a batch of item deltas, a
+    /// hand-over, a snapshot or a report due.
     async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), LearnerError> {
         // Local handles: a message borrows its consumer, and handling it
         // changes `self`.
-        let (follower, ratings) = (Arc::clone(&self.follower), Arc::clone(&self.ratings));
+        let (follower, ratings, deltas) = (
+            Arc::clone(&self.follower),
+            Arc::clone(&self.ratings),
+            Arc::clone(&self.deltas),
+        );
         let every = self.config.snapshot_every;
         let mut snapshot_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut sync_timer = tokio::time::interval(self.config.item_sync);
         let mut report_timer = tokio::time::interval(REPORT_EVERY);
         loop {
+            // Partitions given or taken inside the last poll come first:
+            // nothing is learnt or written for a partition no longer ours.
+            self.on_notices(shutdown).await?;
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some(delivered) = self.publisher.next(), if self.publisher.has_pending() => {
                     self.publisher.settled(delivered).await?;
+                    self.write_checkpoints().await?;
                 }
                 next = follower.recv() => self.on_model_message(next).await,
                 next = ratings.recv() => self.on_rating(next).await?,
+                next = deltas.recv() => self.on_deltas(next).await?,
+                _ = sync_timer.tick() => self.sync().await?,
                 _ = snapshot_timer.tick() => self.snapshot().await?,
                 _ = report_timer.tick() => self.on_tick(),
             }
         }
     }
 
-    /// A message on the model topic while learning: the states are this
-    /// learner's own, so only a new batch model matters.
-    async fn on_model_message(&mut self, next: KafkaResult<BorrowedMessage<'_>>) {
-        match next {
-            Ok(message) => {
-                if let Some(Ok(ModelMessage::Model(announcement))) =
-                    message.payload().map(ModelMessage::decode)
-                    && announcement.id != self.model.base_id()
-                {
-                    self.switch_model(&announcement).await;
-                }
-            }
-            Err(e) => self.read_errors.report(&self.config.model_topic, &e),
-        }
+    /// Ratings learnt on every partition as far as this learner knows.
+    fn total_seq(&self) -> u64 {
+        self.logs
+            .iter()
+            .map(|(p, log)| {
+                let own = self.owned.get(p).map_or(0, |o| o.seq);
+                log.seq.max(own)
+            })
+            .sum()
     }
 
     /// Settles what is outstanding, writes the last snapshot, and says
@@ -179,7 +247,7 @@ impl Learner {
         self.snapshot().await?;
         let summary = LearnerSummary {
             undeliverable: self.publisher.undeliverable(),
-            seq: self.model.seq(),
+            seq: self.total_seq(),
             rmse: self.stats.rmse(),
             hit_rate_at_10: self.stats.hit_rate(),
             ..self.summary

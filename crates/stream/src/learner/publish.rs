@@ -1,16 +1,20 @@
-//! The learner's output: model updates and dead letters sent, and their
-//! acknowledgements settled.
+//! The learner's output: model updates, item deltas and dead letters sent,
+//! and their acknowledgements settled.
 //!
 //! Everything goes out through [`delivery::send_with_backpressure`], the one
 //! way recstream queues a message, and stays pending until the broker
-//! answers. Only an acknowledged update moves the model position a snapshot
-//! saves, and [`Publisher::settle`] waits for every answer before one is
-//! written, so a snapshot never claims more than the model topic holds. A
-//! failed delivery stops the learner (see [`super::LearnerError`]): sent
-//! again later, out of order, an update could overwrite a newer state. The
-//! one exception is a dead letter too large for its topic, which is cut
-//! down and sent again, because a letter without all of its payload is
-//! better than no letter.
+//! answers. Messages are counted in generations ([`Publisher::advance`]):
+//! a hand-over checkpoint is written only once every message of its
+//! generation and the ones before is acknowledged, and [`Publisher::settle`]
+//! waits for every answer before a snapshot is written, so neither ever
+//! claims more than the topics hold. A failed delivery stops the learner
+//! (see [`super::LearnerError`]): sent again later, out of order, an update
+//! could overwrite a newer state. The one exception is a dead letter too
+//! large for its topic, which is cut down and sent again, because a letter
+//! without all of its payload is better than no letter.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::oneshot::Canceled;
@@ -18,35 +22,44 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use super::context::Fence;
 use super::{LearnerConfig, LearnerError};
 use crate::delivery::{self, Permanent, Undeliverable, Verdict};
 use crate::kafka::LoggingContext;
 use crate::metrics as m;
-use crate::model_topic::ModelMessage;
+use crate::model_topic::{DeltaMessage, ModelMessage};
 use crate::wire;
 
 /// What an outstanding publication was.
 #[derive(Debug)]
 pub(super) enum Sent {
-    /// A user or item state on the model topic.
+    /// A user or item state, or a checkpoint, on the model topic.
     Update,
+    /// A batch of item deltas on the deltas topic.
+    Delta,
     /// A dead letter (kept, so that it can be cut down if it is too large).
     DeadLetter { key: Vec<u8>, letter: Vec<u8> },
 }
 
-/// A finished publication: what it was, and the broker's answer.
-pub(super) type Delivered = (Sent, Result<OwnedDeliveryResult, Canceled>);
+/// A finished publication: what it was, its generation, and the broker's answer.
+pub(super) type Delivered = (Sent, u64, Result<OwnedDeliveryResult, Canceled>);
+
+/// How long a rebalance waits for what was written to be acknowledged.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The learner's producer and its unacknowledged publications.
 pub(super) struct Publisher {
     producer: FutureProducer<LoggingContext>,
     model_topic: String,
+    deltas_topic: String,
     dlq_topic: String,
     pending: FuturesUnordered<BoxFuture<'static, Delivered>>,
-    /// Highest offset of an acknowledged update.
-    last_update: Option<i64>,
+    /// The generation new messages join.
+    generation: u64,
+    /// Unacknowledged messages per generation.
+    outstanding: BTreeMap<u64, usize>,
     /// Dead letters dropped because even cut down they could not be delivered.
     undeliverable: u64,
 }
@@ -63,21 +76,39 @@ impl Publisher {
         Ok(Publisher {
             producer,
             model_topic: config.model_topic.clone(),
+            deltas_topic: config.deltas_topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
             pending: FuturesUnordered::new(),
-            last_update: None,
+            generation: 0,
+            outstanding: BTreeMap::new(),
             undeliverable: 0,
         })
     }
 
-    /// Writes `marker` to the model topic and waits for its offset: the end
-    /// of the topic as of now.
-    pub(super) async fn marker(&mut self, marker: &ModelMessage) -> Result<i64, LearnerError> {
+    /// Flushes the producer, for a rebalance that takes partitions away.
+    pub(super) fn fence(&self) -> Fence {
+        let producer = self.producer.clone();
+        Box::new(move || {
+            if let Err(e) = producer.flush(FENCE_TIMEOUT) {
+                tracing::error!(
+                    "flushing before giving partitions up failed ({e}); their next owner may read this learner's last states late"
+                );
+            }
+        })
+    }
+
+    /// Writes `marker` to `partition` of the model topic and waits for its
+    /// offset: the end of the partition as of now.
+    pub(super) async fn marker(
+        &mut self,
+        partition: i32,
+        marker: &ModelMessage,
+    ) -> Result<i64, LearnerError> {
         let (key, payload) = (marker.key(), marker.encode());
         let record = FutureRecord::to(&self.model_topic)
             .key(&key)
             .payload(&payload)
-            .partition(0);
+            .partition(partition);
         let delivery = delivery::send_with_backpressure(&self.producer, record).await?;
         match delivery.await {
             Ok(Ok(delivered)) => Ok(delivered.offset),
@@ -88,17 +119,58 @@ impl Publisher {
         }
     }
 
-    /// Queues a user or item state for the model topic (its one partition).
-    pub(super) async fn update(&mut self, state: &ModelMessage) -> Result<(), LearnerError> {
+    /// Queues a state or checkpoint for `partition` of the model topic.
+    pub(super) async fn update(
+        &mut self,
+        partition: i32,
+        state: &ModelMessage,
+    ) -> Result<(), LearnerError> {
         let (key, payload) = (state.key(), state.encode());
         let record = FutureRecord::to(&self.model_topic)
             .key(&key)
             .payload(&payload)
-            .partition(0);
+            .partition(partition);
         let delivery = delivery::send_with_backpressure(&self.producer, record).await?;
-        self.pending
-            .push(Box::pin(async move { (Sent::Update, delivery.await) }));
+        self.track(Sent::Update, delivery);
         Ok(())
+    }
+
+    /// Queues a batch of item deltas for `partition` of the deltas topic.
+    pub(super) async fn deltas(
+        &mut self,
+        partition: i32,
+        message: &DeltaMessage,
+    ) -> Result<(), LearnerError> {
+        let (key, payload) = (message.key(), message.encode());
+        let record = FutureRecord::to(&self.deltas_topic)
+            .key(&key)
+            .payload(&payload)
+            .partition(partition);
+        let delivery = delivery::send_with_backpressure(&self.producer, record).await?;
+        self.track(Sent::Delta, delivery);
+        Ok(())
+    }
+
+    /// Keeps `delivery` pending in the current generation.
+    fn track(&mut self, sent: Sent, delivery: DeliveryFuture) {
+        let generation = self.generation;
+        *self.outstanding.entry(generation).or_default() += 1;
+        self.pending
+            .push(Box::pin(async move { (sent, generation, delivery.await) }));
+    }
+
+    /// Closes the current generation and returns its number: what is
+    /// queued from now on belongs to the next one.
+    pub(super) fn advance(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation - 1
+    }
+
+    /// Whether every message of `generation` and the ones before it is acknowledged.
+    pub(super) fn acknowledged(&self, generation: u64) -> bool {
+        self.outstanding
+            .first_key_value()
+            .is_none_or(|(&oldest, _)| oldest > generation)
     }
 
     /// Queues a dead letter, keyed like the rating it is for.
@@ -109,9 +181,7 @@ impl Publisher {
     ) -> Result<(), LearnerError> {
         let record = FutureRecord::to(&self.dlq_topic).key(&key).payload(&letter);
         let delivery = delivery::send_with_backpressure(&self.producer, record).await?;
-        self.pending.push(Box::pin(async move {
-            (Sent::DeadLetter { key, letter }, delivery.await)
-        }));
+        self.track(Sent::DeadLetter { key, letter }, delivery);
         Ok(())
     }
 
@@ -133,30 +203,26 @@ impl Publisher {
         Ok(())
     }
 
-    /// Highest offset of an acknowledged update, if any.
-    pub(super) fn last_update(&self) -> Option<i64> {
-        self.last_update
-    }
-
     /// Dead letters dropped because even cut down they were undeliverable.
     pub(super) fn undeliverable(&self) -> u64 {
         self.undeliverable
     }
 
-    /// Accounts for one finished publication: a delivered update moves the
-    /// snapshot's model position; a failed update stops the learner; a dead
-    /// letter too large for its topic is cut down and sent again.
-    pub(super) async fn settled(&mut self, (sent, answer): Delivered) -> Result<(), LearnerError> {
-        let error = match answer {
-            Ok(Ok(delivered)) => {
-                if matches!(sent, Sent::Update) {
-                    self.last_update = Some(
-                        self.last_update
-                            .map_or(delivered.offset, |o| o.max(delivered.offset)),
-                    );
-                }
-                return Ok(());
+    /// Accounts for one finished publication: a failed update or delta
+    /// stops the learner; a dead letter too large for its topic is cut down
+    /// and sent again.
+    pub(super) async fn settled(
+        &mut self,
+        (sent, generation, answer): Delivered,
+    ) -> Result<(), LearnerError> {
+        if let Some(count) = self.outstanding.get_mut(&generation) {
+            *count -= 1;
+            if *count == 0 {
+                self.outstanding.remove(&generation);
             }
+        }
+        let error = match answer {
+            Ok(Ok(_)) => return Ok(()),
             Ok(Err((error, _))) => error,
             Err(Canceled) => {
                 // No acknowledgement came: counted with the timeouts, as
@@ -207,6 +273,7 @@ impl Publisher {
     fn topic(&self, sent: &Sent) -> &str {
         match sent {
             Sent::Update => &self.model_topic,
+            Sent::Delta => &self.deltas_topic,
             Sent::DeadLetter { .. } => &self.dlq_topic,
         }
     }

@@ -1,55 +1,31 @@
-//! Learning from ratings: the ratings topic taken from where the catch-up
-//! says, each rating learnt or refused, and the accuracy reported.
+//! Learning from ratings: each rating of an owned partition learnt or
+//! refused, and the accuracy reported.
 //!
-//! Every rating ends in one output: its item and user states queued for the
-//! model topic, each naming the rating it came from, or a dead letter with
-//! the reason and the original bytes. A bad rating never stops the learner;
-//! only output that cannot be delivered does. A learnt rating's position
-//! moves as soon as its states are queued, since the snapshot that saves it
-//! waits for them to be acknowledged first.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! Every rating ends in one output: its user's state queued for the model
+//! topic's partition of the same number, naming the rating it came from and
+//! carrying its item delta (also added to the deltas handed over at the next
+//! sync), or a dead letter with the reason and the original bytes. A bad
+//! rating never stops the learner; only output that cannot be delivered
+//! does. A rating of a partition this learner does not own (yet) is not
+//! read: the group gave it to another learner, or it is still being
+//! restored, after which it is read again from the right place.
+//!
+//! On a ratings topic of several partitions, a rating not keyed by its uid
+//! is refused: its user's ratings could be on several partitions, learnt
+//! by several learners, and workers would end with whichever state of the
+//! user they read last.
 
 use rdkafka::Message;
-use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 
-use super::{Learner, LearnerError, Ready};
-use crate::kafka;
+use super::{Learner, LearnerError};
 use crate::metrics as m;
-use crate::model_topic::{Source, update_messages};
-use crate::topics;
+use crate::model_topic::{Source, user_message};
 use crate::wire::{self, Origin, RejectCode, Rejection};
 
 impl Learner {
-    /// Takes every partition of the ratings topic, each right after its
-    /// last published rating. The learner is ready from then on, for as
-    /// long as the returned guard lives.
-    pub(super) async fn assign(&mut self) -> Result<Ready, LearnerError> {
-        let consumer = Arc::clone(&self.ratings);
-        let topic = self.config.ratings_topic.clone();
-        let metadata =
-            kafka::blocking(format!("fetching the partitions of {topic:?}"), move || {
-                consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))
-            })
-            .await??;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len());
-        topics::assign_all(
-            &*self.ratings,
-            &self.config.ratings_topic,
-            partitions,
-            |p| self.positions.ratings_start(p),
-        )?;
-        tracing::info!(ratings = %self.config.ratings_topic, partitions, updates = %self.config.model_topic, "learning");
-        Ok(Ready::set(&self.config.health))
-    }
-
-    /// Learns one rating and queues its states, or dead-letters it.
+    /// Learns one rating and queues its user's state, or dead-letters it.
     pub(super) async fn on_rating(
         &mut self,
         next: KafkaResult<BorrowedMessage<'_>>,
@@ -61,8 +37,29 @@ impl Learner {
                 return Ok(());
             }
         };
+        let source = Source {
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let Some(owned) = self.owned.get(&source.partition) else {
+            return Ok(());
+        };
+        if owned.last_source.is_some_and(|last| source.offset <= last) {
+            // Learnt and published already (read again after a seek).
+            return Ok(());
+        }
+        let several = self.partitions > 1;
         let learnt =
             wire::parse_rating(message.payload(), self.config.max_rating_bytes).and_then(|event| {
+                if several && message.key() != Some(event.uid.as_str().as_bytes()) {
+                    return Err(Rejection {
+                        code: RejectCode::NotKeyedByUser,
+                        message: format!(
+                            "a rating must be keyed by its uid ({:?}) when the ratings topic has several partitions, so that all of a user's ratings reach the one learner that owns the user (recstream produce --ratings keys them so)",
+                            event.uid.as_str()
+                        ),
+                    });
+                }
                 self.model
                     .learn(event.uid.as_str(), event.iid.as_str(), event.rating)
                     .map_err(|e| Rejection {
@@ -77,15 +74,21 @@ impl Learner {
         self.stats.record(&prequential);
         self.summary.learnt += 1;
         metrics::counter!(m::RATINGS_LEARNT).increment(1);
-        let source = Source {
-            partition: message.partition(),
-            offset: message.offset(),
+        let Some(owned) = self.owned.get_mut(&source.partition) else {
+            return Ok(());
         };
-        for state in update_messages(&update, Some(source), message.timestamp().to_millis()) {
-            self.publisher.update(&state).await?;
+        owned.seq += 1;
+        owned.last_source = Some(source.offset);
+        let state = user_message(
+            &update,
+            owned.seq,
+            Some(source),
+            message.timestamp().to_millis(),
+        );
+        if let Some(delta) = &update.item_delta {
+            self.pending.record(source.partition, source.offset, delta);
         }
-        self.positions.learnt(source);
-        Ok(())
+        self.publisher.update(source.partition, &state).await
     }
 
     /// Sends a refused rating to the dead-letter topic, with the reason and
@@ -117,7 +120,7 @@ impl Learner {
             self.reported = self.stats.count;
             tracing::info!(
                 learnt = self.summary.learnt,
-                seq = self.model.seq(),
+                seq = self.total_seq(),
                 rmse = format!("{:.4}", self.stats.rmse()),
                 hit_rate_at_10 = format!("{:.4}", self.stats.hit_rate()),
                 "prequential accuracy so far"

@@ -1,20 +1,24 @@
 //! Snapshots: the model a learner starts from, and when its state is
 //! written down.
 //!
-//! A snapshot is the learner's model saved with its [`Positions`], as
-//! `latest.rsm` in the snapshot folder. It only shortens the replay of the
+//! A snapshot is the learner's model saved with the logs of the model
+//! topic's partitions and the merged item states ([`ResumeState`]), as
+//! `latest.rsm` in the snapshot folder. It only shortens the reading of the
 //! model topic at start: losing one costs time, never a rating. That holds
 //! because [`Learner::snapshot`] first waits for every outstanding
-//! publication, so the positions it saves never run ahead of what the
-//! model topic holds.
+//! publication, so the model it saves never runs ahead of what the model
+//! topic holds, and the logs are what was read from it.
 //!
-//! [`Positions`]: super::positions::Positions
+//! [`ResumeState`]: super::partitions::ResumeState
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use recstream_core::{Model, modelfile};
 
+use recstream_core::online::EntityState;
+
+use super::partitions::ResumeState;
 use super::{Learner, LearnerConfig, LearnerError};
 
 /// The newest snapshot in `dir`, if any.
@@ -44,8 +48,28 @@ impl Learner {
             return Ok(());
         };
         let started = Instant::now();
-        let positions = self.positions.to_save(self.publisher.last_update());
-        let snapshot = self.model.snapshot(positions);
+        let resume = ResumeState {
+            partitions: self.logs.clone(),
+            items: self.ledger.items().cloned().collect(),
+        };
+        // The item rows saved are the merged states: this learner's changes
+        // not merged yet are handed over again after a restart (they are in
+        // the logs' tails), and must not be counted twice.
+        let merged: Vec<EntityState> = self
+            .pending
+            .items()
+            .iter()
+            .map(|id| {
+                self.ledger
+                    .get(id)
+                    .map_or_else(|| self.base.state(id), |m| m.state.clone())
+            })
+            .collect();
+        let mut snapshot = self.model.snapshot_with(resume.worker_positions(), &merged);
+        if let Some(online) = &mut snapshot.meta.online {
+            online.seq = self.total_seq();
+            online.resume = serde_json::to_value(&resume).ok();
+        }
         let (dir, path) = (dir.clone(), dir.join("latest.rsm"));
         // Encoding and writing a model file is blocking work: off the async
         // threads, which `recstream run` shares with the worker.

@@ -405,17 +405,17 @@ fn spawn_follower(
     config.model_topic.clone().map(|topic| {
         // A snapshot says where in the model topic it stands; a batch model
         // follows from the beginning (states of other models are skipped).
-        let start = crate::serving::read(&model.current())
+        let positions = crate::serving::read(&model.current())
             .model()
             .meta
             .online
             .as_ref()
-            .and_then(|o| o.positions.get(MODEL_TOPIC_POSITION).copied())
-            .map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
+            .map(|o| o.positions.clone())
+            .unwrap_or_default();
         tokio::spawn(follow::run(
             config.kafka.clone(),
             topic,
-            start,
+            positions,
             model.clone(),
             shutdown.clone(),
         ))

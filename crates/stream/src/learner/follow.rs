@@ -1,0 +1,91 @@
+//! The model topic, read all the time: other learners' states applied, every
+//! partition's log kept, new batch models switched to.
+//!
+//! A learner reads every partition of the model topic, its own included.
+//! Each message goes into its partition's log (see `partitions`). The states
+//! of a partition this learner owns are its own, already in its model (and
+//! maybe older than what it holds now), so only the log takes them. The
+//! others' are applied: user states as they are, merged item states into the
+//! ledger and, with this learner's own changes not merged yet, into its view
+//! of the item. A newer batch model announced is fetched and learnt on.
+
+use rdkafka::Message;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
+use recstream_core::online::{ItemBase, ItemLedger, MergedItem, OnlineLearner, PendingDeltas};
+
+use super::Learner;
+use crate::model_topic::{ModelAnnouncement, ModelMessage};
+use crate::publish::fetch_model;
+
+impl Learner {
+    /// One message of the model topic, or an error reading it (logged; the
+    /// client retries).
+    pub(super) async fn on_model_message(&mut self, next: KafkaResult<BorrowedMessage<'_>>) {
+        let message = match next {
+            Ok(message) => message,
+            Err(e) => {
+                self.read_errors.report(&self.config.model_topic, &e);
+                return;
+            }
+        };
+        let (partition, offset) = (message.partition(), message.offset());
+        let log = self.logs.entry(partition).or_default();
+        let Some(Ok(decoded)) = message.payload().map(ModelMessage::decode) else {
+            log.skip(offset);
+            return;
+        };
+        log.read(offset, &decoded);
+        let ours = self.owned.contains_key(&partition);
+        match decoded {
+            ModelMessage::User {
+                base, state, rated, ..
+            } if !ours => {
+                self.model.replay_user(&base, 0, &state, &rated);
+                self.summary.replayed += 1;
+            }
+            ModelMessage::Item {
+                base,
+                state,
+                through,
+                ..
+            } if !ours && base == self.model.base_id() => {
+                self.take_merged(MergedItem { state, through });
+                self.summary.replayed += 1;
+            }
+            ModelMessage::Model(announcement) if announcement.id != self.model.base_id() => {
+                self.switch_model(&announcement).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// A merged item state, this learner's or another's: into the ledger,
+    /// and into the learner's view of the item with its own changes that
+    /// the merge does not hold yet.
+    pub(super) fn take_merged(&mut self, merged: MergedItem) {
+        let id = &merged.state.id;
+        self.pending.merged(id, &merged.through);
+        let pending = self.pending.pending(id);
+        self.model.set_item_view(&merged.state, pending.as_ref());
+        self.ledger.restore(merged);
+    }
+
+    /// Switches to a newly announced batch model, keeping the current one
+    /// (with an error in the log) when it cannot be fetched or verified.
+    /// Item deltas and merges start over on the new model.
+    pub(super) async fn switch_model(&mut self, announcement: &ModelAnnouncement) {
+        match fetch_model(&self.config.kafka, announcement).await {
+            Ok(model) => {
+                tracing::info!(model = %announcement.id, "learning on top of the newly announced batch model");
+                self.base = ItemBase::of(&model);
+                self.ledger = ItemLedger::default();
+                self.pending = PendingDeltas::default();
+                self.model = OnlineLearner::new(model, self.config.update_items);
+            }
+            Err(e) => {
+                tracing::error!(model = %announcement.id, "refusing the announced model: {e}; learning continues on {}", self.model.base_id());
+            }
+        }
+    }
+}

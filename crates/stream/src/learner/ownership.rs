@@ -1,0 +1,128 @@
+//! Ratings partitions given to this learner and taken away by its group.
+//!
+//! A partition taken away is simply no longer learnt or merged: everything
+//! written for it was flushed inside the rebalance (see `context`), and the
+//! deltas not handed over yet are dropped, since the next owner hands them
+//! over from the published states. A partition given is restored before
+//! any of its ratings is read: the learner writes a marker to the model
+//! topic's partition of the same number and reads up to it, so that its
+//! log (see `partitions`) and the states it applied include everything the
+//! previous owner published. It then hands over the deltas of the tail,
+//! takes the deltas partition from after the last merge, and seeks the
+//! ratings partition to right after the last published rating.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::context::Notice;
+use super::{Learner, LearnerError, Owned};
+use crate::kafka;
+
+/// How long a seek may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Learner {
+    /// Handles the group's changes queued since the last poll.
+    pub(super) async fn on_notices(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), LearnerError> {
+        for notice in self.ratings.context().take_notices() {
+            match notice {
+                Notice::Revoked(partitions) => self.give_up(&partitions)?,
+                Notice::Assigned(partitions) => self.take_over(&partitions, shutdown).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops learning and merging `partitions`.
+    fn give_up(&mut self, partitions: &[i32]) -> Result<(), LearnerError> {
+        let mut taken = TopicPartitionList::new();
+        for &p in partitions {
+            if self.owned.remove(&p).is_some() {
+                self.pending.forget(p);
+                taken.add_partition(&self.config.deltas_topic, p);
+            }
+        }
+        if self.config.update_items && taken.count() > 0 {
+            self.deltas.incremental_unassign(&taken)?;
+        }
+        self.owned_gauge();
+        Ok(())
+    }
+
+    /// Restores `partitions` and resumes their ratings and deltas.
+    async fn take_over(
+        &mut self,
+        partitions: &[i32],
+        shutdown: &CancellationToken,
+    ) -> Result<(), LearnerError> {
+        let mut markers = BTreeMap::new();
+        for &p in partitions {
+            markers.insert(p, self.marker(p).await?);
+        }
+        if !self.read_past(&markers, shutdown).await {
+            return Ok(());
+        }
+        let mut deltas = TopicPartitionList::new();
+        let mut resumes = Vec::with_capacity(partitions.len());
+        for &p in partitions {
+            let log = self.logs.get(&p).cloned().unwrap_or_default();
+            self.owned.insert(
+                p,
+                Owned {
+                    seq: log.seq,
+                    last_source: log.last_source,
+                    item_seq: log.item_seq,
+                    merged: log.merged,
+                    merge_checkpointed: log.merged,
+                    stored: None,
+                },
+            );
+            self.hand_over_tail(p, &log).await?;
+            let after = |o: Option<i64>| o.map_or(Offset::Beginning, |o| Offset::Offset(o + 1));
+            deltas.add_partition_offset(&self.config.deltas_topic, p, after(log.merged))?;
+            resumes.push((p, after(log.last_source)));
+            tracing::info!(
+                partition = p,
+                learnt = log.seq,
+                resume_at = ?after(log.last_source),
+                handed_over = log.tail.len(),
+                "ratings partition restored"
+            );
+        }
+        if self.config.update_items {
+            self.deltas.incremental_assign(&deltas)?;
+        }
+        self.resume_ratings(resumes).await?;
+        self.owned_gauge();
+        Ok(())
+    }
+
+    /// Seeks each restored ratings partition to where it resumes, and
+    /// un-pauses it.
+    async fn resume_ratings(&mut self, resumes: Vec<(i32, Offset)>) -> Result<(), LearnerError> {
+        let consumer = Arc::clone(&self.ratings);
+        let topic = self.config.ratings_topic.clone();
+        kafka::blocking("resuming the restored ratings partitions", move || {
+            let mut partitions = TopicPartitionList::new();
+            for (p, offset) in resumes {
+                consumer.seek(&topic, p, offset, SEEK_TIMEOUT)?;
+                partitions.add_partition(&topic, p);
+            }
+            consumer.resume(&partitions)
+        })
+        .await??;
+        Ok(())
+    }
+
+    fn owned_gauge(&self) {
+        metrics::gauge!(crate::metrics::LEARNER_PARTITIONS).set(self.owned.len() as f64);
+    }
+}
