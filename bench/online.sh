@@ -58,8 +58,8 @@ PORT=$(free_port); B=127.0.0.1:$PORT
 tansu broker --listener-url tcp://$B --advertised-listener-url tcp://$B --storage-engine memory://tansu/ >target/bench-tansu-fresh.log 2>&1 &
 PIDS+=($!)
 sleep 1
-for t in quickstart-events recommendation-events recommendation-events-dlq rating-events rating-events-dlq; do tansu topic create $t --broker tcp://$B --partitions 4 >/dev/null; done
-tansu topic create model-updates --broker tcp://$B --partitions 1 --config cleanup.policy=compact >/dev/null
+for t in quickstart-events recommendation-events recommendation-events-dlq rating-events rating-events-dlq item-deltas; do tansu topic create $t --broker tcp://$B --partitions 4 >/dev/null; done
+tansu topic create model-updates --broker tcp://$B --partitions 4 --config cleanup.policy=compact >/dev/null
 tansu topic create model-files --broker tcp://$B --partitions 1 >/dev/null
 FAST=(--kafka session.timeout.ms=6000 --kafka linger.ms=0 --kafka fetch.wait.max.ms=1)
 $R serve --brokers $B --model $MODEL "${FAST[@]}" 2>target/bench-fresh-serve.log &

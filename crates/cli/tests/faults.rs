@@ -134,7 +134,8 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
         (DLQ, 4),
         (RATINGS, 4),
         (RATINGS_DLQ, 4),
-        (MODEL_TOPIC, 1),
+        (MODEL_TOPIC, 4),
+        (DELTAS_TOPIC, 4),
         (FILES_TOPIC, 1),
         ("probe-in", 1),
         ("probe-out", 1),
@@ -503,9 +504,12 @@ fn a_model_topic_that_outgrew_the_embedded_broker_never_makes_a_worker_diverge()
         (DLQ, 1),
         ("out-live", 1),
         ("out-late", 1),
-        (RATINGS, 4),
-        (RATINGS_DLQ, 4),
+        // One partition throughout, so that one partition of the model
+        // topic outgrows what the embedded broker keeps.
+        (RATINGS, 1),
+        (RATINGS_DLQ, 1),
         (MODEL_TOPIC, 1),
+        (DELTAS_TOPIC, 1),
         (FILES_TOPIC, 1),
     ] {
         cluster.create_topic(topic, partitions, 1).unwrap();
@@ -525,8 +529,8 @@ fn a_model_topic_that_outgrew_the_embedded_broker_never_makes_a_worker_diverge()
         &["--output-topic", "out-live"],
     );
     assert!(live.wait_assigned(LONG), "{}", live.log_text());
-    // 12,000 ratings: about 24,000 states, well over the 5 MiB a partition
-    // the embedded broker keeps.
+    // 12,000 ratings: 12,000 user states and the merged item states, well
+    // over the 5 MiB a partition the embedded broker keeps.
     const RATINGS_SENT: usize = 12_000;
     for chunk in 0..(RATINGS_SENT / 1000) {
         let batch: Vec<Vec<u8>> = (chunk * 1000..(chunk + 1) * 1000).map(rating).collect();

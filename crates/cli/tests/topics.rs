@@ -149,6 +149,7 @@ fn a_model_topic_that_is_not_compacted_is_refused_naming_the_setting() {
         (RATINGS, 4),
         (RATINGS_DLQ, 4),
         (MODEL_TOPIC, 1),
+        (DELTAS_TOPIC, 4),
         (FILES_TOPIC, 1),
     ]);
     let model = synthetic_model(dir.path());

@@ -27,6 +27,11 @@ pub struct LearnArgs {
     #[arg(long, default_value = "model-updates")]
     model_topic: String,
 
+    /// Consumer group the learners share the ratings partitions in: start
+    /// several `recstream learn` with the same group to learn in parallel.
+    #[arg(long, default_value = "recstream-learn")]
+    group_id: String,
+
     /// Batch model to start from when the snapshot folder has no snapshot yet.
     #[arg(long, default_value = "model.rsm")]
     model: PathBuf,
@@ -73,11 +78,6 @@ pub struct LearnerArgs {
     #[arg(long)]
     pub freeze_items: bool,
 
-    /// Consumer group the learners share the ratings partitions in: start
-    /// several `recstream learn` with the same group to learn in parallel.
-    #[arg(long, default_value = "recstream-learn")]
-    pub group_id: String,
-
     /// Topic the learners hand their item changes over on, to the learner
     /// that owns each item's partition (partitioned like the ratings topic).
     #[arg(long, default_value = "item-deltas")]
@@ -102,7 +102,6 @@ impl LearnerArgs {
             snapshot_dir: Some(self.snapshot_dir.clone()),
             snapshot_every: Duration::from_secs(self.snapshot_every.max(1)),
             update_items: !self.freeze_items,
-            group_id: self.group_id.clone(),
             deltas_topic: self.item_deltas_topic.clone(),
             item_sync: Duration::from_millis(self.item_sync_ms.max(1)),
             ..LearnerConfig::new(kafka)
@@ -140,7 +139,7 @@ pub fn run(args: LearnArgs) -> anyhow::Result<()> {
             .context("checking the topics")?;
         let health = Arc::new(Health::default());
         start_metrics(args.metrics_addr, health.clone(), &shutdown).await?;
-        let config = LearnerConfig { health, ..args.learner.config(settings, &args.model_topic) }
+        let config = LearnerConfig { health, group_id: args.group_id.clone(), ..args.learner.config(settings, &args.model_topic) }
             .check()
             .context("checking the settings")?;
         let summary = learner::run(config, model, shutdown).await.context("learning")?;

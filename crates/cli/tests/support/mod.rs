@@ -386,6 +386,18 @@ impl Learner {
         logs: &Path,
         name: &str,
     ) -> Learner {
+        Learner::start_with(bootstrap, model, snapshots, logs, name, &[])
+    }
+
+    /// As [`Learner::start`], with more arguments.
+    pub fn start_with(
+        bootstrap: &str,
+        model: &Path,
+        snapshots: &Path,
+        logs: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Learner {
         let log = logs.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("learner log");
         let metrics = format!("127.0.0.1:{}", free_port());
@@ -404,6 +416,7 @@ impl Learner {
             .arg("--snapshot-dir")
             .arg(snapshots)
             .args(FAST_GROUP)
+            .args(extra)
             .env("RUST_LOG", "info,librdkafka=warn")
             .stdout(Stdio::null())
             .stderr(file)
