@@ -170,7 +170,7 @@ impl Drop for Group {
 /// one of the new items (rated by many users, so from every partition).
 fn rating(i: usize) -> Vec<u8> {
     let uid = 1 + (i + 3 * (i / 10)) % USERS;
-    let iid = if i % 10 == 0 {
+    let iid = if i.is_multiple_of(10) {
         format!(r#""n{}""#, (i / 10) % NEW_ITEMS)
     } else {
         (1 + (i * 13) % 390).to_string()
@@ -269,7 +269,7 @@ fn every_rating_applied_once_and_workers_agree(g: &Group) {
     for n in 0..NEW_ITEMS {
         let id = format!("n{n}");
         let sent = (0..RATINGS_SENT)
-            .filter(|i| i % 10 == 0 && (i / 10) % NEW_ITEMS == n)
+            .filter(|i| i.is_multiple_of(10) && (i / 10) % NEW_ITEMS == n)
             .count() as u64;
         let item = latest
             .get(&id)
