@@ -15,7 +15,8 @@
 //!   [`delivery`]: which produce errors are retried and which are final.
 //! - [`config`]: settings that can never work, refused before anything starts;
 //!   [`api_versions`]: asking a broker what it implements before relying on it.
-//! - [`metrics`]: Prometheus metrics and health endpoints.
+//! - [`metrics`]: Prometheus metrics and health endpoints; `rebalance`: what
+//!   a consumer group gives and takes, queued for the loop that reads.
 //! - [`topics`] and [`embedded`]: checking and creating topics at start, and an in-process broker
 //!   for trying things out, with a watch that warns before it falls behind.
 //! - [`tools`]: produce and consume from the command line.
@@ -33,6 +34,7 @@ pub mod learner;
 pub mod metrics;
 pub mod model_topic;
 pub mod publish;
+mod rebalance;
 pub mod serving;
 pub mod shutdown;
 pub mod tools;

@@ -19,9 +19,9 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::context::Notice;
 use super::{Learner, LearnerError, Owned};
 use crate::kafka;
+use crate::rebalance::RebalanceNotice;
 
 /// How long a seek may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,8 +34,10 @@ impl Learner {
     ) -> Result<(), LearnerError> {
         for notice in self.ratings.context().take_notices() {
             match notice {
-                Notice::Revoked(partitions) => self.give_up(&partitions)?,
-                Notice::Assigned(partitions) => self.take_over(&partitions, shutdown).await?,
+                RebalanceNotice::Revoked(partitions) => self.give_up(&partitions)?,
+                RebalanceNotice::Assigned(partitions) => {
+                    self.take_over(&partitions, shutdown).await?
+                }
             }
         }
         Ok(())

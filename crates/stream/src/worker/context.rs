@@ -14,23 +14,15 @@ use rdkafka::error::KafkaError;
 
 use crate::kafka::LoggingContext;
 use crate::metrics::Health;
-
-/// A change of the partitions this worker owns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum RebalanceNotice {
-    /// These partitions are now ours.
-    Assigned(Vec<i32>),
-    /// These partitions are no longer ours.
-    Revoked(Vec<i32>),
-}
+use crate::rebalance::Notices;
+pub(crate) use crate::rebalance::RebalanceNotice;
 
 /// Consumer context of a worker.
 #[derive(Debug)]
 pub struct WorkerContext {
-    topic: String,
     logging: LoggingContext,
     health: Arc<Health>,
-    notices: Mutex<Vec<RebalanceNotice>>,
+    notices: Notices,
     assigned: Mutex<Vec<i32>>,
 }
 
@@ -38,42 +30,21 @@ impl WorkerContext {
     /// A context for a consumer of `topic`.
     pub fn new(topic: String, health: Arc<Health>) -> Self {
         WorkerContext {
-            topic,
             logging: LoggingContext::new("consumer"),
             health,
-            notices: Mutex::new(Vec::new()),
+            notices: Notices::new(topic),
             assigned: Mutex::new(Vec::new()),
         }
     }
 
     /// Notices queued since the last call.
     pub(crate) fn take_notices(&self) -> Vec<RebalanceNotice> {
-        self.notices
-            .lock()
-            .map(|mut n| std::mem::take(&mut *n))
-            .unwrap_or_default()
+        self.notices.take()
     }
 
     /// Partitions currently assigned.
     pub fn assigned(&self) -> Vec<i32> {
         self.assigned.lock().map(|a| a.clone()).unwrap_or_default()
-    }
-
-    fn partitions_of(&self, tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
-        let mut partitions: Vec<i32> = tpl
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == self.topic)
-            .map(|e| e.partition())
-            .collect();
-        partitions.sort_unstable();
-        partitions
-    }
-
-    fn note(&self, notice: RebalanceNotice) {
-        if let Ok(mut notices) = self.notices.lock() {
-            notices.push(notice);
-        }
     }
 }
 
@@ -90,20 +61,20 @@ impl ClientContext for WorkerContext {
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let partitions = self.partitions_of(tpl);
+            let partitions = self.notices.partitions_of(tpl);
             tracing::info!(?partitions, "partitions revoked");
             if let Ok(mut assigned) = self.assigned.lock() {
                 assigned.retain(|p| !partitions.contains(p));
                 metrics::gauge!(crate::metrics::ASSIGNED_PARTITIONS).set(assigned.len() as f64);
             }
-            self.note(RebalanceNotice::Revoked(partitions));
+            self.notices.note(RebalanceNotice::Revoked(partitions));
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let partitions = self.partitions_of(tpl);
+                let partitions = self.notices.partitions_of(tpl);
                 tracing::info!(?partitions, "partitions assigned");
                 if let Ok(mut assigned) = self.assigned.lock() {
                     assigned.extend(&partitions);
@@ -112,7 +83,7 @@ impl ConsumerContext for WorkerContext {
                     metrics::gauge!(crate::metrics::ASSIGNED_PARTITIONS).set(assigned.len() as f64);
                 }
                 self.health.set_ready(true);
-                self.note(RebalanceNotice::Assigned(partitions));
+                self.notices.note(RebalanceNotice::Assigned(partitions));
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!("rebalance failed: {e}"),
@@ -127,17 +98,10 @@ impl ConsumerContext for WorkerContext {
         result: rdkafka::error::KafkaResult<()>,
         offsets: &rdkafka::TopicPartitionList,
     ) {
-        match result {
-            Ok(()) => {}
-            // Nothing new was stored since the last commit.
-            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                metrics::counter!(crate::metrics::COMMIT_FAILURES).increment(1);
-                tracing::warn!(
-                    partitions = ?self.partitions_of(offsets),
-                    "offset commit failed ({e}); those requests will be answered again after a restart"
-                );
-            }
-        }
+        self.notices.commit_result(
+            result,
+            offsets,
+            "those requests will be answered again after a restart",
+        );
     }
 }
