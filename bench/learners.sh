@@ -24,7 +24,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+metric() { { curl -s "http://$1/metrics" || true; } | awk -v m="$2" '$1 == m {print $2}'; }
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
 FAST=(--kafka session.timeout.ms=6000 --kafka heartbeat.interval.ms=1000)
 
@@ -64,7 +64,7 @@ learners() {
   echo "the learners did not settle" >&2; return 1
 }
 
-learnt() { local t=0; for a in "${ADDRS[@]}"; do local n; n=$(metric "$a" recstream_ratings_learnt_total); t=$((t + ${n%.*})); done; echo $t; }
+learnt() { local t=0; for a in "${ADDRS[@]}"; do local n; n=$(metric "$a" recstream_ratings_learnt_total); n=${n:-0}; t=$((t + ${n%.*})); done; echo $t; }
 
 echo "== Ratings/s and CPU per rating: $N ratings, 1 and 2 learner processes, fresh broker each"
 echo "(the learners settle in their group first, then the ratings are written as fast as the broker takes them;"
@@ -98,7 +98,8 @@ done
 
 echo; echo "== Freshness with 2 learners through Tansu (worker and learners as their own processes)"
 broker
-$R serve --brokers $B --model $MODEL "${FAST[@]}" --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 2>target/bench-learners-serve.log &
+FAST+=(--kafka linger.ms=0 --kafka fetch.wait.max.ms=1)
+$R serve --brokers $B --model $MODEL "${FAST[@]}" 2>target/bench-learners-serve.log &
 PIDS+=($!)
 learners 2
 $R produce --brokers $B --uids 1..943 --rate 1000 --count 32000 2>/dev/null &

@@ -4,7 +4,10 @@
 //! A learner reads every partition of the model topic, its own included.
 //! Each message goes into its partition's log (see `partitions`). The states
 //! of a partition this learner owns are its own, already in its model (and
-//! maybe older than what it holds now), so only the log takes them. The
+//! maybe older than what it holds now) and in what it keeps of the
+//! partition's log (`Owned::log`), so they are passed over undecoded (most
+//! of a lone learner's reading). Everything else on its partitions (batch
+//! model announcements, markers, checkpoints) is read as from any other. The
 //! others' are applied: user states as they are, merged item states into the
 //! ledger and, with this learner's own changes not merged yet, into its view
 //! of the item. A newer batch model announced is fetched and learnt on.
@@ -31,12 +34,17 @@ impl Learner {
         };
         let (partition, offset) = (message.partition(), message.offset());
         let log = self.logs.entry(partition).or_default();
+        let ours = self.owned.contains_key(&partition);
+        if ours && message.key().is_some_and(is_state_key) {
+            // This learner's own state, read back: nothing it does not know.
+            log.skip(offset);
+            return;
+        }
         let Some(Ok(decoded)) = message.payload().map(ModelMessage::decode) else {
             log.skip(offset);
             return;
         };
         log.read(offset, &decoded);
-        let ours = self.owned.contains_key(&partition);
         match decoded {
             ModelMessage::User {
                 base, state, rated, ..
@@ -88,4 +96,9 @@ impl Learner {
             }
         }
     }
+}
+
+/// Whether a model-topic key is a user's or an item's state.
+fn is_state_key(key: &[u8]) -> bool {
+    key.starts_with(b"user:") || key.starts_with(b"item:")
 }

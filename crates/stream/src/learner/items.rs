@@ -221,7 +221,9 @@ impl Learner {
             };
             let base = self.model.base_id().to_string();
             for (partition, through) in checkpoint.forwarded {
-                if self.owned.contains_key(&partition) {
+                if let Some(owned) = self.owned.get_mut(&partition) {
+                    owned.forwarded = owned.forwarded.max(Some(through));
+                    owned.tail = owned.tail.split_off(&(through + 1));
                     let message = ModelMessage::Forwarded {
                         base: base.clone(),
                         partition,

@@ -152,6 +152,29 @@ struct Owned {
     merge_checkpointed: Option<i64>,
     /// The rating position last stored for the group's committed offsets.
     stored: Option<i64>,
+    /// The last hand-over checkpoint written.
+    forwarded: Option<i64>,
+    /// Deltas of the ratings published since that checkpoint, by offset:
+    /// what the partition's log would say, since the learner does not read
+    /// back its own states (see `follow`).
+    tail: BTreeMap<i64, partitions::TailDelta>,
+}
+
+impl Owned {
+    /// The partition's log as this learner, its one writer, knows it:
+    /// `read` (what was read back from the topic) brought up to date.
+    fn log(&self, read: &PartitionLog) -> PartitionLog {
+        let mut log = read.clone();
+        log.seq = log.seq.max(self.seq);
+        log.item_seq = log.item_seq.max(self.item_seq);
+        log.last_source = log.last_source.max(self.last_source);
+        log.merged = log.merged.max(self.merged);
+        log.tail.extend(self.tail.clone());
+        if let Some(through) = self.forwarded.max(read.forwarded) {
+            log.forwarded(through);
+        }
+        log
+    }
 }
 
 /// A learner between its start and its stop.
@@ -230,6 +253,16 @@ impl Learner {
         }
     }
 
+    /// Every partition's log, those owned brought up to date.
+    fn current_logs(&self) -> BTreeMap<i32, PartitionLog> {
+        let mut logs = self.logs.clone();
+        for (p, owned) in &self.owned {
+            let log = logs.entry(*p).or_default();
+            *log = owned.log(log);
+        }
+        logs
+    }
+
     /// Ratings learnt on every partition as far as this learner knows.
     fn total_seq(&self) -> u64 {
         self.logs
@@ -299,5 +332,47 @@ impl ReadErrors {
                 "error reading {topic:?}: {error}; the client retries"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use recstream_core::RawId;
+    use recstream_core::online::ItemDelta;
+
+    use super::partitions::TailDelta;
+    use super::*;
+
+    fn tail(id: &str) -> TailDelta {
+        TailDelta {
+            base: "b".into(),
+            delta: ItemDelta {
+                id: RawId::new(id),
+                bias: 0.1,
+                factors: vec![],
+                count: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn an_owned_partitions_log_is_what_its_writer_knows_not_what_it_read_back() {
+        let owned = Owned {
+            seq: 5,
+            last_source: Some(9),
+            forwarded: Some(7),
+            tail: BTreeMap::from([(7, tail("a")), (9, tail("b"))]),
+            ..Owned::default()
+        };
+        let read = PartitionLog {
+            next: Some(10),
+            seq: 3,
+            last_source: Some(4),
+            ..PartitionLog::default()
+        };
+        let log = owned.log(&read);
+        assert_eq!((log.seq, log.last_source, log.next), (5, Some(9), Some(10)));
+        assert_eq!(log.forwarded, Some(7));
+        assert_eq!(log.tail.keys().copied().collect::<Vec<_>>(), vec![9]);
     }
 }

@@ -47,7 +47,11 @@ impl Learner {
     fn give_up(&mut self, partitions: &[i32]) -> Result<(), LearnerError> {
         let mut taken = TopicPartitionList::new();
         for &p in partitions {
-            if self.owned.remove(&p).is_some() {
+            if let Some(owned) = self.owned.remove(&p) {
+                // Its own states were not read back while it owned the
+                // partition: its log takes what the learner knows.
+                let log = self.logs.entry(p).or_default();
+                *log = owned.log(log);
                 self.pending.forget(p);
                 taken.add_partition(&self.config.deltas_topic, p);
             }
@@ -85,6 +89,8 @@ impl Learner {
                     merged: log.merged,
                     merge_checkpointed: log.merged,
                     stored: None,
+                    forwarded: log.forwarded,
+                    tail: log.tail.clone(),
                 },
             );
             self.hand_over_tail(p, &log).await?;

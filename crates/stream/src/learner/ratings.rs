@@ -19,6 +19,7 @@ use rdkafka::Message;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 
+use super::partitions::TailDelta;
 use super::{Learner, LearnerError};
 use crate::metrics as m;
 use crate::model_topic::{Source, user_message};
@@ -87,6 +88,11 @@ impl Learner {
         );
         if let Some(delta) = &update.item_delta {
             self.pending.record(source.partition, source.offset, delta);
+            let tail = TailDelta {
+                base: update.base_id.clone(),
+                delta: delta.clone(),
+            };
+            owned.tail.insert(source.offset, tail);
         }
         self.publisher.update(source.partition, &state).await
     }

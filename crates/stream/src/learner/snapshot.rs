@@ -49,7 +49,7 @@ impl Learner {
         };
         let started = Instant::now();
         let resume = ResumeState {
-            partitions: self.logs.clone(),
+            partitions: self.current_logs(),
             items: self.ledger.items().cloned().collect(),
         };
         // The item rows saved are the merged states: this learner's changes
