@@ -44,6 +44,15 @@ pub(super) struct Checkpoint {
     learnt: Vec<(i32, i64)>,
 }
 
+/// Largest delta message aimed at: half of Kafka's default 1 MB limit.
+const DELTA_MESSAGE_BYTES: usize = 512 * 1024;
+
+/// Item deltas in one message: a delta's JSON is at most about 16 bytes a
+/// factor (a float, its sign and a comma) plus its id and fields.
+fn deltas_per_message(factors: usize) -> usize {
+    (DELTA_MESSAGE_BYTES / (16 * factors + 256)).max(1)
+}
+
 impl Learner {
     /// Hands over the item deltas gathered since the last sync, and
     /// queues the checkpoint that will say so.
@@ -104,23 +113,28 @@ impl Learner {
         Ok(())
     }
 
-    /// Sends `batch` as one message per item partition.
+    /// Sends `batch` as messages to each item partition, each small enough
+    /// for a broker's default message size limit (a merge counts each item
+    /// of a batch on its own, so a batch can be cut anywhere).
     async fn send_batch(&mut self, batch: DeltaBatch) -> Result<(), LearnerError> {
         let mut by_partition: BTreeMap<i32, Vec<ItemDelta>> = BTreeMap::new();
         for delta in batch.deltas {
             let q = item_partition(&delta.id, self.partitions);
             by_partition.entry(q).or_default().push(delta);
         }
+        let per_message = deltas_per_message(self.model.recommender().model().svd.n_factors);
         for (q, deltas) in by_partition {
-            let message = DeltaMessage {
-                base: self.model.base_id().to_string(),
-                batch: DeltaBatch {
-                    source: batch.source,
-                    through: batch.through,
-                    deltas,
-                },
-            };
-            self.publisher.deltas(q, &message).await?;
+            for chunk in deltas.chunks(per_message) {
+                let message = DeltaMessage {
+                    base: self.model.base_id().to_string(),
+                    batch: DeltaBatch {
+                        source: batch.source,
+                        through: batch.through,
+                        deltas: chunk.to_vec(),
+                    },
+                };
+                self.publisher.deltas(q, &message).await?;
+            }
         }
         Ok(())
     }
@@ -255,5 +269,38 @@ impl Learner {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use recstream_core::RawId;
+
+    use super::*;
+
+    #[test]
+    fn a_full_delta_message_stays_under_the_size_aimed_at() {
+        for factors in [1, 16, 100, 300] {
+            let per = deltas_per_message(factors);
+            let delta = ItemDelta {
+                id: RawId::new("an-item-with-a-long-id-0123456789"),
+                bias: -1.234_567_9e-7,
+                factors: vec![-1.234_567_9e-7; factors],
+                count: u32::MAX,
+            };
+            let message = DeltaMessage {
+                base: "0123456789abcdef".into(),
+                batch: DeltaBatch {
+                    source: i32::MAX,
+                    through: i64::MAX,
+                    deltas: vec![delta; per],
+                },
+            };
+            let bytes = message.encode().len();
+            assert!(
+                bytes <= DELTA_MESSAGE_BYTES,
+                "{factors} factors: {bytes} bytes"
+            );
+        }
     }
 }
