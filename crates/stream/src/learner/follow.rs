@@ -25,12 +25,8 @@ impl Learner {
     /// One message of the model topic, or an error reading it (logged; the
     /// client retries).
     pub(super) async fn on_model_message(&mut self, next: KafkaResult<BorrowedMessage<'_>>) {
-        let message = match next {
-            Ok(message) => message,
-            Err(e) => {
-                self.read_errors.report(&self.config.model_topic, &e);
-                return;
-            }
+        let Some(message) = self.read_errors.message(&self.config.model_topic, next) else {
+            return;
         };
         let (partition, offset) = (message.partition(), message.offset());
         let log = self.logs.entry(partition).or_default();

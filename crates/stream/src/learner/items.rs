@@ -145,12 +145,8 @@ impl Learner {
         &mut self,
         next: KafkaResult<BorrowedMessage<'_>>,
     ) -> Result<(), LearnerError> {
-        let message = match next {
-            Ok(message) => message,
-            Err(e) => {
-                self.read_errors.report(&self.config.deltas_topic, &e);
-                return Ok(());
-            }
+        let Some(message) = self.read_errors.message(&self.config.deltas_topic, next) else {
+            return Ok(());
         };
         let (q, offset) = (message.partition(), message.offset());
         let Some(owned) = self.owned.get(&q) else {

@@ -71,7 +71,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
 use recstream_core::Model;
 use recstream_core::online::{
     ItemBase, ItemLedger, OnlineLearner, PendingDeltas, PrequentialStats,
@@ -320,6 +321,15 @@ struct ReadErrors {
 }
 
 impl ReadErrors {
+    /// The message read from `topic`, or `None` after an error (reported).
+    fn message<'a>(
+        &mut self,
+        topic: &str,
+        next: KafkaResult<BorrowedMessage<'a>>,
+    ) -> Option<BorrowedMessage<'a>> {
+        next.map_err(|e| self.report(topic, &e)).ok()
+    }
+
     fn report(&mut self, topic: &str, error: &KafkaError) {
         metrics::counter!(m::CONSUME_ERRORS, "topic" => topic.to_string()).increment(1);
         if self

@@ -31,12 +31,8 @@ impl Learner {
         &mut self,
         next: KafkaResult<BorrowedMessage<'_>>,
     ) -> Result<(), LearnerError> {
-        let message = match next {
-            Ok(message) => message,
-            Err(e) => {
-                self.read_errors.report(&self.config.ratings_topic, &e);
-                return Ok(());
-            }
+        let Some(message) = self.read_errors.message(&self.config.ratings_topic, next) else {
+            return Ok(());
         };
         let source = Source {
             partition: message.partition(),
