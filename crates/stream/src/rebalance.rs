@@ -56,6 +56,15 @@ impl Notices {
         }
     }
 
+    /// Whether a notice not taken yet takes `partition` away.
+    pub(crate) fn revoking(&self, partition: i32) -> bool {
+        self.queue.lock().is_ok_and(|queue| {
+            queue
+                .iter()
+                .any(|n| matches!(n, RebalanceNotice::Revoked(ps) if ps.contains(&partition)))
+        })
+    }
+
     /// Notices queued since the last call, oldest first.
     pub(crate) fn take(&self) -> Vec<RebalanceNotice> {
         self.queue
@@ -83,5 +92,21 @@ impl Notices {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_being_revoked_until_the_notice_is_taken() {
+        let notices = Notices::new("t".into());
+        notices.note(RebalanceNotice::Assigned(vec![1, 2]));
+        notices.note(RebalanceNotice::Revoked(vec![2]));
+        assert!(notices.revoking(2));
+        assert!(!notices.revoking(1));
+        assert_eq!(notices.take().len(), 2);
+        assert!(!notices.revoking(2));
     }
 }

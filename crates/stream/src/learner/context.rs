@@ -47,6 +47,13 @@ impl LearnerContext {
     pub(super) fn take_notices(&self) -> Vec<RebalanceNotice> {
         self.notices.take()
     }
+
+    /// Whether `partition` was taken away in the poll that just returned (a
+    /// rating it returned with is then not this learner's to learn: what it
+    /// wrote for the partition was flushed for the next owner).
+    pub(super) fn revoking(&self, partition: i32) -> bool {
+        self.notices.revoking(partition)
+    }
 }
 
 impl ClientContext for LearnerContext {

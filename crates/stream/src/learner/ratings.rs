@@ -16,6 +16,7 @@
 //! user they read last.
 
 use rdkafka::Message;
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 
@@ -41,6 +42,9 @@ impl Learner {
         let Some(owned) = self.owned.get(&source.partition) else {
             return Ok(());
         };
+        if self.ratings.context().revoking(source.partition) {
+            return Ok(());
+        }
         if owned.last_source.is_some_and(|last| source.offset <= last) {
             // Learnt and published already (read again after a seek).
             return Ok(());
