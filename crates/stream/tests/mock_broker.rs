@@ -511,9 +511,16 @@ async fn an_error_that_can_never_succeed_stops_the_worker_loudly_and_loses_nothi
 async fn a_huge_rating_is_dead_lettered_and_the_learner_goes_on_learning() {
     use recstream_stream::learner::{self, LearnerConfig};
     let cluster = cluster();
-    for topic in ["ratings", "ratings-dlq", "model-updates", "model-files"] {
-        let partitions = if topic.starts_with("ratings") { 4 } else { 1 };
-        cluster.create_topic(topic, partitions, 1).unwrap();
+    // One partition each: the model and item-deltas topics are partitioned
+    // like the ratings, and the huge rating and the next share a partition.
+    for topic in [
+        "ratings",
+        "ratings-dlq",
+        "model-updates",
+        "item-deltas",
+        "model-files",
+    ] {
+        cluster.create_topic(topic, 1, 1).unwrap();
     }
     let settings = settings(&cluster).with("message.max.bytes", "2000000");
     // 1.2 MB of control characters: its dead letter, whole and escaped,
