@@ -157,28 +157,12 @@ impl OnlineLearner {
         &self.base_id
     }
 
-    /// Applies an update published earlier (rebuilding state after a restart).
-    /// Updates for another base model are ignored.
-    pub fn replay(&mut self, update: &Update) {
-        if update.base_id == self.base_id {
-            self.recommender.apply(update);
-            self.seq = self.seq.max(update.seq);
-        }
-    }
-
-    /// Applies a user state published earlier (see [`OnlineLearner::replay`]).
-    pub fn replay_user(&mut self, base_id: &str, seq: u64, state: &EntityState, rated: &[RawId]) {
+    /// Applies a user state published earlier (rebuilding state after a
+    /// restart, or another learner's user). States for another batch model
+    /// are ignored.
+    pub fn replay_user(&mut self, base_id: &str, state: &EntityState, rated: &[RawId]) {
         if base_id == self.base_id {
             self.recommender.apply_user(state, rated);
-            self.seq = self.seq.max(seq);
-        }
-    }
-
-    /// Applies an item state published earlier (see [`OnlineLearner::replay`]).
-    pub fn replay_item(&mut self, base_id: &str, seq: u64, state: &EntityState) {
-        if base_id == self.base_id {
-            self.recommender.apply_item(state);
-            self.seq = self.seq.max(seq);
         }
     }
 
@@ -349,14 +333,9 @@ impl OnlineLearner {
         items: &[EntityState],
     ) -> Model {
         let mut model = self.snapshot(positions);
-        let k = model.svd.n_factors;
         for state in items {
-            if let Some(i) = model.items.get(state.id.as_str())
-                && state.factors.len() == k
-            {
-                model.svd.item_bias[i as usize] = state.bias;
-                model.svd.item_row_mut(i).copy_from_slice(&state.factors);
-                model.svd.item_counts[i as usize] = state.count;
+            if let Some(i) = model.items.get(state.id.as_str()) {
+                write_state(&mut model.svd, i, state, Entity::Item);
             }
         }
         model
@@ -508,19 +487,30 @@ impl Recommender {
                 model.svd.push_item(0.0, &vec![0.0; k])
             }
         };
-        let svd = &mut model.svd;
-        if state.factors.len() == k {
-            if is_user {
-                svd.user_bias[index as usize] = state.bias;
-                svd.user_row_mut(index).copy_from_slice(&state.factors);
-                svd.user_counts[index as usize] = state.count;
-            } else {
-                svd.item_bias[index as usize] = state.bias;
-                svd.item_row_mut(index).copy_from_slice(&state.factors);
-                svd.item_counts[index as usize] = state.count;
-            }
-        }
+        let entity = if is_user { Entity::User } else { Entity::Item };
+        write_state(&mut model.svd, index, state, entity);
         index
+    }
+}
+
+/// Writes `state` into row `index` of the users or items; a state with
+/// another factor count is not this model's and changes nothing.
+fn write_state(svd: &mut crate::svd::SvdModel, index: u32, state: &EntityState, entity: Entity) {
+    if state.factors.len() != svd.n_factors {
+        return;
+    }
+    let i = index as usize;
+    match entity {
+        Entity::User => {
+            svd.user_bias[i] = state.bias;
+            svd.user_row_mut(index).copy_from_slice(&state.factors);
+            svd.user_counts[i] = state.count;
+        }
+        Entity::Item => {
+            svd.item_bias[i] = state.bias;
+            svd.item_row_mut(index).copy_from_slice(&state.factors);
+            svd.item_counts[i] = state.count;
+        }
     }
 }
 

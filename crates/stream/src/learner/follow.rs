@@ -45,7 +45,7 @@ impl Learner {
             ModelMessage::User {
                 base, state, rated, ..
             } if !ours => {
-                self.model.replay_user(&base, 0, &state, &rated);
+                self.model.replay_user(&base, &state, &rated);
                 self.summary.replayed += 1;
             }
             ModelMessage::Item {
