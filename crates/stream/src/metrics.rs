@@ -63,6 +63,8 @@ pub const COMMIT_FAILURES: &str = "recstream_commit_failures_total";
 pub const RATINGS_LEARNT: &str = "recstream_ratings_learnt_total";
 /// Ratings partitions a learner owns and has restored.
 pub const LEARNER_PARTITIONS: &str = "recstream_learner_partitions";
+/// Batch models a learner switched to (published by hand or retrained).
+pub const LEARNER_MODEL_SWITCHES: &str = "recstream_learner_model_switches_total";
 /// Item states a learner merged from the learners' deltas and published.
 pub const ITEMS_MERGED: &str = "recstream_items_merged_total";
 /// Item-delta batches a learner dropped, by `reason` (`other_model`,

@@ -142,6 +142,32 @@ pub struct ModelAnnouncement {
     pub first_offset: i64,
     /// Number of chunks (keyed `<id>:<index>`).
     pub chunks: u32,
+    /// The ratings a retrained model already holds (`recstream retrain`);
+    /// learners re-learn, on top of it, only the ratings after them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers: Option<Covers>,
+}
+
+/// The ratings a batch model was trained on, as positions in the ratings topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Covers {
+    /// The ratings topic.
+    pub ratings_topic: String,
+    /// Per partition, the offset of the first rating the model does not hold.
+    #[serde(with = "partition_pairs")]
+    pub next: BTreeMap<i32, i64>,
+}
+
+impl ModelAnnouncement {
+    /// Where `partition` of `ratings_topic` resumes on top of this model:
+    /// `Some` only for a retrained model that covers that topic.
+    pub fn resumes_at(&self, ratings_topic: &str, partition: i32) -> Option<i64> {
+        let covers = self.covers.as_ref()?;
+        if covers.ratings_topic != ratings_topic {
+            return None;
+        }
+        Some(covers.next.get(&partition).copied().unwrap_or(0))
+    }
 }
 
 impl ModelMessage {
@@ -299,6 +325,10 @@ mod tests {
             partition: 0,
             first_offset: 5,
             chunks: 1,
+            covers: Some(Covers {
+                ratings_topic: "rating-events".into(),
+                next: BTreeMap::from([(0, 12), (3, 0)]),
+            }),
         });
         assert_eq!(announcement.key(), "model");
         assert_eq!(
@@ -306,6 +336,26 @@ mod tests {
             announcement
         );
         assert!(ModelMessage::decode(b"{\"type\":\"nonsense\"}").is_err());
+    }
+
+    #[test]
+    fn a_retrained_model_says_where_each_ratings_partition_resumes() {
+        let old = br#"{"type":"model","id":"m","bytes":1,"sha256":"00","files_topic":"f","partition":0,"first_offset":0,"chunks":1}"#;
+        let Ok(ModelMessage::Model(plain)) = ModelMessage::decode(old) else {
+            panic!("an announcement from before retrains still reads");
+        };
+        assert_eq!(plain.resumes_at("rating-events", 0), None);
+        let retrained = ModelAnnouncement {
+            covers: Some(Covers {
+                ratings_topic: "rating-events".into(),
+                next: BTreeMap::from([(0, 12)]),
+            }),
+            ..plain
+        };
+        assert_eq!(retrained.resumes_at("rating-events", 0), Some(12));
+        // A partition the retrain did not see: none of its ratings are in.
+        assert_eq!(retrained.resumes_at("rating-events", 1), Some(0));
+        assert_eq!(retrained.resumes_at("other-ratings", 0), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use recstream_core::modelfile::{self, ModelFileError};
 use sha2::{Digest, Sha256};
 
 use crate::kafka::{KafkaSettings, LoggingContext};
-use crate::model_topic::{ModelAnnouncement, ModelMessage};
+use crate::model_topic::{Covers, ModelAnnouncement, ModelMessage};
 
 /// Bytes per chunk: well under Kafka's default 1 MiB message limit.
 pub const CHUNK_BYTES: usize = 512 * 1024;
@@ -82,12 +82,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Publishes the model file at `path` and announces it; returns the announcement.
+/// Publishes the model file at `path` and announces it, saying which
+/// ratings it holds when it is a retrained model (`covers`); returns the
+/// announcement.
 pub async fn publish_model(
     settings: &KafkaSettings,
     files_topic: &str,
     model_topic: &str,
     path: &Path,
+    covers: Option<Covers>,
 ) -> Result<ModelAnnouncement, PublishError> {
     let bytes = std::fs::read(path).map_err(|source| PublishError::Read {
         path: path.to_path_buf(),
@@ -122,6 +125,7 @@ pub async fn publish_model(
         partition,
         first_offset: first_offset.unwrap_or(0),
         chunks: chunks.len() as u32,
+        covers,
     };
     let message = ModelMessage::Model(announcement.clone());
     let key = message.key();

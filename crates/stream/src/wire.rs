@@ -158,6 +158,29 @@ pub struct RatingEvent {
     pub ts: Option<i64>,
 }
 
+/// Parses a rating read from a ratings topic of `partitions` partitions.
+/// With several, the message must be keyed by its uid, so that all of a
+/// user's ratings are on one partition (see the learner); a rating that is
+/// not is refused with [`RejectCode::NotKeyedByUser`].
+pub fn parse_keyed_rating(
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    max_bytes: usize,
+    partitions: usize,
+) -> Result<RatingEvent, Rejection> {
+    let event = parse_rating(payload, max_bytes)?;
+    if partitions > 1 && key != Some(event.uid.as_str().as_bytes()) {
+        return Err(reject(
+            RejectCode::NotKeyedByUser,
+            format!(
+                "a rating must be keyed by its uid ({:?}) when the ratings topic has several partitions, so that all of a user's ratings reach the one learner that owns the user (recstream produce --ratings keys them so)",
+                event.uid.as_str()
+            ),
+        ));
+    }
+    Ok(event)
+}
+
 /// Parses a rating event payload.
 pub fn parse_rating(payload: Option<&[u8]>, max_bytes: usize) -> Result<RatingEvent, Rejection> {
     let mut fields = json_object(payload, max_bytes)?;
@@ -722,6 +745,19 @@ mod tests {
         assert_eq!(code(r#"{"uid":1,"n":101}"#), RejectCode::InvalidN);
         assert_eq!(code(r#"{"uid":1,"n":-3}"#), RejectCode::InvalidN);
         assert_eq!(code(r#"{"uid":1,"n":"5"}"#), RejectCode::InvalidN);
+    }
+
+    #[test]
+    fn on_several_partitions_a_rating_must_be_keyed_by_its_uid() {
+        let payload = Some(&br#"{"uid": 196, "iid": 242, "rating": 3}"#[..]);
+        let max = DEFAULT_MAX_REQUEST_BYTES;
+        assert!(parse_keyed_rating(None, payload, max, 1).is_ok());
+        assert!(parse_keyed_rating(Some(b"196"), payload, max, 4).is_ok());
+        for key in [None, Some(&b"19"[..]), Some(&b"other"[..])] {
+            let refused = parse_keyed_rating(key, payload, max, 4).unwrap_err();
+            assert_eq!(refused.code, RejectCode::NotKeyedByUser);
+            assert!(refused.message.contains("\"196\""), "{}", refused.message);
+        }
     }
 
     #[test]

@@ -62,23 +62,46 @@ pub fn publish(
     path: &std::path::Path,
     settings: &recstream_stream::kafka::KafkaSettings,
     topics: &PublishTopics,
+    covers: Option<recstream_stream::model_topic::Covers>,
 ) -> anyhow::Result<()> {
     crate::args::runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
-        // Created with the ratings topics' default partition count, if missing.
-        let needed = super::serve::model_topics(&topics.model_topic, 4, &topics.files_topic);
-        recstream_stream::topics::prepare(settings, &needed, topics.create_topics, &shutdown)
-            .await
-            .context("checking the model topics")?;
-        let announcement = recstream_stream::publish::publish_model(settings, &topics.files_topic, &topics.model_topic, path)
-            .await
-            .with_context(|| format!("publishing {}", path.display()))?;
-        out!(
-            "published model {} ({} bytes in {} chunk(s) on {}); workers following {} will switch to it",
-            announcement.id, announcement.bytes, announcement.chunks, announcement.files_topic, topics.model_topic
-        );
+        publish_async(path, settings, topics, covers, &shutdown).await?;
         Ok(())
     })
+}
+
+/// Publishes a model file from async code (`retrain`); returns its announcement.
+pub async fn publish_async(
+    path: &std::path::Path,
+    settings: &recstream_stream::kafka::KafkaSettings,
+    topics: &PublishTopics,
+    covers: Option<recstream_stream::model_topic::Covers>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<recstream_stream::model_topic::ModelAnnouncement> {
+    // Created with the ratings topics' default partition count, if missing.
+    let needed = super::serve::model_topics(&topics.model_topic, 4, &topics.files_topic);
+    recstream_stream::topics::prepare(settings, &needed, topics.create_topics, shutdown)
+        .await
+        .context("checking the model topics")?;
+    let announcement = recstream_stream::publish::publish_model(
+        settings,
+        &topics.files_topic,
+        &topics.model_topic,
+        path,
+        covers,
+    )
+    .await
+    .with_context(|| format!("publishing {}", path.display()))?;
+    out!(
+        "published model {} ({} bytes in {} chunk(s) on {}); workers following {} will switch to it",
+        announcement.id,
+        announcement.bytes,
+        announcement.chunks,
+        announcement.files_topic,
+        topics.model_topic
+    );
+    Ok(announcement)
 }
 
 /// Runs a model command.
@@ -90,6 +113,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 &publish_args.model,
                 &publish_args.kafka.settings(),
                 &publish_args.topics,
+                None,
             );
         }
     };

@@ -1,4 +1,5 @@
-//! `recstream train`: fit a model on a ratings file and write it as a `.rsm` file.
+//! `recstream train`: fit a model on a ratings file and write it as a `.rsm` file
+//! (the fitting is shared with `retrain`, which adds the ratings topic's ratings).
 
 use crate::output::out;
 use std::path::PathBuf;
@@ -6,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use recstream_core::data::read_titles;
-use recstream_core::{FitConfig, Model, modelfile};
+use recstream_core::{Dataset, FitConfig, Model, RatingScale, modelfile};
 
 use crate::args::{HyperparamArgs, RatingsFormatArgs};
 use crate::progress::EpochProgress;
@@ -14,6 +15,28 @@ use crate::progress::EpochProgress;
 /// Arguments of `recstream train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
+    #[command(flatten)]
+    pub fit: FitArgs,
+
+    /// Also publish the model to running workers (needs --brokers).
+    #[arg(long, requires = "brokers")]
+    pub publish: bool,
+
+    /// Kafka brokers for --publish.
+    #[arg(long, env = "RECSTREAM_BROKERS")]
+    pub brokers: Option<String>,
+
+    #[command(flatten)]
+    pub kafka: crate::args::KafkaProperties,
+
+    #[command(flatten)]
+    pub publish_topics: super::model::PublishTopics,
+}
+
+/// What a batch model is trained on, how, and where it goes: shared by
+/// `train` and `retrain`.
+#[derive(Debug, Clone, Args)]
+pub struct FitArgs {
     /// Ratings file (u.data, ratings.dat, ratings.csv or RecBole .inter).
     #[arg(long)]
     pub ratings: PathBuf,
@@ -35,26 +58,22 @@ pub struct TrainArgs {
 
     #[command(flatten)]
     pub hyper: HyperparamArgs,
-
-    /// Also publish the model to running workers (needs --brokers).
-    #[arg(long, requires = "brokers")]
-    pub publish: bool,
-
-    /// Kafka brokers for --publish.
-    #[arg(long, env = "RECSTREAM_BROKERS")]
-    pub brokers: Option<String>,
-
-    #[command(flatten)]
-    pub kafka: crate::args::KafkaProperties,
-
-    #[command(flatten)]
-    pub publish_topics: super::model::PublishTopics,
 }
 
-/// Trains and saves a model; returns it (with its id) for callers such as `run`.
-pub fn train_model(args: &TrainArgs) -> anyhow::Result<Model> {
+/// Trains and saves a model on the ratings file; returns it (with its id).
+pub fn train_model(args: &FitArgs) -> anyhow::Result<Model> {
+    train_model_with(args, |_, _| String::new())
+}
+
+/// Trains and saves a model on the ratings file plus what `more` adds to
+/// it: `more` gets the ratings and their scale (the file's), and returns
+/// what it added, for the model's recorded source.
+pub fn train_model_with(
+    args: &FitArgs,
+    more: impl FnOnce(&mut Dataset, &RatingScale) -> String,
+) -> anyhow::Result<Model> {
     let started = std::time::Instant::now();
-    let data = args.input.read(&args.ratings, args.quiet)?;
+    let mut data = args.input.read(&args.ratings, args.quiet)?;
     tracing::debug!(elapsed = ?started.elapsed(), "ratings read");
     let titles = match &args.items {
         Some(path) => Some(
@@ -63,16 +82,23 @@ pub fn train_model(args: &TrainArgs) -> anyhow::Result<Model> {
         None => None,
     };
     let params = args.hyper.params();
+    let scale = args.hyper.scale(&data);
+    let file = args
+        .ratings
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let added = more(&mut data, &scale);
     let config = FitConfig {
         params: params.clone(),
         threads: args.hyper.threads,
-        scale: Some(args.hyper.scale(&data)),
+        scale: Some(scale),
         titles: titles.as_ref(),
-        source: args
-            .ratings
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        source: if added.is_empty() {
+            file
+        } else {
+            format!("{file} + {added}")
+        },
     };
     tracing::debug!(elapsed = ?started.elapsed(), "titles read");
     let progress = EpochProgress::new(params.n_epochs, args.quiet);
@@ -108,12 +134,13 @@ pub fn train_model(args: &TrainArgs) -> anyhow::Result<Model> {
 
 /// Runs `recstream train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    train_model(&args)?;
+    train_model(&args.fit)?;
     if let (true, Some(brokers)) = (args.publish, &args.brokers) {
         super::model::publish(
-            &args.out,
+            &args.fit.out,
             &args.kafka.settings(brokers),
             &args.publish_topics,
+            None,
         )?;
     }
     Ok(())

@@ -10,23 +10,29 @@
 //! model announcements, markers, checkpoints) is read as from any other. The
 //! others' are applied: user states as they are, merged item states into the
 //! ledger and, with this learner's own changes not merged yet, into its view
-//! of the item. A newer batch model announced is fetched and learnt on.
+//! of the item. A newer batch model announced is fetched and learnt on:
+//! from scratch for a model published by hand, on top of the ratings it
+//! holds for a retrained one, whose announcement says where they end.
 
 use rdkafka::Message;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use recstream_core::online::{ItemBase, ItemLedger, MergedItem, OnlineLearner, PendingDeltas};
 
-use super::Learner;
+use super::{Learner, LearnerError};
+use crate::metrics as m;
 use crate::model_topic::{ModelAnnouncement, ModelMessage};
 use crate::publish::fetch_model;
 
 impl Learner {
     /// One message of the model topic, or an error reading it (logged; the
     /// client retries).
-    pub(super) async fn on_model_message(&mut self, next: KafkaResult<BorrowedMessage<'_>>) {
+    pub(super) async fn on_model_message(
+        &mut self,
+        next: KafkaResult<BorrowedMessage<'_>>,
+    ) -> Result<(), LearnerError> {
         let Some(message) = self.read_errors.message(&self.config.model_topic, next) else {
-            return;
+            return Ok(());
         };
         let (partition, offset) = (message.partition(), message.offset());
         let log = self.logs.entry(partition).or_default();
@@ -34,11 +40,11 @@ impl Learner {
         if ours && message.key().is_some_and(is_state_key) {
             // This learner's own state, read back: nothing it does not know.
             log.skip(offset);
-            return;
+            return Ok(());
         }
         let Some(Ok(decoded)) = message.payload().map(ModelMessage::decode) else {
             log.skip(offset);
-            return;
+            return Ok(());
         };
         log.read(offset, &decoded);
         match decoded {
@@ -57,11 +63,55 @@ impl Learner {
                 self.take_merged(MergedItem { state, through });
                 self.summary.replayed += 1;
             }
-            ModelMessage::Model(announcement) if announcement.id != self.model.base_id() => {
-                self.switch_model(&announcement).await;
+            ModelMessage::Model(announcement) => {
+                self.on_announcement(partition, announcement).await?;
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// A batch model announced on `partition`. A new one is fetched and
+    /// learnt on; each partition this learner owns then learns on it only
+    /// from the model's announcement in that partition on (see
+    /// `await_announcement`), where its log starts over: after the ratings
+    /// the model holds, for a retrained model.
+    async fn on_announcement(
+        &mut self,
+        partition: i32,
+        announcement: ModelAnnouncement,
+    ) -> Result<(), LearnerError> {
+        if announcement.id != self.model.base_id() {
+            if !self.switch_model(&announcement).await {
+                return Ok(());
+            }
+            self.announced = Some(announcement.clone());
+            self.note_announcement(partition, &announcement);
+            let owned: Vec<i32> = self.owned.keys().copied().collect();
+            for p in owned {
+                self.await_announcement(p).await?;
+            }
+            return Ok(());
+        }
+        self.announced = Some(announcement.clone());
+        self.note_announcement(partition, &announcement);
+        let awaited = self
+            .owned
+            .get(&partition)
+            .is_some_and(|owned| owned.awaiting.is_some());
+        if awaited {
+            self.restart(partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts the announcement in `partition`'s log.
+    fn note_announcement(&mut self, partition: i32, announcement: &ModelAnnouncement) {
+        let resumes_at = announcement.resumes_at(&self.config.ratings_topic, partition);
+        self.logs
+            .entry(partition)
+            .or_default()
+            .announced(&announcement.id, resumes_at);
     }
 
     /// A merged item state, this learner's or another's: into the ledger,
@@ -75,20 +125,25 @@ impl Learner {
         self.ledger.restore(merged);
     }
 
-    /// Switches to a newly announced batch model, keeping the current one
-    /// (with an error in the log) when it cannot be fetched or verified.
-    /// Item deltas and merges start over on the new model.
-    pub(super) async fn switch_model(&mut self, announcement: &ModelAnnouncement) {
+    /// Switches to a newly announced batch model; keeps the current one
+    /// (with an error in the log, and `false`) when it cannot be fetched or
+    /// verified. Item deltas, merges and the checkpoints not written yet
+    /// start over on the new model.
+    pub(super) async fn switch_model(&mut self, announcement: &ModelAnnouncement) -> bool {
         match fetch_model(&self.config.kafka, announcement).await {
             Ok(model) => {
-                tracing::info!(model = %announcement.id, "learning on top of the newly announced batch model");
+                tracing::info!(model = %announcement.id, retrained = announcement.covers.is_some(), "learning on top of the newly announced batch model");
                 self.base = ItemBase::of(&model);
                 self.ledger = ItemLedger::default();
                 self.pending = PendingDeltas::default();
+                self.checkpoints.clear();
                 self.model = OnlineLearner::new(model, self.config.update_items);
+                metrics::counter!(m::LEARNER_MODEL_SWITCHES).increment(1);
+                true
             }
             Err(e) => {
                 tracing::error!(model = %announcement.id, "refusing the announced model: {e}; learning continues on {}", self.model.base_id());
+                false
             }
         }
     }

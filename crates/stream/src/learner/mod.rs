@@ -28,6 +28,13 @@
 //! twice. Snapshots (written after all outstanding messages are
 //! acknowledged) only shorten the reading at start.
 //!
+//! A new batch model, announced on every partition of the model topic,
+//! replaces the one learnt on; each owned partition learns on it from its
+//! announcement in that partition on (paused until then). A retrained
+//! model's announcement says up to which rating of each partition it holds
+//! (`recstream retrain`): the partition's log starts over there, and its
+//! later ratings are read again and learnt on top of the new model.
+//!
 //! Delivery failures are never dropped: a message that librdkafka could not
 //! deliver after its own retries (`message.timeout.ms`), or one that can
 //! never be delivered (no such topic, no permission, too large), stops the
@@ -80,6 +87,7 @@ use recstream_core::online::{
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Checked;
+use crate::model_topic::ModelAnnouncement;
 
 pub use config::LearnerConfig;
 pub use error::LearnerError;
@@ -159,6 +167,9 @@ struct Owned {
     /// what the partition's log would say, since the learner does not read
     /// back its own states (see `follow`).
     tail: BTreeMap<i64, partitions::TailDelta>,
+    /// The batch model whose announcement the partition waits for before
+    /// it learns again (paused meanwhile; see `ownership`).
+    awaiting: Option<ModelAnnouncement>,
 }
 
 impl Owned {
@@ -196,6 +207,8 @@ struct Learner {
     pending: PendingDeltas,
     /// What each model topic partition says, as read so far.
     logs: BTreeMap<i32, PartitionLog>,
+    /// The announcement of the batch model learnt on, once read.
+    announced: Option<ModelAnnouncement>,
     /// The ratings partitions this learner owns and has restored.
     owned: BTreeMap<i32, Owned>,
     /// Hand-over checkpoints waiting for their messages' acknowledgements.
@@ -244,7 +257,7 @@ impl Learner {
                     self.publisher.settled(delivered).await?;
                     self.write_checkpoints().await?;
                 }
-                next = follower.recv() => self.on_model_message(next).await,
+                next = follower.recv() => self.on_model_message(next).await?,
                 next = ratings.recv() => self.on_rating(next).await?,
                 next = deltas.recv() => self.on_deltas(next).await?,
                 _ = sync_timer.tick() => self.sync().await?,

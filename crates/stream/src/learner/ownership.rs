@@ -10,6 +10,12 @@
 //! previous owner published. It then hands over the deltas of the tail,
 //! takes the deltas partition from after the last merge, and seeks the
 //! ratings partition to right after the last published rating.
+//!
+//! A new batch model changes where a partition stands at one place in its
+//! log, the model's announcement: an owned partition waits, paused, until
+//! it has read it (see `await_announcement`), then learns again on the new
+//! model, from right after the ratings that model holds if it was
+//! retrained (`recstream retrain` says which in the announcement).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,8 +25,10 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::partitions::PartitionLog;
 use super::{Learner, LearnerError, Owned};
 use crate::kafka;
+use crate::model_topic::ModelMessage;
 use crate::rebalance::RebalanceNotice;
 
 /// How long a seek may take.
@@ -73,7 +81,7 @@ impl Learner {
         for &p in partitions {
             markers.insert(p, self.marker(p).await?);
         }
-        if !self.read_past(&markers, shutdown).await {
+        if !self.read_past(&markers, shutdown).await? {
             return Ok(());
         }
         let mut deltas = TopicPartitionList::new();
@@ -91,12 +99,17 @@ impl Learner {
                     stored: None,
                     forwarded: log.forwarded,
                     tail: log.tail.clone(),
+                    awaiting: None,
                 },
             );
             self.hand_over_tail(p, &log).await?;
-            let after = |o: Option<i64>| o.map_or(Offset::Beginning, |o| Offset::Offset(o + 1));
             deltas.add_partition_offset(&self.config.deltas_topic, p, after(log.merged))?;
-            resumes.push((p, after(log.last_source)));
+            if self.announced_elsewhere(&log) {
+                // The model learnt on is announced, but not here yet.
+                self.await_announcement(p).await?;
+            } else {
+                resumes.push((p, after(log.last_source)));
+            }
             tracing::info!(
                 partition = p,
                 learnt = log.seq,
@@ -111,6 +124,79 @@ impl Learner {
         self.resume_ratings(resumes).await?;
         self.owned_gauge();
         Ok(())
+    }
+
+    /// Whether the batch model learnt on was announced, but not (yet) on
+    /// the partition `log` is of.
+    fn announced_elsewhere(&self, log: &PartitionLog) -> bool {
+        self.announced
+            .as_ref()
+            .is_some_and(|a| log.base.as_deref() != Some(a.id.as_str()))
+    }
+
+    /// Makes owned partition `p` learn on the batch model just switched to
+    /// only from that model's announcement on `p` on, where its log starts
+    /// over: a state for the new model written before the announcement
+    /// would be counted twice by a learner that takes `p` over (it reads
+    /// past the state, then starts over at the announcement). If the
+    /// announcement is in `p`'s log already, `p` restarts now; otherwise `p`
+    /// is paused and the announcement copied to it, so that it arrives
+    /// whatever became of its publisher (a copy read after the original
+    /// changes nothing).
+    pub(super) async fn await_announcement(&mut self, p: i32) -> Result<(), LearnerError> {
+        let Some(announcement) = self.announced.clone() else {
+            return Ok(());
+        };
+        let Some(owned) = self.owned.get_mut(&p) else {
+            return Ok(());
+        };
+        owned.awaiting = Some(announcement.clone());
+        let log = self.logs.get(&p).cloned().unwrap_or_default();
+        if !self.announced_elsewhere(&log) {
+            return self.restart(p).await;
+        }
+        let mut paused = TopicPartitionList::new();
+        paused.add_partition(&self.config.ratings_topic, p);
+        self.ratings.pause(&paused)?;
+        tracing::info!(
+            partition = p,
+            model = %announcement.id,
+            "ratings partition paused until the new model's announcement is read on it"
+        );
+        self.publisher
+            .update(p, &ModelMessage::Model(announcement))
+            .await
+    }
+
+    /// Owned partition `p`, paused for a batch model's announcement that is
+    /// now in its log, learns again: after the ratings the model holds for
+    /// a retrained model (read again from there and learnt on top of it),
+    /// where it stopped otherwise.
+    pub(super) async fn restart(&mut self, p: i32) -> Result<(), LearnerError> {
+        let log = self.logs.get(&p).cloned().unwrap_or_default();
+        let topic = self.config.ratings_topic.clone();
+        let Some(owned) = self.owned.get_mut(&p) else {
+            return Ok(());
+        };
+        let Some(announcement) = owned.awaiting.take() else {
+            return Ok(());
+        };
+        let retrained = announcement.resumes_at(&topic, p).is_some();
+        if retrained {
+            owned.last_source = log.last_source;
+            owned.forwarded = log.forwarded;
+            owned.tail.clear();
+            owned.stored = None;
+        }
+        let resume_at = after(owned.last_source);
+        tracing::info!(
+            partition = p,
+            model = %announcement.id,
+            retrained,
+            ?resume_at,
+            "ratings partition learning on the new model"
+        );
+        self.resume_ratings(vec![(p, resume_at)]).await
     }
 
     /// Seeks each restored ratings partition to where it resumes, and
@@ -133,4 +219,9 @@ impl Learner {
     fn owned_gauge(&self) {
         metrics::gauge!(crate::metrics::LEARNER_PARTITIONS).set(self.owned.len() as f64);
     }
+}
+
+/// The position right after `offset` (`None`: the beginning).
+fn after(offset: Option<i64>) -> Offset {
+    offset.map_or(Offset::Beginning, |o| Offset::Offset(o + 1))
 }

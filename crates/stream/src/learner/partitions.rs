@@ -12,6 +12,11 @@
 //! previous owner may have died before it did, and a merge counts a batch
 //! it already holds only once.
 //!
+//! A batch model's announcement on the partition is where the log starts
+//! over for that model: states and checkpoints of the previous one read
+//! after it were in flight and are passed over, and for a retrained model
+//! the partition resumes right after the last rating the model holds.
+//!
 //! A snapshot saves these logs ([`ResumeState`]), so a restarted learner
 //! reads the topic only from where they end.
 
@@ -50,6 +55,11 @@ pub(super) struct PartitionLog {
     pub merged: Option<i64>,
     /// Deltas of the ratings published after `forwarded`, by rating offset.
     pub tail: BTreeMap<i64, TailDelta>,
+    /// The batch model last announced on the partition (`None`: none read).
+    /// States and checkpoints for any other are passed over: they were in
+    /// flight when the announcement was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 impl PartitionLog {
@@ -58,9 +68,19 @@ impl PartitionLog {
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
-    /// Takes in the message at `offset`.
+    /// Takes in the message at `offset` (an announcement: see [`Self::announced`]).
     pub(super) fn read(&mut self, offset: i64, message: &ModelMessage) {
         self.skip(offset);
+        let stale = match message {
+            ModelMessage::User { base, .. }
+            | ModelMessage::Item { base, .. }
+            | ModelMessage::Forwarded { base, .. }
+            | ModelMessage::Merged { base, .. } => self.base.as_ref().is_some_and(|b| b != base),
+            ModelMessage::Model(_) | ModelMessage::Marker { .. } => false,
+        };
+        if stale {
+            return;
+        }
         match message {
             ModelMessage::User {
                 seq,
@@ -87,6 +107,24 @@ impl PartitionLog {
             ModelMessage::Merged { offset, .. } => self.merged = max(self.merged, *offset),
             ModelMessage::Model(_) | ModelMessage::Marker { .. } => {}
         }
+    }
+
+    /// The batch model `id` is announced here. A retrained model holds the
+    /// partition's ratings before `resumes_at`: the partition starts over
+    /// from there, on top of it. Returns whether this is news (an
+    /// announcement read again, or its copy, changes nothing).
+    pub(super) fn announced(&mut self, id: &str, resumes_at: Option<i64>) -> bool {
+        if self.base.as_deref() == Some(id) {
+            return false;
+        }
+        self.base = Some(id.to_string());
+        if let Some(next) = resumes_at {
+            let last = (next > 0).then(|| next - 1);
+            self.last_source = last;
+            self.forwarded = last;
+            self.tail.clear();
+        }
+        true
     }
 
     /// The deltas up to `through` were handed over.
@@ -134,9 +172,13 @@ mod tests {
     use crate::model_topic::Source;
 
     fn user(seq: u64, offset: i64, item: &str) -> ModelMessage {
+        user_on("b", seq, offset, item)
+    }
+
+    fn user_on(base: &str, seq: u64, offset: i64, item: &str) -> ModelMessage {
         ModelMessage::User {
             seq,
-            base: "b".into(),
+            base: base.into(),
             state: EntityState {
                 id: RawId::new("u"),
                 bias: 0.0,
@@ -191,9 +233,56 @@ mod tests {
     }
 
     #[test]
+    fn a_retrained_model_restarts_the_partition_where_its_ratings_end() {
+        let mut log = PartitionLog::default();
+        log.read(0, &user(1, 10, "a"));
+        log.read(1, &user(2, 11, "b"));
+        assert!(log.announced("b2", Some(11)));
+        // The model holds ratings up to 10: rating 11 is learnt again on it.
+        assert_eq!((log.last_source, log.forwarded), (Some(10), Some(10)));
+        assert!(log.tail.is_empty());
+        // A state of the old model still in flight is passed over.
+        log.read(3, &user(3, 12, "c"));
+        assert_eq!(log.last_source, Some(10));
+        log.read(
+            4,
+            &ModelMessage::Forwarded {
+                base: "b".into(),
+                partition: 0,
+                through: 12,
+            },
+        );
+        assert_eq!(log.forwarded, Some(10));
+        // The new model's states move it on; the sequence keeps counting.
+        log.read(5, &user_on("b2", 4, 11, "b"));
+        assert_eq!((log.last_source, log.seq, log.next), (Some(11), 4, Some(6)));
+        assert_eq!(log.tail.keys().copied().collect::<Vec<_>>(), vec![11]);
+        // The same announcement again (a learner's copy) changes nothing.
+        assert!(!log.announced("b2", Some(11)));
+        assert_eq!(log.last_source, Some(11));
+    }
+
+    #[test]
+    fn a_retrain_that_holds_nothing_of_a_partition_restarts_it_from_the_beginning() {
+        let mut log = PartitionLog::default();
+        log.read(0, &user(1, 10, "a"));
+        assert!(log.announced("b2", Some(0)));
+        assert_eq!((log.last_source, log.forwarded), (None, None));
+    }
+
+    #[test]
+    fn a_model_published_by_hand_keeps_the_partitions_position() {
+        let mut log = PartitionLog::default();
+        log.read(0, &user(1, 10, "a"));
+        assert!(log.announced("b2", None));
+        assert_eq!(log.last_source, Some(10));
+    }
+
+    #[test]
     fn the_resume_state_reads_back_from_a_snapshots_json() {
         let mut log = PartitionLog::default();
         log.read(4, &user(1, 10, "a"));
+        log.announced("b", Some(3));
         let state = ResumeState {
             partitions: BTreeMap::from([(2, log)]),
             items: vec![MergedItem {

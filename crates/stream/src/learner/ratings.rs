@@ -42,32 +42,29 @@ impl Learner {
         let Some(owned) = self.owned.get(&source.partition) else {
             return Ok(());
         };
-        if self.ratings.context().revoking(source.partition) {
+        if self.ratings.context().revoking(source.partition) || owned.awaiting.is_some() {
+            // Not ours any more, or read before the pause: read again later.
             return Ok(());
         }
         if owned.last_source.is_some_and(|last| source.offset <= last) {
             // Learnt and published already (read again after a seek).
             return Ok(());
         }
-        let several = self.partitions > 1;
-        let learnt =
-            wire::parse_rating(message.payload(), self.config.max_rating_bytes).and_then(|event| {
-                if several && message.key() != Some(event.uid.as_str().as_bytes()) {
-                    return Err(Rejection {
-                        code: RejectCode::NotKeyedByUser,
-                        message: format!(
-                            "a rating must be keyed by its uid ({:?}) when the ratings topic has several partitions, so that all of a user's ratings reach the one learner that owns the user (recstream produce --ratings keys them so)",
-                            event.uid.as_str()
-                        ),
-                    });
-                }
-                self.model
-                    .learn(event.uid.as_str(), event.iid.as_str(), event.rating)
-                    .map_err(|e| Rejection {
-                        code: RejectCode::InvalidRating,
-                        message: e.to_string(),
-                    })
-            });
+        let partitions = usize::try_from(self.partitions).unwrap_or(1);
+        let learnt = wire::parse_keyed_rating(
+            message.key(),
+            message.payload(),
+            self.config.max_rating_bytes,
+            partitions,
+        )
+        .and_then(|event| {
+            self.model
+                .learn(event.uid.as_str(), event.iid.as_str(), event.rating)
+                .map_err(|e| Rejection {
+                    code: RejectCode::InvalidRating,
+                    message: e.to_string(),
+                })
+        });
         let (update, prequential) = match learnt {
             Ok(learnt) => learnt,
             Err(rejection) => return self.refuse(&message, rejection).await,

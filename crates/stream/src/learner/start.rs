@@ -82,6 +82,7 @@ impl Learner {
             base,
             ledger,
             pending: PendingDeltas::default(),
+            announced: None,
             logs: (0..partitions)
                 .map(|p| (p, resume.partitions.get(&p).cloned().unwrap_or_default()))
                 .collect(),
@@ -122,7 +123,7 @@ impl Learner {
                     .map_or(Offset::Beginning, Offset::Offset)
             },
         )?;
-        if !self.read_past(&markers, shutdown).await {
+        if !self.read_past(&markers, shutdown).await? {
             return Ok(false);
         }
         tracing::info!(replayed = self.summary.replayed, partitions = self.partitions, version = %self.model.recommender().version(), "caught up with the model topic");
@@ -143,7 +144,7 @@ impl Learner {
         &mut self,
         markers: &BTreeMap<i32, i64>,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Result<bool, LearnerError> {
         let follower = Arc::clone(&self.follower);
         loop {
             let behind = markers.iter().any(|(p, &marker)| {
@@ -153,13 +154,13 @@ impl Learner {
                     .is_none_or(|next| next <= marker)
             });
             if !behind {
-                return true;
+                return Ok(true);
             }
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return false,
+                _ = shutdown.cancelled() => return Ok(false),
                 next = follower.recv() => next,
             };
-            self.on_model_message(next).await;
+            self.on_model_message(next).await?;
         }
     }
 
