@@ -44,6 +44,8 @@ enum Command {
     Data(commands::data::DataArgs),
     /// Train a model on a ratings file and save it.
     Train(commands::train::TrainArgs),
+    /// Train a new batch model on a base file plus the ratings topic, and publish it; once or --every DURATION.
+    Retrain(commands::retrain::RetrainArgs),
     /// Top movies for one user.
     Recommend(commands::recommend::RecommendArgs),
     /// Cross-validate, or train on one file and test on another.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => commands::tools::consume(args),
         Command::Data(args) => commands::data::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Retrain(args) => commands::retrain::run(args),
         Command::Recommend(args) => commands::recommend::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Model(args) => commands::model::run(args),

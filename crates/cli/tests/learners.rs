@@ -1,7 +1,9 @@
 //! Several `recstream learn` processes learning one model: the ratings
 //! partitions split between them by their consumer group, item changes
 //! merged from all of them, and every rating applied exactly once across a
-//! kill -9, a restart from a snapshot and a learner joining mid-stream.
+//! kill -9, a restart from a snapshot and a learner joining mid-stream,
+//! and across a retrained batch model, after which the learners learn
+//! again, on top of it, exactly the ratings it does not hold.
 //!
 //! A learner joining runs through a Tansu broker process. The kill -9 runs
 //! on librdkafka's mock cluster (the embedded broker): Tansu 0.6 keeps a
@@ -75,6 +77,16 @@ fn on_tansu() -> Option<Group> {
     // partition, which Tansu 0.6 serves correctly only at batch boundaries.
     group.learner_args = vec!["--kafka", "batch.num.messages=1"];
     Some(group)
+}
+
+/// Two workers and two learners, two partitions each, on the mock cluster.
+fn two_learners_on_mock() -> Group {
+    let mut g = on_mock();
+    g.learner("a");
+    g.learner("b");
+    g.wait_owning("a", 2.0);
+    g.wait_owning("b", 2.0);
+    g
 }
 
 /// Two workers on the mock cluster.
@@ -152,6 +164,21 @@ impl Group {
         }
     }
 
+    /// Waits until the learners have learnt `ratings` together.
+    fn wait_learnt_together(&self, ratings: f64) {
+        let deadline = Instant::now() + LONG;
+        while self
+            .learners
+            .keys()
+            .map(|name| self.learnt(name))
+            .sum::<f64>()
+            < ratings
+        {
+            assert!(Instant::now() < deadline, "learners learn\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Ratings learner `name` has learnt, from its metrics.
     fn learnt(&self, name: &str) -> f64 {
         let (_, text) = http_get(&self.learners[name].metrics, "/metrics").unwrap_or_default();
@@ -195,12 +222,14 @@ fn send_ratings(bootstrap: &str) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// Every check of a run, once all ratings are sent.
-fn every_rating_applied_once_and_workers_agree(g: &Group) {
+/// Waits until each worker has applied as many user states as ratings
+/// were sent; the end of each ratings partition, which together hold
+/// exactly the ratings sent.
+fn workers_caught_up(g: &Group) -> Vec<i64> {
     for worker in &g.workers {
         assert!(
             worker.wait_learnt(RATINGS_SENT as u64, LONG),
-            "the workers applied every rating\n{}",
+            "the workers applied a state for every rating\n{}",
             g.logs()
         );
     }
@@ -210,6 +239,12 @@ fn every_rating_applied_once_and_workers_agree(g: &Group) {
         RATINGS_SENT as i64,
         "the premise: the ratings topic holds exactly the ratings sent"
     );
+    ratings_end
+}
+
+/// Every check of a run, once all ratings are sent.
+fn every_rating_applied_once_and_workers_agree(g: &Group) {
+    let ratings_end = workers_caught_up(g);
     let model_end: i64 = end_offsets(&g.bootstrap, MODEL_TOPIC, 4).iter().sum();
     let updates = read_topic(&g.bootstrap, MODEL_TOPIC, LONG, |m| {
         m.len() as i64 >= model_end
@@ -297,7 +332,13 @@ fn every_rating_applied_once_and_workers_agree(g: &Group) {
         );
     }
 
-    // Workers: the same version and the same recommendations for everyone.
+    workers_agree(g, "");
+}
+
+/// Waits until both workers answer every user from one version of the
+/// batch model `model` (any, when empty), with identical recommendations
+/// and scores; the version.
+fn workers_agree(g: &Group, model: &str) -> String {
     let ask_everyone = |output: &str, prefix: &str| -> BTreeMap<String, Value> {
         produce(&g.bootstrap, IN, &requests(prefix, USERS, USERS));
         let mine = |r: &Value| {
@@ -332,7 +373,11 @@ fn every_rating_applied_once_and_workers_agree(g: &Group) {
                 .map(|r| r["recommendations"].clone())
                 .collect()
         };
-        if versions.len() == 1 {
+        let settled = match versions.iter().collect::<Vec<_>>()[..] {
+            [version] if version.starts_with(model) => Some(version),
+            _ => None,
+        };
+        if let Some(version) = settled {
             let (a, b) = (recommendations(&a), recommendations(&b));
             assert_eq!(a.len(), USERS);
             assert!(
@@ -340,7 +385,7 @@ fn every_rating_applied_once_and_workers_agree(g: &Group) {
                 "identical recommendations and scores from both workers\n{}",
                 g.logs()
             );
-            return;
+            return version.to_string();
         }
         assert!(
             Instant::now() < deadline,
@@ -353,11 +398,7 @@ fn every_rating_applied_once_and_workers_agree(g: &Group) {
 #[test]
 fn a_learner_killed_under_load_hands_its_partitions_over_and_restarts_from_its_snapshot() {
     let _serial = serial();
-    let mut g = on_mock();
-    g.learner("a");
-    g.learner("b");
-    g.wait_owning("a", 2.0);
-    g.wait_owning("b", 2.0);
+    let mut g = two_learners_on_mock();
     let sender = send_ratings(&g.bootstrap);
     let deadline = Instant::now() + LONG;
     while g.learnt("a") < 500.0 {
@@ -391,11 +432,7 @@ fn a_third_learner_joining_mid_stream_takes_partitions_and_loses_nothing() {
     g.learner("b");
     g.wait_owning("a", 2.0);
     let sender = send_ratings(&g.bootstrap);
-    let deadline = Instant::now() + LONG;
-    while g.learnt("a") + g.learnt("b") < 2_000.0 {
-        assert!(Instant::now() < deadline, "learners learn\n{}", g.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    g.wait_learnt_together(2_000.0);
     g.learner("c");
     assert!(
         !sender.is_finished(),
@@ -455,5 +492,168 @@ fn a_model_topic_partitioned_unlike_the_ratings_is_refused_with_a_clear_message(
     assert!(
         stderr.contains("recreate \"model-updates\" with 4 partitions"),
         "says how to fix it\n{stderr}"
+    );
+}
+
+/// Runs `recstream retrain` once on the group's base ratings, with the
+/// hyper-parameters of the group's batch model; its stdout.
+fn retrain(g: &Group, out: &str) -> String {
+    let dir = g.dir.path();
+    let output = std::process::Command::new(recstream_binary())
+        .args(["retrain", "--brokers", &g.bootstrap])
+        .args(["--seed", "1", "--n-factors", "16", "--n-epochs", "5"])
+        .arg("--ratings")
+        .arg(dir.join("ratings.tsv"))
+        .arg("--out")
+        .arg(dir.join(out))
+        .arg("--archive")
+        .arg(dir.join("archive"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "retrain succeeded\n{stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The archive's recorded positions: per partition, the first rating not in.
+fn archived_positions(g: &Group) -> Vec<i64> {
+    let text = std::fs::read_to_string(g.dir.path().join("archive/positions.json")).unwrap();
+    let positions: Value = serde_json::from_str(&text).unwrap();
+    let next: BTreeMap<i64, i64> = positions["next"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(p, offset)| (p.parse().unwrap(), offset.as_i64().unwrap()))
+        .collect();
+    (0..4).map(|p| next.get(&p).copied().unwrap_or(0)).collect()
+}
+
+/// A model file's id and rating count, from `recstream model info --json`.
+fn model_info(path: &std::path::Path) -> (String, u64) {
+    let output = std::process::Command::new(recstream_binary())
+        .args(["model", "info", "--json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
+    (
+        info["model_id"].as_str().unwrap().to_string(),
+        info["meta"]["n_ratings"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn a_retrain_under_load_holds_the_ratings_so_far_and_learners_relearn_only_the_rest_across_a_kill()
+{
+    let _serial = serial();
+    let mut g = two_learners_on_mock();
+    let base_ratings = std::fs::read_to_string(g.dir.path().join("ratings.tsv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count() as u64;
+    let sender = send_ratings(&g.bootstrap);
+    g.wait_learnt_together(2_000.0);
+    let said = retrain(&g, "retrained.rsm");
+    assert!(
+        !sender.is_finished(),
+        "the premise: ratings were still arriving when the retrained model was published"
+    );
+    let covered = archived_positions(&g);
+    let (retrained, held) = model_info(&g.dir.path().join("retrained.rsm"));
+    assert_eq!(
+        held,
+        base_ratings + covered.iter().sum::<i64>() as u64,
+        "the retrained model holds the base file and every rating up to the recorded ends\n{said}"
+    );
+    assert!(said.contains(&retrained), "{said}");
+    // A learner dies around the switch, and comes back from its snapshot.
+    g.learners.get_mut("b").unwrap().kill_9();
+    assert!(
+        !sender.is_finished(),
+        "the premise: ratings were still arriving at the kill"
+    );
+    g.wait_owning("a", 4.0);
+    g.learner("b");
+    g.wait_owning("a", 2.0);
+    sender.join().unwrap();
+
+    // Per partition, the ratings after the recorded end are learnt on the
+    // new model, each exactly once; none before it.
+    let ratings_end = workers_caught_up(&g);
+    let deadline = Instant::now() + LONG;
+    let (on_new, relearnt) = loop {
+        let model_end: i64 = end_offsets(&g.bootstrap, MODEL_TOPIC, 4).iter().sum();
+        let updates = read_topic(&g.bootstrap, MODEL_TOPIC, LONG, |m| {
+            m.len() as i64 >= model_end
+        });
+        let users = updates.iter().filter(|m| m["type"] == "user");
+        let mut on_new: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        let mut relearnt = 0;
+        for user in users {
+            let (p, offset) = (
+                user["source"]["partition"].as_i64().unwrap(),
+                user["source"]["offset"].as_i64().unwrap(),
+            );
+            if user["base"] == retrained.as_str() {
+                on_new.entry(p).or_default().push(offset);
+            } else if offset >= covered[p as usize] {
+                // Learnt on the old model before the switch: the premise
+                // that some ratings are learnt again.
+                relearnt += 1;
+            }
+        }
+        let learnt_all = (0..4usize).all(|p| {
+            let learnt = on_new.get(&(p as i64)).map_or(0, Vec::len) as i64;
+            learnt >= ratings_end[p] - covered[p]
+        });
+        if learnt_all {
+            break (on_new, relearnt);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the learners learn every rating after the recorded ends on the new model\n{}",
+            g.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for p in 0..4usize {
+        let mut offsets = on_new.get(&(p as i64)).cloned().unwrap_or_default();
+        offsets.sort_unstable();
+        assert_eq!(
+            offsets,
+            (covered[p]..ratings_end[p]).collect::<Vec<_>>(),
+            "partition {p}: each rating after {} learnt once on the new model\n{}",
+            covered[p],
+            g.logs()
+        );
+    }
+    assert!(
+        relearnt > 0,
+        "the premise: ratings after the recorded ends had been learnt on the old model"
+    );
+    let version = workers_agree(&g, &retrained);
+    assert!(
+        version.starts_with(&format!("{retrained}+")),
+        "the workers serve the retrained model: {version}"
+    );
+
+    // A second retrain reads only the ratings the archive does not have.
+    let said = retrain(&g, "retrained-2.rsm");
+    assert!(
+        said.contains(&format!(
+            "{} read from",
+            RATINGS_SENT as i64 - covered.iter().sum::<i64>()
+        )),
+        "{said}"
+    );
+    assert_eq!(archived_positions(&g), ratings_end);
+    let (second, held) = model_info(&g.dir.path().join("retrained-2.rsm"));
+    assert_eq!(held, base_ratings + RATINGS_SENT as u64);
+    let version = workers_agree(&g, &second);
+    assert!(
+        version.starts_with(&format!("{second}+")),
+        "the workers serve the second retrained model: {version}"
     );
 }

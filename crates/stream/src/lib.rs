@@ -10,7 +10,8 @@
 //!   graceful shutdown ([`shutdown`]).
 //! - [`serving`]: the model being served, updated in place and swappable
 //!   without a pause; [`learner`] feeds it through the [`model_topic`], and
-//!   [`publish`] moves batch model files through Kafka.
+//!   [`publish`] moves batch model files through Kafka; [`retrain`] reads
+//!   the ratings topic up to its end for a retrained batch model.
 //! - [`kafka`]: client settings (our defaults plus `--kafka` overrides) and logging;
 //!   [`delivery`]: which produce errors are retried and which are final.
 //! - [`config`]: settings that can never work, refused before anything starts;
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod model_topic;
 pub mod publish;
 mod rebalance;
+pub mod retrain;
 pub mod serving;
 pub mod shutdown;
 pub mod tools;

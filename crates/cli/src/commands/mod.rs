@@ -6,6 +6,7 @@ pub mod eval;
 pub mod learn;
 pub mod model;
 pub mod recommend;
+pub mod retrain;
 pub mod run;
 pub mod serve;
 pub mod tools;
