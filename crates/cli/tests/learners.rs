@@ -657,3 +657,70 @@ fn a_retrain_under_load_holds_the_ratings_so_far_and_learners_relearn_only_the_r
         "the workers serve the second retrained model: {version}"
     );
 }
+
+#[test]
+fn a_scheduled_retrain_runs_every_interval_reads_only_new_ratings_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for (topic, partitions) in [(RATINGS, 4), (MODEL_TOPIC, 4), (FILES_TOPIC, 1)] {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    synthetic_model(dir.path());
+    let mut ratings: Vec<Vec<u8>> = (0..100).map(rating).collect();
+    ratings.push(b"not json".to_vec());
+    produce(&bootstrap, RATINGS, &ratings);
+    let mut child = std::process::Command::new(recstream_binary())
+        .args(["retrain", "--brokers", &bootstrap, "--every", "1s"])
+        .args(["--n-factors", "4", "--n-epochs", "2"])
+        .arg("--ratings")
+        .arg(dir.path().join("ratings.tsv"))
+        .arg("--out")
+        .arg(dir.path().join("retrained.rsm"))
+        .arg("--archive")
+        .arg(dir.path().join("archive"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, said) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("retrained model") && lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = said.recv_timeout(LONG).expect("a first round");
+    assert!(
+        first.contains("101 read from rating-events this time (1 refused"),
+        "{first}"
+    );
+    let second = said
+        .recv_timeout(LONG)
+        .expect("a second round, a second later");
+    assert!(
+        second.contains("0 read from rating-events this time"),
+        "the second round reads only what is new: {second}"
+    );
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let deadline = Instant::now() + LONG;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "retrain stops on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a clean stop: {status}");
+}
