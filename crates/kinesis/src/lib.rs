@@ -28,3 +28,23 @@ pub mod reader;
 pub mod sink;
 
 pub use client::KinesisSettings;
+
+/// Helpers for the tests that script the SDK's answers.
+#[cfg(test)]
+mod scripted {
+    use aws_smithy_types::error::ErrorMetadata;
+
+    /// The SDK retries throttling by itself (three tries); the scripted
+    /// tests give every answer, so the retries they see are only ours.
+    pub fn no_sdk_retries(
+        config: aws_sdk_kinesis::config::Builder,
+    ) -> aws_sdk_kinesis::config::Builder {
+        config.retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+    }
+
+    /// Error metadata with the code Kinesis sends (`__type`), as the SDK
+    /// reads it from a real response.
+    pub fn coded(code: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).build()
+    }
+}

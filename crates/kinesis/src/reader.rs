@@ -265,3 +265,157 @@ fn record(record: &aws_sdk_kinesis::types::Record) -> Record {
             .and_then(|t| t.to_millis().ok()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_kinesis::operation::get_records::{GetRecordsError, GetRecordsOutput};
+    use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorOutput;
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::error::{
+        ExpiredIteratorException, ProvisionedThroughputExceededException,
+    };
+    use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::scripted::{coded, no_sdk_retries};
+
+    fn sdk_record(sequence: &str) -> aws_sdk_kinesis::types::Record {
+        aws_sdk_kinesis::types::Record::builder()
+            .sequence_number(sequence)
+            .partition_key("u1")
+            .data(Blob::new(sequence.as_bytes()))
+            .build()
+            .unwrap()
+    }
+
+    fn records(
+        sequences: &[&str],
+        next: Option<&str>,
+    ) -> MockResponse<GetRecordsOutput, GetRecordsError> {
+        MockResponse::Output(
+            GetRecordsOutput::builder()
+                .set_records(Some(sequences.iter().map(|s| sdk_record(s)).collect()))
+                .set_next_shard_iterator(next.map(str::to_string))
+                .millis_behind_latest(0)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// Reads a shard whose GetRecords calls are scripted by `respond(call
+    /// number)`; the events, and where each iterator was asked to start.
+    async fn read_scripted(
+        respond: impl Fn(usize) -> MockResponse<GetRecordsOutput, GetRecordsError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> (Vec<ShardEvent>, Vec<String>) {
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = asked.clone();
+        let iterators = mock!(Client::get_shard_iterator).then_compute_response(move |input| {
+            let from = format!(
+                "{} {}",
+                input
+                    .shard_iterator_type()
+                    .map(|t| t.as_str())
+                    .unwrap_or_default(),
+                input.starting_sequence_number().unwrap_or_default()
+            );
+            seen.lock().unwrap().push(from.trim().to_string());
+            MockResponse::Output(
+                GetShardIteratorOutput::builder()
+                    .shard_iterator("it")
+                    .build(),
+            )
+        });
+        let calls = Arc::new(Mutex::new(0usize));
+        let reads = mock!(Client::get_records).then_compute_response(move |_| {
+            let mut calls = calls.lock().unwrap();
+            *calls += 1;
+            respond(*calls)
+        });
+        let client = mock_client!(
+            aws_sdk_kinesis,
+            RuleMode::MatchAny,
+            &[&iterators, &reads],
+            no_sdk_retries
+        );
+        let (out, mut events) = mpsc::channel(16);
+        let options = ReaderOptions {
+            poll: Duration::from_millis(1),
+        };
+        let reading = read_shard(
+            client,
+            "requests".into(),
+            "shardId-000000000000".into(),
+            StartAt::TrimHorizon,
+            options,
+            out,
+            CancellationToken::new(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), reading)
+            .await
+            .expect("the reader reaches the shard's end");
+        let mut got = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            got.push(event);
+        }
+        let asked = asked.lock().unwrap().clone();
+        (got, asked)
+    }
+
+    fn sequences(events: &[ShardEvent]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ShardEvent::Records { records, .. } => Some(records),
+                _ => None,
+            })
+            .flatten()
+            .map(|r| r.sequence.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_expired_iterator_is_renewed_right_after_the_last_record_read() {
+        let (events, asked) = read_scripted(|call| match call {
+            1 => records(&["11", "12"], Some("it")),
+            2 => MockResponse::Error(GetRecordsError::ExpiredIteratorException(
+                ExpiredIteratorException::builder()
+                    .message("expired")
+                    .meta(coded("ExpiredIteratorException"))
+                    .build(),
+            )),
+            3 => records(&["13"], Some("it")),
+            _ => records(&[], None),
+        })
+        .await;
+        assert_eq!(asked, ["TRIM_HORIZON", "AFTER_SEQUENCE_NUMBER 12"]);
+        assert_eq!(
+            sequences(&events),
+            ["11", "12", "13"],
+            "nothing lost or read twice"
+        );
+        assert!(matches!(events.last(), Some(ShardEvent::Ended { .. })));
+    }
+
+    #[tokio::test]
+    async fn throttled_reads_back_off_and_carry_on_with_the_same_iterator() {
+        let (events, asked) = read_scripted(|call| match call {
+            1 | 2 => MockResponse::Error(GetRecordsError::ProvisionedThroughputExceededException(
+                ProvisionedThroughputExceededException::builder()
+                    .message("Rate exceeded for shard")
+                    .meta(coded("ProvisionedThroughputExceededException"))
+                    .build(),
+            )),
+            3 => records(&["21"], Some("it")),
+            _ => records(&[], None),
+        })
+        .await;
+        assert_eq!(asked, ["TRIM_HORIZON"], "no new iterator for throttling");
+        assert_eq!(sequences(&events), ["21"]);
+        assert!(matches!(events.last(), Some(ShardEvent::Ended { .. })));
+    }
+}

@@ -274,7 +274,190 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
+    use aws_sdk_kinesis::types::PutRecordsResultEntry;
+    use aws_sdk_kinesis::types::error::{
+        InvalidArgumentException, ProvisionedThroughputExceededException,
+    };
+    use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
+
     use super::*;
+    use crate::scripted::{coded, no_sdk_retries};
+
+    type Calls = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+    type Respond = dyn Fn(usize, &[(String, String)]) -> MockResponse<PutRecordsOutput, PutRecordsError>
+        + Send
+        + Sync;
+
+    /// A client whose PutRecords calls are recorded (key, data) and
+    /// answered by `respond(call number, records)`.
+    fn scripted(respond: Box<Respond>) -> (Client, Calls) {
+        let calls: Calls = Arc::default();
+        let seen = calls.clone();
+        let rule = mock!(Client::put_records).then_compute_response(move |input| {
+            let records: Vec<(String, String)> = input
+                .records()
+                .iter()
+                .map(|r| {
+                    let data = String::from_utf8_lossy(r.data().as_ref()).into_owned();
+                    (r.partition_key().unwrap_or_default().to_string(), data)
+                })
+                .collect();
+            let mut calls = seen.lock().unwrap();
+            calls.push(records.clone());
+            respond(calls.len(), &records)
+        });
+        let client = mock_client!(
+            aws_sdk_kinesis,
+            RuleMode::MatchAny,
+            &[&rule],
+            no_sdk_retries
+        );
+        (client, calls)
+    }
+
+    fn written(n: usize) -> PutRecordsResultEntry {
+        PutRecordsResultEntry::builder()
+            .sequence_number(format!("{n}"))
+            .shard_id("shardId-000000000000")
+            .build()
+    }
+
+    fn throttled() -> PutRecordsResultEntry {
+        PutRecordsResultEntry::builder()
+            .error_code("ProvisionedThroughputExceededException")
+            .error_message("Rate exceeded for shard")
+            .build()
+    }
+
+    fn output(
+        entries: Vec<PutRecordsResultEntry>,
+    ) -> MockResponse<PutRecordsOutput, PutRecordsError> {
+        let failed = entries.iter().filter(|e| e.error_code().is_some()).count() as i32;
+        MockResponse::Output(
+            PutRecordsOutput::builder()
+                .set_records(Some(entries))
+                .failed_record_count(failed)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    async fn send_all(sink: &Sink, records: &[(&str, &str)]) -> Vec<PutResult> {
+        let mut answers = Vec::new();
+        for (key, data) in records {
+            answers.push(sink.send(key.as_bytes(), data.as_bytes().to_vec()).await);
+        }
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        results
+    }
+
+    fn pairs(records: &[(&str, &str)]) -> Vec<(String, String)> {
+        records
+            .iter()
+            .map(|(k, d)| (k.to_string(), d.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn only_failed_entries_are_retried_and_a_keys_later_record_waits_for_them() {
+        let (client, calls) = scripted(Box::new(|call, records| {
+            output(
+                records
+                    .iter()
+                    .enumerate()
+                    // The first call's first entry is throttled.
+                    .map(|(i, _)| {
+                        if call == 1 && i == 0 {
+                            throttled()
+                        } else {
+                            written(call * 10 + i)
+                        }
+                    })
+                    .collect(),
+            )
+        }));
+        let sink = Sink::start(client, "replies", 16);
+        // Queued together before the writer starts its first call.
+        let records = [("u1", "a"), ("u2", "b"), ("u1", "c")];
+        let results = send_all(&sink, &records).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let calls = calls.lock().unwrap().clone();
+        let u1: Vec<&str> = calls
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k == "u1")
+            .map(|(_, d)| d.as_str())
+            .collect();
+        assert_eq!(u1, ["a", "a", "c"], "a retried before c is sent: {calls:?}");
+        let u2 = calls.iter().flatten().filter(|(k, _)| k == "u2").count();
+        assert_eq!(u2, 1, "the entry written is not sent again: {calls:?}");
+        assert!(
+            calls.iter().all(|call| {
+                let keys: BTreeSet<&String> = call.iter().map(|(k, _)| k).collect();
+                keys.len() == call.len()
+            }),
+            "one record per key per call: {calls:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_throttled_call_is_sent_again_whole() {
+        let (client, calls) = scripted(Box::new(|call, records| {
+            if call == 1 {
+                MockResponse::Error(PutRecordsError::ProvisionedThroughputExceededException(
+                    ProvisionedThroughputExceededException::builder()
+                        .message("Rate exceeded")
+                        .meta(coded("ProvisionedThroughputExceededException"))
+                        .build(),
+                ))
+            } else {
+                output((0..records.len()).map(written).collect())
+            }
+        }));
+        let sink = Sink::start(client, "replies", 16);
+        let records = [("u1", "a"), ("u2", "b")];
+        let results = send_all(&sink, &records).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[1], pairs(&records));
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_as_invalid_finds_the_bad_record_alone_and_never_retries_it() {
+        let (client, calls) = scripted(Box::new(|_, records| {
+            if records.iter().any(|(_, d)| d == "bad") {
+                MockResponse::Error(PutRecordsError::InvalidArgumentException(
+                    InvalidArgumentException::builder()
+                        .message("invalid record")
+                        .meta(coded("InvalidArgumentException"))
+                        .build(),
+                ))
+            } else {
+                output((0..records.len()).map(written).collect())
+            }
+        }));
+        let sink = Sink::start(client, "replies", 16);
+        let records = [("u1", "bad"), ("u2", "good")];
+        let results = send_all(&sink, &records).await;
+        assert!(
+            matches!(&results[0], Err(PutError::Refused { reason }) if reason.contains("InvalidArgumentException")),
+            "{results:?}"
+        );
+        assert!(results[1].is_ok(), "{results:?}");
+        let calls = calls.lock().unwrap().clone();
+        let bad = calls.iter().flatten().filter(|(_, d)| d == "bad").count();
+        assert_eq!(
+            bad, 2,
+            "the bad record: once in the call, once alone: {calls:?}"
+        );
+    }
 
     #[test]
     fn partition_keys_are_the_key_or_a_stable_digest_of_it() {

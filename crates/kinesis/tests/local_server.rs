@@ -54,13 +54,33 @@ fn servers() -> Option<PathBuf> {
     Some(dir)
 }
 
-/// A kinesis-local process, stopped on drop.
+/// A local Kinesis server process, stopped on drop.
 struct KinesisLocal {
     child: Child,
     endpoint: String,
 }
 
 impl KinesisLocal {
+    /// kinesalite: no ChildShards in GetRecords, so children are found by
+    /// listing the shards.
+    fn kinesalite() -> Option<KinesisLocal> {
+        let script = servers()?.join("node_modules/kinesalite/cli.js");
+        let port = free_port();
+        let child = Command::new("node")
+            .arg(script)
+            .args(["--port", &port.to_string()])
+            .args(["--createStreamMs", "20", "--updateStreamMs", "20"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kinesalite with node");
+        Some(KinesisLocal {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// kinesis-local (kinesis-mock), which sends ChildShards.
     fn start() -> Option<KinesisLocal> {
         let dir = servers()?.join("node_modules/kinesis-local");
         let plain = free_port();
@@ -153,6 +173,8 @@ async fn write(sink: &Sink, from: usize, count: usize) {
 /// them in the order they arrived, and the checkpoint at the end.
 struct Read {
     by_shard: BTreeMap<String, Vec<usize>>,
+    /// Children named by the readers at the ends of their shards.
+    named_children: usize,
     arrived: Vec<usize>,
     checkpoint: Checkpoint,
 }
@@ -166,6 +188,7 @@ async fn read_all(client: &Client, stream: &str, count: usize) -> Read {
     let mut reading = BTreeSet::new();
     let mut read: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut arrived = Vec::new();
+    let mut named_children = 0;
     let mut first = Some(FirstStart::TrimHorizon);
     let deadline = Instant::now() + LONG;
     while read.values().map(Vec::len).sum::<usize>() < count {
@@ -196,7 +219,8 @@ async fn read_all(client: &Client, stream: &str, count: usize) -> Read {
                 read.entry(shard.clone()).or_default().extend(indices);
                 checkpoint.shards.insert(shard, ShardPosition::After(last));
             }
-            Ok(Some(ShardEvent::Ended { shard, .. })) => {
+            Ok(Some(ShardEvent::Ended { shard, children })) => {
+                named_children += children.len();
                 reading.remove(&shard);
                 checkpoint.shards.insert(shard, ShardPosition::End);
             }
@@ -208,6 +232,7 @@ async fn read_all(client: &Client, stream: &str, count: usize) -> Read {
     shutdown.cancel();
     Read {
         by_shard: read,
+        named_children,
         arrived,
         checkpoint,
     }
@@ -272,7 +297,26 @@ async fn a_split_and_a_merge_while_reading_lose_nothing_and_children_follow_pare
     let Some(server) = KinesisLocal::start() else {
         return;
     };
-    let client = server.client().await;
+    let read = split_and_merge(&server.client().await).await;
+    assert!(
+        read.named_children > 0,
+        "the premise: kinesis-local names children"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_child_shards_in_the_reads_children_are_found_by_listing() {
+    let Some(server) = KinesisLocal::kinesalite() else {
+        return;
+    };
+    let read = split_and_merge(&server.client().await).await;
+    assert_eq!(read.named_children, 0, "the premise: kinesalite names none");
+}
+
+/// Splits a stream's shard and merges the children back while records keep
+/// coming, then reads them all: every record once, each key in order.
+async fn split_and_merge(client: &Client) -> Read {
+    let client = client.clone();
     create_stream(&client, "ratings", 1).await;
     let sink = Sink::start(client.clone(), "ratings", 1_000);
     write(&sink, 0, 500).await;
@@ -320,4 +364,5 @@ async fn a_split_and_a_merge_while_reading_lose_nothing_and_children_follow_pare
         "each key's records arrived in order: children after parents"
     );
     assert!(read.checkpoint.ended(&parent));
+    read
 }
