@@ -14,6 +14,7 @@
 //! - `sink`: PutRecords batches that keep each key's order and retry only
 //!   the failed entries;
 //! - `checkpoint`: where each shard was acknowledged to, in a locked file;
+//! - `worker`: `serve` on Kinesis, scoring with the Kafka worker's scorer;
 //! - `error`, `backoff` and `metrics`: how failures are met, and what is
 //!   reported.
 
@@ -26,6 +27,7 @@ pub mod listing;
 pub mod metrics;
 pub mod reader;
 pub mod sink;
+pub mod worker;
 
 pub use client::KinesisSettings;
 

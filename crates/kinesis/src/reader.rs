@@ -26,6 +26,10 @@ use crate::metrics as m;
 /// Records asked for in one call.
 const LIMIT: i32 = 1_000;
 
+/// Least time between two GetRecords calls on a shard: Kinesis allows 5 a
+/// second per shard, shared by every consumer of the stream.
+const MIN_SPACING: Duration = Duration::from_millis(200);
+
 /// One record read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -69,7 +73,8 @@ pub enum ShardEvent {
 /// How a reader reads.
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
-    /// Least time between two GetRecords calls of this reader.
+    /// Time between two GetRecords calls of this reader once it has caught
+    /// up with its shard (never below 200 ms: a shard allows 5 reads a second).
     pub poll: Duration,
 }
 
@@ -190,11 +195,12 @@ impl Reader {
                 });
             };
             iterator = next.to_string();
-            // Space the calls; an idle shard is polled no faster either.
+            // A shard takes 5 reads a second: a reader behind reads at that
+            // pace, one caught up every `poll` (never faster).
             let pause = if caught_up {
-                options.poll
+                options.poll.max(MIN_SPACING)
             } else {
-                options.poll.min(Duration::from_millis(200))
+                MIN_SPACING
             };
             tokio::time::sleep_until(started + pause).await;
         }

@@ -14,7 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 /// A change of the partitions a consumer owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum RebalanceNotice {
+pub enum RebalanceNotice {
     /// These partitions are now ours.
     Assigned(Vec<i32>),
     /// These partitions are no longer ours.

@@ -21,9 +21,12 @@ use super::context::{RebalanceNotice, WorkerContext};
 
 /// A message copied out of the consumer.
 #[derive(Debug, Clone)]
-pub(crate) struct Incoming {
+pub struct Incoming {
+    /// Its place in the input.
     pub position: Position,
+    /// Its key.
     pub key: Option<Vec<u8>>,
+    /// Its bytes.
     pub payload: Option<Vec<u8>>,
     /// Producer or broker timestamp, in milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
@@ -45,8 +48,10 @@ impl Incoming {
 
 /// What flows down the pipeline: messages, and ownership changes in order with them.
 #[derive(Debug, Clone)]
-pub(crate) enum Event {
+pub enum Event {
+    /// A message to score.
     Message(Incoming),
+    /// Partitions given or taken, in their place among the messages.
     Rebalance(RebalanceNotice),
 }
 

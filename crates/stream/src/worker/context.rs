@@ -15,7 +15,7 @@ use rdkafka::error::KafkaError;
 use crate::kafka::LoggingContext;
 use crate::metrics::Health;
 use crate::rebalance::Notices;
-pub(crate) use crate::rebalance::RebalanceNotice;
+pub use crate::rebalance::RebalanceNotice;
 
 /// Consumer context of a worker.
 #[derive(Debug)]

@@ -46,9 +46,9 @@ use crate::metrics::Health;
 use crate::serving::ServingModel;
 use crate::wire::DEFAULT_MAX_REQUEST_BYTES;
 
+pub use consume::{Event, Incoming};
 pub use context::WorkerContext;
-use score::Scorer;
-pub use score::ScoringThreadsError;
+pub use score::{Destination, Output, Rules, Scored, Scorer, ScoringThreadsError};
 pub use transactional::{StepError, TransactionError};
 
 /// Everything a worker needs to know besides the model.
@@ -241,8 +241,10 @@ pub enum WorkerError {
 
 /// A messages's place in its input topic, carried through the stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Position {
+pub struct Position {
+    /// The partition (a Kinesis worker numbers its shards).
     pub partition: i32,
+    /// The offset (a Kinesis worker counts a shard's records).
     pub offset: i64,
 }
 

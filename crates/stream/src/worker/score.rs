@@ -21,9 +21,12 @@ use crate::wire::{self, Origin, RejectCode};
 
 /// What to do with each message, from the worker configuration.
 #[derive(Debug, Clone)]
-pub(crate) struct Rules {
+pub struct Rules {
+    /// The input's name, as dead letters give it.
     pub input_topic: String,
+    /// Recommendations per reply when the request does not say.
     pub default_n: usize,
+    /// Requests larger than this are dead-lettered.
     pub max_request_bytes: usize,
 }
 
@@ -39,27 +42,38 @@ impl From<&WorkerConfig> for Rules {
 
 /// Where an output goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Destination {
+pub enum Destination {
     /// The output topic, with whether the answer was a cold start.
-    Reply { cold_start: bool },
+    Reply {
+        /// Whether the answer was the cold-start list.
+        cold_start: bool,
+    },
     /// The dead-letter topic, with the reason.
     DeadLetter(RejectCode),
 }
 
 /// The output for one input message.
 #[derive(Debug, Clone)]
-pub(crate) struct Output {
+pub struct Output {
+    /// The input message's place.
     pub position: Position,
+    /// Reply or dead letter.
     pub destination: Destination,
+    /// Its key (a reply's is the uid).
     pub key: Option<Vec<u8>>,
+    /// Its bytes.
     pub payload: Vec<u8>,
+    /// The request's timestamp, for latency metrics.
     pub request_timestamp_ms: Option<i64>,
 }
 
 /// What the deliver stage receives.
+/// What scoring gives for each event, in order.
 #[derive(Debug, Clone)]
-pub(crate) enum Scored {
+pub enum Scored {
+    /// A reply or a dead letter.
     Output(Output),
+    /// A rebalance notice, passed through in its place.
     Rebalance(RebalanceNotice),
 }
 
@@ -69,7 +83,7 @@ thread_local! {
 
 /// The scoring side of a worker: its thread pool, the model it serves and
 /// the rules for each message. Both delivery modes score through one.
-pub(crate) struct Scorer {
+pub struct Scorer {
     pool: rayon::ThreadPool,
     model: Arc<ServingModel>,
     rules: Arc<Rules>,
@@ -90,7 +104,16 @@ impl Scorer {
         config: &WorkerConfig,
         model: Arc<ServingModel>,
     ) -> Result<Self, ScoringThreadsError> {
-        let threads = config.scoring_threads.max(1);
+        Scorer::new(config.scoring_threads, model, Rules::from(config))
+    }
+
+    /// Starts `threads` scoring threads serving `model` by `rules`.
+    pub fn new(
+        threads: usize,
+        model: Arc<ServingModel>,
+        rules: Rules,
+    ) -> Result<Self, ScoringThreadsError> {
+        let threads = threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("recstream-score-{i}"))
@@ -99,13 +122,13 @@ impl Scorer {
         Ok(Scorer {
             pool,
             model,
-            rules: Arc::new(Rules::from(config)),
+            rules: Arc::new(rules),
         })
     }
 
     /// Scores a batch on the pool against one model state; `None` if the
     /// pool failed.
-    pub(crate) async fn score(&self, batch: Vec<Event>) -> Option<Vec<Scored>> {
+    pub async fn score(&self, batch: Vec<Event>) -> Option<Vec<Scored>> {
         let (done_tx, done_rx) = oneshot::channel();
         let current = self.model.current();
         let model = self.model.clone();

@@ -1,0 +1,639 @@
+//! `serve` on Kinesis: requests read from a stream's shards, scored like
+//! Kafka's, answered on a Kinesis stream or a Kafka topic, each shard's
+//! position checkpointed only once every earlier record is answered.
+//!
+//! ```text
+//!  shard readers ──ShardEvent──▶ worker ──Scorer──▶ replies / dead letters
+//!  (one per readable shard)      OffsetTracker        (Kinesis sink or Kafka)
+//!                                 └─▶ checkpoint file, every second and at the end
+//! ```
+//!
+//! The worker numbers each shard (the tracker's "partition") and counts its
+//! records (the "offset"), so the same [`OffsetTracker`] as Kafka's says
+//! which records are safe to checkpoint: a shard's checkpoint moves to a
+//! record's sequence number only when it and every earlier record of the
+//! shard have their output acknowledged. A shard read to its end is
+//! checkpointed as ended once all of it is answered, and only then are its
+//! children read, so a key's replies keep their order across splits and
+//! merges. In-flight work is bounded (`max_in_flight`); SIGTERM stops the
+//! readers, waits for the outputs already sent, and writes the checkpoint.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use recstream_stream::kafka::{KafkaSettings, LoggingContext};
+use recstream_stream::metrics::{self as sm, Health};
+use recstream_stream::serving::ServingModel;
+use recstream_stream::tracker::{OffsetTracker, Ticket};
+use recstream_stream::wire::{self, RejectCode};
+use recstream_stream::worker::{
+    Destination, Event, Incoming, Position, Rules, Scored, Scorer, ScoringThreadsError,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, FileStore, ShardPosition};
+use crate::client::KinesisSettings;
+use crate::lineage::{FirstStart, readable};
+use crate::listing::list_shards;
+use crate::metrics as m;
+use crate::reader::{ReaderOptions, ShardEvent, read_shard};
+use crate::sink::{PutError, Sink};
+
+/// Where replies or dead letters go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A Kinesis stream, keyed by the uid (a dead letter: the request's key).
+    Kinesis(String),
+    /// A Kafka topic.
+    Kafka {
+        /// The cluster.
+        settings: KafkaSettings,
+        /// The topic.
+        topic: String,
+    },
+}
+
+/// Everything a Kinesis worker needs besides the model.
+#[derive(Debug, Clone)]
+pub struct KinesisWorkerConfig {
+    /// Where Kinesis is.
+    pub kinesis: KinesisSettings,
+    /// The stream requests arrive on.
+    pub input_stream: String,
+    /// Where replies go.
+    pub replies: Target,
+    /// Where invalid requests go.
+    pub dead_letters: Target,
+    /// The checkpoint file.
+    pub checkpoint: PathBuf,
+    /// Where shards start when there is no checkpoint yet.
+    pub first_start: FirstStart,
+    /// Recommendations per reply when the request does not say.
+    pub default_n: usize,
+    /// Requests larger than this are dead-lettered.
+    pub max_request_bytes: usize,
+    /// Threads that score requests.
+    pub scoring_threads: usize,
+    /// Most requests read but not answered yet.
+    pub max_in_flight: usize,
+    /// Least time between two reads of a shard.
+    pub poll: Duration,
+    /// How often the checkpoint is written.
+    pub checkpoint_every: Duration,
+    /// How often the shards are listed (new children, a reshard).
+    pub list_every: Duration,
+    /// How long shutdown waits for the last acknowledgements.
+    pub drain_timeout: Duration,
+}
+
+impl KinesisWorkerConfig {
+    /// Defaults for `input_stream`, replying on `replies`.
+    pub fn new(
+        kinesis: KinesisSettings,
+        input_stream: &str,
+        replies: Target,
+        dead_letters: Target,
+    ) -> Self {
+        KinesisWorkerConfig {
+            kinesis,
+            input_stream: input_stream.to_string(),
+            replies,
+            dead_letters,
+            checkpoint: PathBuf::from(format!("recstream-kinesis-{input_stream}.json")),
+            first_start: FirstStart::TrimHorizon,
+            default_n: 10,
+            max_request_bytes: wire::DEFAULT_MAX_REQUEST_BYTES,
+            scoring_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_in_flight: 4_000,
+            poll: Duration::from_millis(250),
+            checkpoint_every: Duration::from_secs(1),
+            list_every: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a Kinesis worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum KinesisWorkerError {
+    /// The checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The scoring threads could not start.
+    #[error(transparent)]
+    Scoring(#[from] ScoringThreadsError),
+    /// A shard cannot be read (no such stream, no permission).
+    #[error("cannot read shard {shard} of Kinesis stream {stream:?}: {reason}")]
+    Shard {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard: String,
+        /// Why.
+        reason: String,
+    },
+    /// The shards cannot be listed.
+    #[error("cannot list the shards of Kinesis stream {stream:?}: {reason}")]
+    Listing {
+        /// The stream.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+    /// An output could not be delivered and cannot be dead-lettered.
+    #[error(
+        "cannot deliver to {target}: {reason}; the checkpoint stays before the request, so a restart answers it"
+    )]
+    Undelivered {
+        /// Where.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// A Kafka client could not be created.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KinesisSummary {
+    /// Requests read.
+    pub requests: u64,
+    /// Replies delivered.
+    pub replies: u64,
+    /// Dead letters delivered.
+    pub dead_letters: u64,
+}
+
+/// A writer of replies or dead letters.
+#[derive(Clone)]
+enum Writer {
+    Kinesis(Sink),
+    Kafka {
+        producer: FutureProducer<LoggingContext>,
+        topic: String,
+    },
+}
+
+/// An output delivered, or why not.
+type Delivered = Result<(), String>;
+
+impl Writer {
+    async fn new(
+        target: &Target,
+        client: &aws_sdk_kinesis::Client,
+        capacity: usize,
+    ) -> Result<Writer, KinesisWorkerError> {
+        Ok(match target {
+            Target::Kinesis(stream) => {
+                Writer::Kinesis(Sink::start(client.clone(), stream, capacity))
+            }
+            Target::Kafka { settings, topic } => Writer::Kafka {
+                producer: settings
+                    .producer()
+                    .create_with_context(LoggingContext::new("kinesis-worker"))?,
+                topic: topic.clone(),
+            },
+        })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Writer::Kinesis(sink) => format!("Kinesis stream {:?}", sink.stream()),
+            Writer::Kafka { topic, .. } => format!("Kafka topic {topic:?}"),
+        }
+    }
+
+    /// Sends one output; resolves when it is acknowledged or refused.
+    async fn send(&self, key: Option<&[u8]>, payload: Vec<u8>) -> BoxFuture<'static, Delivered> {
+        match self {
+            Writer::Kinesis(sink) => {
+                let answer = sink.send(key.unwrap_or_default(), payload).await;
+                Box::pin(async move {
+                    match answer.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e @ (PutError::TooLarge { .. } | PutError::Refused { .. }))) => {
+                            Err(e.to_string())
+                        }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("the Kinesis sink stopped".to_string()),
+                    }
+                })
+            }
+            Writer::Kafka { producer, topic } => {
+                let mut record = FutureRecord::to(topic).payload(&payload);
+                if let Some(key) = key {
+                    record = record.key(key);
+                }
+                match recstream_stream::delivery::send_with_backpressure(producer, record).await {
+                    Ok(delivery) => Box::pin(async move {
+                        match delivery.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((e, _))) => Err(e.to_string()),
+                            Err(_) => Err("the producer stopped".to_string()),
+                        }
+                    }),
+                    Err(e) => {
+                        let reason = e.to_string();
+                        Box::pin(async move { Err(reason) })
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A shard being read or finished reading.
+#[derive(Debug, Default)]
+struct ShardState {
+    /// Its number in the tracker.
+    index: i32,
+    /// Records read so far (the next one's count).
+    read: i64,
+    /// Sequence numbers by count, of records not checkpointed yet.
+    sequences: BTreeMap<i64, String>,
+    /// The reader reached the shard's end.
+    ended: bool,
+}
+
+/// One output waiting for its acknowledgement.
+struct Pending {
+    ticket: Ticket,
+    dead_letter: bool,
+    /// For a reply: the request, to dead-letter it if the reply is refused.
+    request: Option<(Option<Vec<u8>>, Vec<u8>)>,
+}
+
+/// Runs a worker until `shutdown`, then drains and checkpoints.
+pub async fn run(
+    config: KinesisWorkerConfig,
+    model: Arc<ServingModel>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<KinesisSummary, KinesisWorkerError> {
+    let (store, saved) = FileStore::open(&config.checkpoint, &config.input_stream)?;
+    let first = match &saved {
+        Some(_) => None,
+        None => {
+            tracing::info!(checkpoint = %config.checkpoint.display(), start = ?config.first_start, "no Kinesis checkpoint yet: the shards start where --kinesis-start says");
+            Some(config.first_start)
+        }
+    };
+    let client = config.kinesis.client().await;
+    let scorer = Scorer::new(
+        config.scoring_threads,
+        model,
+        Rules {
+            input_topic: format!("kinesis:{}", config.input_stream),
+            default_n: config.default_n,
+            max_request_bytes: config.max_request_bytes,
+        },
+    )?;
+    let replies = Writer::new(&config.replies, &client, config.max_in_flight).await?;
+    let dead_letters = Writer::new(&config.dead_letters, &client, config.max_in_flight).await?;
+    let mut worker = Worker {
+        checkpoint: saved.unwrap_or_else(|| Checkpoint::new(&config.input_stream)),
+        config,
+        client,
+        store,
+        first,
+        scorer,
+        replies,
+        dead_letters,
+        tracker: OffsetTracker::new(),
+        shards: BTreeMap::new(),
+        pending: FuturesUnordered::new(),
+        readers: CancellationToken::new(),
+        summary: KinesisSummary::default(),
+    };
+    let result = worker.serve(&health, &shutdown).await;
+    health.set_ready(false);
+    worker.readers.cancel();
+    let drained = worker.drain().await;
+    result.and(drained).map(|()| worker.summary)
+}
+
+struct Worker {
+    config: KinesisWorkerConfig,
+    client: aws_sdk_kinesis::Client,
+    store: FileStore,
+    checkpoint: Checkpoint,
+    /// Where shards start on this first start (`None`: there is a checkpoint).
+    first: Option<FirstStart>,
+    scorer: Scorer,
+    replies: Writer,
+    dead_letters: Writer,
+    tracker: OffsetTracker,
+    shards: BTreeMap<String, ShardState>,
+    pending: FuturesUnordered<BoxFuture<'static, (Pending, Delivered)>>,
+    /// Stops every reader.
+    readers: CancellationToken,
+    summary: KinesisSummary,
+}
+
+impl Worker {
+    async fn serve(
+        &mut self,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> Result<(), KinesisWorkerError> {
+        let (out, mut events) = mpsc::channel::<ShardEvent>(4);
+        self.discover(&out).await?;
+        health.set_ready(true);
+        tracing::info!(stream = %self.config.input_stream, replies = %self.replies.name(), "serving requests from Kinesis");
+        let mut checkpoint_timer = tokio::time::interval(self.config.checkpoint_every);
+        let mut list_timer = tokio::time::interval(self.config.list_every);
+        loop {
+            let room = self.tracker.in_flight() < self.config.max_in_flight;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                Some((pending, delivered)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.settled(pending, delivered).await?;
+                }
+                Some(event) = events.recv(), if room => match event {
+                    ShardEvent::Records { shard, records } => self.on_records(&shard, records).await?,
+                    ShardEvent::Ended { shard, .. } => {
+                        if let Some(state) = self.shards.get_mut(&shard) {
+                            state.ended = true;
+                        }
+                        self.save_checkpoint()?;
+                        self.discover(&out).await?;
+                    }
+                    ShardEvent::Failed { shard, reason } => {
+                        return Err(KinesisWorkerError::Shard { stream: self.config.input_stream.clone(), shard, reason });
+                    }
+                },
+                _ = checkpoint_timer.tick() => {
+                    let before = self.ended_count();
+                    self.save_checkpoint()?;
+                    if self.ended_count() > before {
+                        self.discover(&out).await?;
+                    }
+                }
+                _ = list_timer.tick() => self.discover(&out).await?,
+            }
+        }
+    }
+
+    fn ended_count(&self) -> usize {
+        self.checkpoint
+            .shards
+            .values()
+            .filter(|p| **p == ShardPosition::End)
+            .count()
+    }
+
+    /// Lists the shards and starts a reader for each one readable now.
+    async fn discover(&mut self, out: &mpsc::Sender<ShardEvent>) -> Result<(), KinesisWorkerError> {
+        let listed = list_shards(&self.client, &self.config.input_stream)
+            .await
+            .map_err(|reason| KinesisWorkerError::Listing {
+                stream: self.config.input_stream.clone(),
+                reason,
+            })?;
+        let reading: BTreeSet<String> = self.shards.keys().cloned().collect();
+        for (shard, start) in readable(&listed, &self.checkpoint, &reading, self.first) {
+            let index = i32::try_from(self.shards.len()).unwrap_or(i32::MAX);
+            self.tracker.assign(index);
+            self.shards.insert(
+                shard.clone(),
+                ShardState {
+                    index,
+                    ..ShardState::default()
+                },
+            );
+            tracing::info!(shard = %shard, ?start, "reading a shard");
+            tokio::spawn(read_shard(
+                self.client.clone(),
+                self.config.input_stream.clone(),
+                shard,
+                start,
+                ReaderOptions {
+                    poll: self.config.poll,
+                },
+                out.clone(),
+                self.readers.child_token(),
+            ));
+        }
+        self.first = None;
+        metrics::gauge!(m::SHARDS_READ)
+            .set(self.shards.values().filter(|s| !s.ended).count() as f64);
+        Ok(())
+    }
+
+    /// Scores a shard's records and sends each output.
+    async fn on_records(
+        &mut self,
+        shard: &str,
+        records: Vec<crate::reader::Record>,
+    ) -> Result<(), KinesisWorkerError> {
+        let Some(state) = self.shards.get_mut(shard) else {
+            return Ok(());
+        };
+        let mut batch = Vec::with_capacity(records.len());
+        let mut originals = Vec::with_capacity(records.len());
+        for record in records {
+            let offset = state.read;
+            state.read += 1;
+            state.sequences.insert(offset, record.sequence.clone());
+            let position = Position {
+                partition: state.index,
+                offset,
+            };
+            originals.push((
+                record.key.clone().into_bytes(),
+                record.data.clone(),
+                record.sequence,
+            ));
+            batch.push(Event::Message(Incoming {
+                position,
+                key: Some(record.key.into_bytes()),
+                payload: Some(record.data),
+                timestamp_ms: record.arrival_ms,
+            }));
+        }
+        self.summary.requests += batch.len() as u64;
+        metrics::counter!(sm::REQUESTS_CONSUMED).increment(batch.len() as u64);
+        let Some(scored) = self.scorer.score(batch).await else {
+            return Err(KinesisWorkerError::Undelivered {
+                target: "the scoring threads".into(),
+                reason: "a scoring thread failed".into(),
+            });
+        };
+        for (scored, (key, data, sequence)) in scored.into_iter().zip(originals) {
+            let Scored::Output(output) = scored else {
+                continue;
+            };
+            let ticket = self
+                .tracker
+                .start(output.position.partition, output.position.offset);
+            match output.destination {
+                Destination::Reply { .. } => {
+                    let delivery = self
+                        .replies
+                        .send(output.key.as_deref(), output.payload)
+                        .await;
+                    let pending = Pending {
+                        ticket,
+                        dead_letter: false,
+                        request: Some((Some(key), data)),
+                    };
+                    self.pending
+                        .push(Box::pin(async move { (pending, delivery.await) }));
+                }
+                Destination::DeadLetter(code) => {
+                    metrics::counter!(sm::DEAD_LETTERS, "reason" => code.as_str()).increment(1);
+                    let letter = locate(&output.payload, shard, &sequence);
+                    let delivery = self.dead_letters.send(Some(&key), letter).await;
+                    let pending = Pending {
+                        ticket,
+                        dead_letter: true,
+                        request: None,
+                    };
+                    self.pending
+                        .push(Box::pin(async move { (pending, delivery.await) }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An output acknowledged, or refused: a refused reply is dead-lettered
+    /// with the reason; anything else that cannot be delivered stops the worker.
+    async fn settled(
+        &mut self,
+        pending: Pending,
+        delivered: Delivered,
+    ) -> Result<(), KinesisWorkerError> {
+        match (delivered, pending.request) {
+            (Ok(()), _) => {
+                if pending.dead_letter {
+                    self.summary.dead_letters += 1;
+                } else {
+                    self.summary.replies += 1;
+                    metrics::counter!(sm::REPLIES_PRODUCED).increment(1);
+                }
+                self.tracker.finish(pending.ticket);
+                Ok(())
+            }
+            (Err(reason), Some((key, data))) => {
+                tracing::warn!(
+                    "a reply could not be delivered ({reason}); dead-lettering its request"
+                );
+                metrics::counter!(sm::DEAD_LETTERS, "reason" => RejectCode::Undeliverable.as_str())
+                    .increment(1);
+                let rejection = wire::Rejection {
+                    code: RejectCode::Undeliverable,
+                    message: reason,
+                };
+                let origin = wire::Origin {
+                    topic: &format!("kinesis:{}", self.config.input_stream),
+                    partition: pending.ticket.partition,
+                    offset: pending.ticket.offset,
+                };
+                let letter = wire::encode_dead_letter(&rejection, &origin, Some(&data));
+                let delivery = self.dead_letters.send(key.as_deref(), letter).await;
+                let pending = Pending {
+                    ticket: pending.ticket,
+                    dead_letter: true,
+                    request: None,
+                };
+                self.pending
+                    .push(Box::pin(async move { (pending, delivery.await) }));
+                Ok(())
+            }
+            (Err(reason), None) => Err(KinesisWorkerError::Undelivered {
+                target: self.dead_letters.name(),
+                reason,
+            }),
+        }
+    }
+
+    /// Moves each shard's checkpoint to its last record whose output, and
+    /// every earlier one's, is acknowledged; a shard read to its end and
+    /// wholly answered is recorded as ended. Writes the file when it changed.
+    fn save_checkpoint(&mut self) -> Result<(), KinesisWorkerError> {
+        let by_index: BTreeMap<i32, String> = self
+            .shards
+            .iter()
+            .map(|(id, s)| (s.index, id.clone()))
+            .collect();
+        let mut changed = false;
+        for (index, next) in self.tracker.committable() {
+            let Some(id) = by_index.get(&index) else {
+                continue;
+            };
+            let Some(state) = self.shards.get_mut(id) else {
+                continue;
+            };
+            if let Some(sequence) = state.sequences.get(&(next - 1)).cloned() {
+                let position = ShardPosition::After(sequence);
+                if self.checkpoint.shards.get(id) != Some(&position) {
+                    self.checkpoint.shards.insert(id.clone(), position);
+                    changed = true;
+                }
+                state.sequences = state.sequences.split_off(&(next - 1));
+            }
+        }
+        for (id, state) in &self.shards {
+            let answered = self
+                .tracker
+                .committable()
+                .iter()
+                .any(|&(i, next)| i == state.index && next == state.read)
+                || state.read == 0;
+            if state.ended && answered && !self.checkpoint.ended(id) {
+                self.checkpoint
+                    .shards
+                    .insert(id.clone(), ShardPosition::End);
+                changed = true;
+                tracing::info!(shard = %id, "shard read to its end and answered");
+            }
+        }
+        if changed {
+            self.store.save(&self.checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the outputs already sent (up to the drain timeout), then
+    /// writes the checkpoint.
+    async fn drain(&mut self) -> Result<(), KinesisWorkerError> {
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        while !self.pending.is_empty() {
+            match tokio::time::timeout_at(deadline, self.pending.next()).await {
+                Ok(Some((pending, delivered))) => self.settled(pending, delivered).await?,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        in_flight = self.tracker.in_flight(),
+                        "drain timed out; the unacknowledged requests are answered again after a restart"
+                    );
+                    break;
+                }
+            }
+        }
+        self.save_checkpoint()
+    }
+}
+
+/// A dead letter that says where in Kinesis its request was: the shard and
+/// sequence number, instead of the worker's own numbering.
+fn locate(letter: &[u8], shard: &str, sequence: &str) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(letter) else {
+        return letter.to_vec();
+    };
+    fields.remove("partition");
+    fields.remove("offset");
+    fields.insert("shard".into(), shard.into());
+    fields.insert("sequence_number".into(), sequence.into());
+    serde_json::to_vec(&fields).unwrap_or_else(|_| letter.to_vec())
+}
