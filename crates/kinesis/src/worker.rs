@@ -44,7 +44,7 @@ use crate::lineage::{FirstStart, readable};
 use crate::listing::list_shards;
 use crate::metrics as m;
 use crate::reader::{ReaderOptions, ShardEvent, read_shard};
-use crate::sink::{PutError, Sink};
+use crate::sink::Sink;
 
 /// Where replies or dead letters go.
 #[derive(Debug, Clone)]
@@ -220,9 +220,6 @@ impl Writer {
                 Box::pin(async move {
                     match answer.await {
                         Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e @ (PutError::TooLarge { .. } | PutError::Refused { .. }))) => {
-                            Err(e.to_string())
-                        }
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("the Kinesis sink stopped".to_string()),
                     }
@@ -566,8 +563,9 @@ impl Worker {
             .iter()
             .map(|(id, s)| (s.index, id.clone()))
             .collect();
+        let committable: BTreeMap<i32, i64> = self.tracker.committable().into_iter().collect();
         let mut changed = false;
-        for (index, next) in self.tracker.committable() {
+        for (&index, &next) in &committable {
             let Some(id) = by_index.get(&index) else {
                 continue;
             };
@@ -584,12 +582,7 @@ impl Worker {
             }
         }
         for (id, state) in &self.shards {
-            let answered = self
-                .tracker
-                .committable()
-                .iter()
-                .any(|&(i, next)| i == state.index && next == state.read)
-                || state.read == 0;
+            let answered = state.read == 0 || committable.get(&state.index) == Some(&state.read);
             if state.ended && answered && !self.checkpoint.ended(id) {
                 self.checkpoint
                     .shards
