@@ -1,4 +1,4 @@
-//! Synthetic request load: requests for random users, at a steady rate.
+//! Synthetic request load: requests for random users.
 //!
 //! `recstream produce --uids FIRST..LAST` and the benchmark scripts use this
 //! to load a worker the way many independent clients would: every request
@@ -6,13 +6,10 @@
 //! user's answer flatters the figures), keyed by user like a real client's,
 //! with a numbered `request_id` so that `bench replies` can count distinct
 //! answers. Pacing, batching and the handling of send errors are the
-//! operator tool's ([`produce_paced`]), so a generated load and a replayed
-//! file reach the broker the same way.
+//! operator tool's (`produce_paced`, on Kafka or Kinesis), so a generated
+//! load and a replayed file reach the broker the same way.
 
 use rand::Rng;
-use recstream_stream::kafka::KafkaSettings;
-use recstream_stream::tools::{ProduceReport, ToolError, produce_paced};
-use tokio_util::sync::CancellationToken;
 
 /// A generated request load.
 #[derive(Debug, Clone)]
@@ -21,8 +18,6 @@ pub struct Load {
     pub first_uid: u64,
     /// Highest user id.
     pub last_uid: u64,
-    /// Messages per second, or as fast as possible when `None`.
-    pub rate: Option<f64>,
     /// How many requests.
     pub count: u64,
     /// Prefix of the generated `request_id`s (`<prefix>-<n>`).
@@ -32,26 +27,18 @@ pub struct Load {
 impl Load {
     /// The `(key, payload)` of each request, drawing users from `rng`:
     /// `{"uid": U, "request_id": "<prefix>-<n>"}`, keyed by `U`.
-    fn requests(&self, mut rng: impl Rng) -> impl Iterator<Item = (Option<Vec<u8>>, Vec<u8>)> {
+    pub fn requests<R: Rng>(
+        &self,
+        mut rng: R,
+    ) -> impl Iterator<Item = (Option<Vec<u8>>, Vec<u8>)> + use<R> {
         let (first, last) = (self.first_uid, self.last_uid.max(self.first_uid));
+        let prefix = self.id_prefix.clone();
         (0..self.count).map(move |n| {
             let uid = rng.random_range(first..=last);
-            let payload = format!(r#"{{"uid":{uid},"request_id":"{}-{n}"}}"#, self.id_prefix);
+            let payload = format!(r#"{{"uid":{uid},"request_id":"{prefix}-{n}"}}"#);
             (Some(uid.to_string().into_bytes()), payload.into_bytes())
         })
     }
-}
-
-/// Sends `load.count` requests to `topic` for uniformly random users, at
-/// `load.rate` per second if given, until done or `shutdown`.
-pub async fn produce_load(
-    settings: &KafkaSettings,
-    topic: &str,
-    load: &Load,
-    shutdown: CancellationToken,
-) -> Result<ProduceReport, ToolError> {
-    let requests = load.requests(rand::rng());
-    produce_paced(settings, topic, requests, load.rate, shutdown).await
 }
 
 #[cfg(test)]
@@ -65,7 +52,6 @@ mod tests {
         let load = Load {
             first_uid: 5,
             last_uid: 7,
-            rate: None,
             count: 200,
             id_prefix: "load".into(),
         };
@@ -85,7 +71,6 @@ mod tests {
         let load = Load {
             first_uid: 9,
             last_uid: 3,
-            rate: None,
             count: 20,
             id_prefix: "x".into(),
         };

@@ -14,7 +14,9 @@
 //! - `sink`: PutRecords batches that keep each key's order and retry only
 //!   the failed entries;
 //! - `checkpoint`: where each shard was acknowledged to, in a locked file;
+//! - `streams`: the streams a command uses, checked (or created) at start;
 //! - `worker`: `serve` on Kinesis, scoring with the Kafka worker's scorer;
+//! - `tools`: `produce` and `consume` on a stream;
 //! - `error`, `backoff` and `metrics`: how failures are met, and what is
 //!   reported.
 
@@ -27,8 +29,12 @@ pub mod listing;
 pub mod metrics;
 pub mod reader;
 pub mod sink;
+pub mod streams;
+pub mod tools;
 pub mod worker;
 
+/// The SDK, for callers that hold its client (tests, tools).
+pub use aws_sdk_kinesis;
 pub use client::KinesisSettings;
 
 /// Helpers for the tests that script the SDK's answers.

@@ -32,8 +32,10 @@ use recstream_stream::metrics::{self as sm, Health};
 use recstream_stream::serving::ServingModel;
 use recstream_stream::tracker::{OffsetTracker, Ticket};
 use recstream_stream::wire::{self, RejectCode};
+use recstream_stream::worker::follow::FollowError;
 use recstream_stream::worker::{
     Destination, Event, Incoming, Position, Rules, Scored, Scorer, ScoringThreadsError,
+    beside_follower, spawn_follower,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -91,6 +93,18 @@ pub struct KinesisWorkerConfig {
     pub list_every: Duration,
     /// How long shutdown waits for the last acknowledgements.
     pub drain_timeout: Duration,
+    /// The Kafka model topic to follow (`None`: serve the model as loaded).
+    pub follow: Option<ModelTopic>,
+}
+
+/// A model topic on Kafka: online updates and batch roll-outs travel there,
+/// whatever stream the requests come from.
+#[derive(Debug, Clone)]
+pub struct ModelTopic {
+    /// The cluster.
+    pub kafka: KafkaSettings,
+    /// The topic (`model-updates`).
+    pub topic: String,
 }
 
 impl KinesisWorkerConfig {
@@ -116,6 +130,7 @@ impl KinesisWorkerConfig {
             checkpoint_every: Duration::from_secs(1),
             list_every: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            follow: None,
         }
     }
 }
@@ -160,6 +175,9 @@ pub enum KinesisWorkerError {
     /// A Kafka client could not be created.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The model topic can no longer be followed without missing updates.
+    #[error(transparent)]
+    ModelTopic(#[from] FollowError),
 }
 
 /// What a worker did.
@@ -270,7 +288,33 @@ struct Pending {
 }
 
 /// Runs a worker until `shutdown`, then drains and checkpoints.
+///
+/// With a model topic, the worker serves beside its follower, as on Kafka:
+/// a follower that can no longer keep the model identical to every other
+/// worker's stops the worker (it drains and checkpoints, then reports).
 pub async fn run(
+    config: KinesisWorkerConfig,
+    model: Arc<ServingModel>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<KinesisSummary, KinesisWorkerError> {
+    sm::recorder();
+    let follower = config
+        .follow
+        .as_ref()
+        .map(|f| spawn_follower(&f.kafka, f.topic.clone(), &model, &shutdown));
+    let stop = shutdown.child_token();
+    let serving = serve(config, model, health, stop.clone());
+    let (served, lost_track) = beside_follower(serving, follower, || stop.cancel()).await;
+    let summary = served?;
+    match lost_track {
+        Some(error) => Err(error.into()),
+        None => Ok(summary),
+    }
+}
+
+/// Serves until `shutdown`, then drains and checkpoints.
+async fn serve(
     config: KinesisWorkerConfig,
     model: Arc<ServingModel>,
     health: Arc<Health>,

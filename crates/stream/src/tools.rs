@@ -177,16 +177,22 @@ pub async fn produce_paced(
         if shutdown.is_cancelled() {
             break;
         }
-        if let Some(rate) = rate.filter(|r| *r > 0.0) {
-            let due = started + Duration::from_secs_f64(n as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                tokio::time::sleep(due - now).await;
-            }
-        }
+        wait_turn(started, n, rate).await;
         sender.send(key.as_deref(), &payload).await?;
     }
     Ok(sender.finish().await)
+}
+
+/// Waits until message `n` (from 0) of a run started at `started` is due at
+/// `rate` per second; returns at once without a rate, or when it is late.
+pub async fn wait_turn(started: Instant, n: usize, rate: Option<f64>) {
+    if let Some(rate) = rate.filter(|r| r.is_finite() && *r > 0.0) {
+        let due = started + Duration::from_secs_f64(n as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep(due - now).await;
+        }
+    }
 }
 
 /// Where a consumer starts.

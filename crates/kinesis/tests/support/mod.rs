@@ -1,5 +1,6 @@
 //! A local Kinesis server for the tests: kinesis-local or kinesalite, from
-//! npm, started on free loopback ports and stopped on drop.
+//! npm, started on free loopback ports and stopped on drop. The CLI's
+//! Kinesis tests include this file too.
 
 // Test helpers may panic: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
@@ -9,8 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::Client;
 use recstream_kinesis::KinesisSettings;
+use recstream_kinesis::aws_sdk_kinesis::Client;
 
 pub const LONG: Duration = Duration::from_secs(120);
 

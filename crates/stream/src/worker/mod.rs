@@ -261,7 +261,10 @@ pub async fn run(
 ) -> Result<WorkerSummary, WorkerError> {
     crate::metrics::recorder();
     let config = config.into_inner();
-    let follower = spawn_follower(&config, &model, &shutdown);
+    let follower = config
+        .model_topic
+        .clone()
+        .map(|topic| spawn_follower(&config.kafka, topic, &model, &shutdown));
     // Stops consumption (or the transaction loop): on shutdown, when
     // delivery gives up, or when the follower fails.
     let stop = shutdown.child_token();
@@ -374,7 +377,7 @@ fn log_start(config: &WorkerConfig, model: &ServingModel) {
 /// stops with an error calls `stop` (serving then winds down, draining what
 /// it holds) and its error is returned with serving's result; a follower
 /// still running when serving ends is stopped.
-async fn beside_follower<T>(
+pub async fn beside_follower<T>(
     serving: impl std::future::Future<Output = T>,
     follower: Option<tokio::task::JoinHandle<Result<(), follow::FollowError>>>,
     stop: impl FnOnce(),
@@ -398,28 +401,28 @@ async fn beside_follower<T>(
     }
 }
 
-/// Starts following the model topic, when there is one.
-fn spawn_follower(
-    config: &WorkerConfig,
+/// Starts following the model `topic` on `kafka`, so that `model` keeps
+/// up with every other worker's (online updates, batch roll-outs).
+pub fn spawn_follower(
+    kafka: &KafkaSettings,
+    topic: String,
     model: &Arc<ServingModel>,
     shutdown: &CancellationToken,
-) -> Option<tokio::task::JoinHandle<Result<(), follow::FollowError>>> {
-    config.model_topic.clone().map(|topic| {
-        // A snapshot says where in the model topic it stands; a batch model
-        // follows from the beginning (states of other models are skipped).
-        let positions = crate::serving::read(&model.current())
-            .model()
-            .meta
-            .online
-            .as_ref()
-            .map(|o| o.positions.clone())
-            .unwrap_or_default();
-        tokio::spawn(follow::run(
-            config.kafka.clone(),
-            topic,
-            positions,
-            model.clone(),
-            shutdown.clone(),
-        ))
-    })
+) -> tokio::task::JoinHandle<Result<(), follow::FollowError>> {
+    // A snapshot says where in the model topic it stands; a batch model
+    // follows from the beginning (states of other models are skipped).
+    let positions = crate::serving::read(&model.current())
+        .model()
+        .meta
+        .online
+        .as_ref()
+        .map(|o| o.positions.clone())
+        .unwrap_or_default();
+    tokio::spawn(follow::run(
+        kafka.clone(),
+        topic,
+        positions,
+        model.clone(),
+        shutdown.clone(),
+    ))
 }
