@@ -9,6 +9,7 @@ mod args;
 mod commands;
 mod output;
 mod progress;
+mod streams;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

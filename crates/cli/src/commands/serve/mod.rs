@@ -1,4 +1,9 @@
-//! `recstream serve`: the long-running worker, on a Kafka cluster you already run.
+//! `recstream serve`: the long-running worker, on a Kafka cluster you
+//! already run, or with requests from a Kinesis stream (`kinesis`, built
+//! with the `kinesis` feature).
+
+#[cfg(feature = "kinesis")]
+mod kinesis;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,13 +22,33 @@ use recstream_stream::topics::{self, TopicSpec};
 use recstream_stream::worker::{self, WorkerConfig, WorkerSummary};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{KafkaArgs, runtime};
+use crate::args::runtime;
+use crate::streams::{KinesisArgs, KinesisStart, OptionalKafkaArgs, is_kinesis};
 
 /// Arguments of `recstream serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    kafka: KafkaArgs,
+    kafka: OptionalKafkaArgs,
+
+    #[command(flatten)]
+    kinesis: KinesisArgs,
+
+    /// With Kinesis requests: where a shard with no checkpoint starts.
+    #[arg(long, value_enum, default_value = "trim-horizon", hide = cfg!(not(feature = "kinesis")))]
+    kinesis_start: KinesisStart,
+
+    /// With Kinesis requests: the checkpoint file, where each shard was
+    /// answered to (default: recstream-kinesis-STREAM.json). Locked: one
+    /// worker per stream.
+    #[arg(long, value_name = "FILE", hide = cfg!(not(feature = "kinesis")))]
+    kinesis_checkpoint: Option<PathBuf>,
+
+    /// With Kinesis requests: least time between two reads of a shard once
+    /// caught up (at least 200ms: a shard allows 5 reads a second, shared by
+    /// every application reading it).
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration, hide = cfg!(not(feature = "kinesis")))]
+    kinesis_poll: Duration,
 
     /// Model file written by `recstream train`.
     #[arg(long, default_value = "model.rsm")]
@@ -34,11 +59,12 @@ pub struct ServeArgs {
 
     /// Create the topics the worker uses if they do not exist (requests,
     /// replies, dead letters, and the model and files topics unless
-    /// --no-follow). Without it a missing topic is an error at start.
+    /// --no-follow), Kinesis streams included. Without it a missing topic is
+    /// an error at start.
     #[arg(long)]
     create_topics: bool,
 
-    /// Partitions of the topics --create-topics creates.
+    /// Partitions of the topics --create-topics creates (shards of a Kinesis stream).
     #[arg(long, default_value_t = 4)]
     partitions: i32,
 }
@@ -46,15 +72,15 @@ pub struct ServeArgs {
 /// Worker options shared by `serve` and `run`.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Topic the requests arrive on.
+    /// Topic the requests arrive on (`serve`: kinesis:STREAM for a Kinesis stream).
     #[arg(long, default_value = "quickstart-events")]
     pub input_topic: String,
 
-    /// Topic the replies are written to.
+    /// Topic the replies are written to (kinesis:STREAM with Kinesis requests).
     #[arg(long, default_value = "recommendation-events")]
     pub output_topic: String,
 
-    /// Topic invalid requests are written to, with the reason.
+    /// Topic invalid requests are written to, with the reason (kinesis:STREAM with Kinesis requests).
     #[arg(long, default_value = "recommendation-events-dlq")]
     pub dlq_topic: String,
 
@@ -210,7 +236,21 @@ pub async fn serve_until_stopped(
 
 /// Runs `recstream serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = args.kafka.settings();
+    if is_kinesis(&args.worker.input_topic) {
+        return serve_kinesis(args);
+    }
+    for (flag, value) in [
+        ("--output-topic", &args.worker.output_topic),
+        ("--dlq-topic", &args.worker.dlq_topic),
+    ] {
+        anyhow::ensure!(
+            !is_kinesis(value),
+            "{flag} {value}: replies and dead letters go to Kinesis only when the requests come from Kinesis (--input-topic kinesis:STREAM); a worker reading Kafka commits its offsets when Kafka acknowledges its outputs"
+        );
+    }
+    let settings = args
+        .kafka
+        .require(&format!("--input-topic {}", args.worker.input_topic))?;
     let config = args
         .worker
         .config(settings.clone())
@@ -233,4 +273,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .map(drop)
     })
+}
+
+#[cfg(feature = "kinesis")]
+fn serve_kinesis(args: ServeArgs) -> anyhow::Result<()> {
+    kinesis::run(args)
+}
+
+#[cfg(not(feature = "kinesis"))]
+fn serve_kinesis(args: ServeArgs) -> anyhow::Result<()> {
+    let _ = (
+        &args.kinesis,
+        args.kinesis_start,
+        &args.kinesis_checkpoint,
+        args.kinesis_poll,
+    );
+    Err(crate::streams::not_built_in(
+        "--input-topic",
+        &args.worker.input_topic,
+    ))
 }

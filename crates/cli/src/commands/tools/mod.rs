@@ -1,24 +1,35 @@
-//! `recstream produce` and `recstream consume`: the notebook producer and the downstream consumer, as commands.
+//! `recstream produce` and `recstream consume`: the notebook producer and
+//! the downstream consumer, as commands, on a Kafka topic or (built with
+//! the `kinesis` feature) a Kinesis stream.
+
+#[cfg(feature = "kinesis")]
+mod kinesis;
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use recstream_bench::load::{Load, produce_load};
+use rand::SeedableRng;
+use recstream_bench::load::Load;
 use recstream_stream::kafka::KafkaSettings;
 use recstream_stream::tools::{self, ConsumeLimits, StartAt};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{KafkaArgs, runtime};
+use crate::args::runtime;
+use crate::streams::{KinesisArgs, OptionalKafkaArgs, is_kinesis};
 
 /// Arguments of `recstream produce`.
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
     #[command(flatten)]
-    kafka: KafkaArgs,
+    kafka: OptionalKafkaArgs,
 
-    /// Topic to write to.
+    #[command(flatten)]
+    kinesis: KinesisArgs,
+
+    /// Topic to write to (kinesis:STREAM for a Kinesis stream: each record
+    /// is keyed by its uid).
     #[arg(long, default_value = "quickstart-events")]
     topic: String,
 
@@ -64,9 +75,12 @@ pub struct ProduceArgs {
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     #[command(flatten)]
-    kafka: KafkaArgs,
+    kafka: OptionalKafkaArgs,
 
-    /// Topic to read.
+    #[command(flatten)]
+    kinesis: KinesisArgs,
+
+    /// Topic to read (kinesis:STREAM for a Kinesis stream, every shard).
     #[arg(long, default_value = "recommendation-events")]
     topic: String,
 
@@ -74,7 +88,7 @@ pub struct ConsumeArgs {
     #[arg(long, conflicts_with = "group")]
     from_beginning: bool,
 
-    /// Read as this consumer group, committing what was read.
+    /// Read as this consumer group, committing what was read (Kafka only).
     #[arg(long)]
     group: Option<String>,
 
@@ -95,7 +109,9 @@ pub struct ConsumeArgs {
 enum PrintFormat {
     /// The payload, one message per line.
     Payload,
-    /// A JSON object with topic, partition, offset, timestamp, key and payload.
+    /// A JSON object with topic, partition, offset, timestamp, key and
+    /// payload (on Kinesis: stream, shard, sequence_number, timestamp, key
+    /// and payload).
     Json,
 }
 
@@ -139,47 +155,13 @@ fn rating_events(
         .collect())
 }
 
-/// Runs `recstream produce`.
-pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let shutdown = recstream_stream::shutdown::on_signals();
-        let settings = args.kafka.settings();
-        let topic = recstream_stream::topics::TopicSpec::new(&args.topic, args.partitions);
-        recstream_stream::topics::prepare(&settings, &[topic], args.create_topics, &shutdown)
-            .await
-            .context("checking the topic")?;
-        let report = send(&args, &settings, shutdown)
-            .await
-            .context("producing")?;
-        eprintln!(
-            "produced {} message(s) to {} in {:.2} s ({:.0}/s){}",
-            report.delivered,
-            args.topic,
-            report.elapsed.as_secs_f64(),
-            report.rate(),
-            if report.failed > 0 {
-                format!(", {} failed", report.failed)
-            } else {
-                String::new()
-            }
-        );
-        anyhow::ensure!(
-            report.failed == 0,
-            "{} message(s) could not be delivered",
-            report.failed
-        );
-        Ok(())
-    })
-}
+/// Messages made ahead of sending, in order.
+type Prepared = Box<dyn Iterator<Item = Keyed> + Send>;
 
-/// Sends what `produce` was asked to: a ratings file replayed, generated
-/// requests, or stdin's lines.
-async fn send(
-    args: &ProduceArgs,
-    settings: &KafkaSettings,
-    shutdown: CancellationToken,
-) -> anyhow::Result<tools::ProduceReport> {
-    let report = match (args.uids, &args.ratings) {
+/// The messages `produce` was asked to send when they are prepared ahead:
+/// a ratings file replayed, or generated requests (`None`: stdin's lines).
+fn prepared(args: &ProduceArgs) -> anyhow::Result<Option<Prepared>> {
+    Ok(match (args.uids, &args.ratings) {
         (_, Some(path)) => {
             let events = rating_events(path, args.skip, args.limit)?;
             eprintln!(
@@ -187,35 +169,154 @@ async fn send(
                 events.len(),
                 path.display()
             );
-            tools::produce_paced(
-                settings,
-                &args.topic,
-                events.into_iter(),
-                args.rate,
-                shutdown,
-            )
-            .await?
+            Some(Box::new(events.into_iter()))
         }
         (Some((first_uid, last_uid)), None) => {
             let load = Load {
                 first_uid,
                 last_uid,
-                rate: args.rate,
                 count: args.count,
                 id_prefix: args.id_prefix.clone(),
             };
-            produce_load(settings, &args.topic, &load, shutdown).await?
+            let rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+            Some(Box::new(load.requests(rng)))
         }
-        (None, None) => {
+        (None, None) => None,
+    })
+}
+
+/// Says what `produce` did; an error when some messages were not delivered.
+fn report_produced(report: &tools::ProduceReport, topic: &str) -> anyhow::Result<()> {
+    eprintln!(
+        "produced {} message(s) to {} in {:.2} s ({:.0}/s){}",
+        report.delivered,
+        topic,
+        report.elapsed.as_secs_f64(),
+        report.rate(),
+        if report.failed > 0 {
+            format!(", {} failed", report.failed)
+        } else {
+            String::new()
+        }
+    );
+    anyhow::ensure!(
+        report.failed == 0,
+        "{} message(s) could not be delivered",
+        report.failed
+    );
+    Ok(())
+}
+
+/// Runs `recstream produce`.
+pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    if is_kinesis(&args.topic) {
+        return produce_kinesis(args);
+    }
+    runtime()?.block_on(async {
+        let shutdown = recstream_stream::shutdown::on_signals();
+        let settings = args.kafka.require(&format!("--topic {}", args.topic))?;
+        let topic = recstream_stream::topics::TopicSpec::new(&args.topic, args.partitions);
+        recstream_stream::topics::prepare(&settings, &[topic], args.create_topics, &shutdown)
+            .await
+            .context("checking the topic")?;
+        let report = send(&args, &settings, shutdown)
+            .await
+            .context("producing")?;
+        report_produced(&report, &args.topic)
+    })
+}
+
+#[cfg(feature = "kinesis")]
+fn produce_kinesis(args: ProduceArgs) -> anyhow::Result<()> {
+    let messages = prepared(&args)?;
+    kinesis::produce(&args, messages)
+}
+
+#[cfg(not(feature = "kinesis"))]
+fn produce_kinesis(args: ProduceArgs) -> anyhow::Result<()> {
+    let _ = &args.kinesis;
+    Err(crate::streams::not_built_in("--topic", &args.topic))
+}
+
+/// Sends what `produce` was asked to: prepared messages (a ratings file
+/// replayed, generated requests), or stdin's lines.
+async fn send(
+    args: &ProduceArgs,
+    settings: &KafkaSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tools::ProduceReport> {
+    Ok(match prepared(args)? {
+        Some(messages) => {
+            tools::produce_paced(settings, &args.topic, messages, args.rate, shutdown).await?
+        }
+        None => {
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             tools::produce_lines(settings, &args.topic, stdin, shutdown).await?
         }
-    };
-    Ok(report)
+    })
+}
+
+/// Where `consume` writes: stdout, line by line, stopping when the reader
+/// goes away (`| head -1`).
+struct Lines {
+    out: std::io::LineWriter<std::io::StdoutLock<'static>>,
+    error: Option<std::io::Error>,
+}
+
+impl Lines {
+    fn new() -> Lines {
+        Lines {
+            out: std::io::LineWriter::new(std::io::stdout().lock()),
+            error: None,
+        }
+    }
+
+    /// Prints `printed` as `format` says; `Break` once stdout is gone.
+    fn print<T: serde::Serialize>(
+        &mut self,
+        format: PrintFormat,
+        payload: Option<&str>,
+        printed: &T,
+    ) -> std::ops::ControlFlow<()> {
+        let written = match format {
+            PrintFormat::Payload => writeln!(self.out, "{}", payload.unwrap_or_default()),
+            PrintFormat::Json => {
+                writeln!(
+                    self.out,
+                    "{}",
+                    serde_json::to_string(printed).unwrap_or_default()
+                )
+            }
+        };
+        match written {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(e) => {
+                self.error.get_or_insert(e);
+                std::ops::ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// The end of a run that saw `seen` messages of `topic`.
+    fn finish(self, seen: u64, topic: &str) -> anyhow::Result<()> {
+        match self.error {
+            // A closed pipe (| head) is a normal way to stop reading.
+            Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Some(e) => Err(e).context("writing to stdout"),
+            None => {
+                eprintln!("consumed {seen} message(s) from {topic}");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Runs `recstream consume`.
 pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    if is_kinesis(&args.topic) {
+        return consume_kinesis(args);
+    }
+    let settings = args.kafka.require(&format!("--topic {}", args.topic))?;
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
         let start = match (&args.group, args.from_beginning) {
@@ -223,45 +324,40 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             (None, true) => StartAt::Beginning,
             (None, false) => StartAt::End,
         };
-        let limits = ConsumeLimits {
-            max_messages: args.max_messages,
-            idle_timeout: args.idle_timeout,
-        };
-        let stdout = std::io::stdout();
-        let mut out = std::io::LineWriter::new(stdout.lock());
-        let mut write_error = None;
+        let mut lines = Lines::new();
         let seen = tools::consume(
-            &args.kafka.settings(),
+            &settings,
             &args.topic,
             start,
-            limits,
+            args.limits(),
             shutdown,
             |message| {
                 let printed = tools::Printed::from(message);
-                let line = match args.format {
-                    PrintFormat::Payload => printed.payload.unwrap_or_default(),
-                    PrintFormat::Json => serde_json::to_string(&printed).unwrap_or_default(),
-                };
-                match writeln!(out, "{line}") {
-                    Ok(()) => std::ops::ControlFlow::Continue(()),
-                    Err(e) => {
-                        // Nobody reads any more (`| head -1`): stop.
-                        write_error.get_or_insert(e);
-                        std::ops::ControlFlow::Break(())
-                    }
-                }
+                lines.print(args.format, printed.payload.as_deref(), &printed)
             },
         )
         .await
         .context("consuming")?;
-        match write_error {
-            // A closed pipe (| head) is a normal way to stop reading.
-            Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            Some(e) => Err(e).context("writing to stdout"),
-            None => {
-                eprintln!("consumed {seen} message(s) from {}", args.topic);
-                Ok(())
-            }
-        }
+        lines.finish(seen, &args.topic)
     })
+}
+
+impl ConsumeArgs {
+    fn limits(&self) -> ConsumeLimits {
+        ConsumeLimits {
+            max_messages: self.max_messages,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+}
+
+#[cfg(feature = "kinesis")]
+fn consume_kinesis(args: ConsumeArgs) -> anyhow::Result<()> {
+    kinesis::consume(&args)
+}
+
+#[cfg(not(feature = "kinesis"))]
+fn consume_kinesis(args: ConsumeArgs) -> anyhow::Result<()> {
+    let _ = &args.kinesis;
+    Err(crate::streams::not_built_in("--topic", &args.topic))
 }

@@ -1,0 +1,197 @@
+//! `recstream serve --input-topic kinesis:STREAM`: requests from a Kinesis
+//! stream, replies and dead letters on Kinesis or Kafka, the model followed
+//! on Kafka unless `--no-follow`.
+//!
+//! Everything is checked before the first request is read: the stream
+//! names, that Kafka is given when anything lives there, that each stream
+//! and topic exists (or is created with `--create-topics`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use recstream_kinesis::streams::{self, StreamUse};
+use recstream_kinesis::worker::{self as kinesis_worker, KinesisWorkerConfig, ModelTopic, Target};
+use recstream_stream::kafka::KafkaSettings;
+use recstream_stream::metrics::Health;
+use recstream_stream::topics::{self, TopicSpec};
+
+use super::{DEFAULT_FILES_TOPIC, ServeArgs, load_model, model_topics, start_metrics};
+use crate::args::runtime;
+use crate::streams::{Channel, channel};
+
+/// Least time between two reads of a shard: Kinesis allows 5 a second.
+const MIN_POLL: Duration = Duration::from_millis(200);
+
+/// Runs the Kinesis worker.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(&args)?;
+    let model = load_model(&args.model)?;
+    runtime()?.block_on(async {
+        let shutdown = recstream_stream::shutdown::on_signals();
+        let client = args.kinesis.settings().client().await;
+        streams::prepare(
+            &client,
+            &plan.kinesis_streams,
+            args.create_topics,
+            args.partitions,
+        )
+        .await
+        .context("checking the Kinesis streams")?;
+        if let Some(kafka) = &plan.kafka {
+            topics::prepare(kafka, &plan.kafka_topics, args.create_topics, &shutdown)
+                .await
+                .context("checking the Kafka topics")?;
+        }
+        let health = Arc::new(Health::default());
+        start_metrics(args.worker.metrics_addr, health.clone(), &shutdown).await?;
+        let summary = kinesis_worker::run(plan.config, model, health, shutdown)
+            .await
+            .context("running the Kinesis worker")?;
+        tracing::info!(
+            requests = summary.requests,
+            replies = summary.replies,
+            dead_letters = summary.dead_letters,
+            "Kinesis worker stopped"
+        );
+        Ok(())
+    })
+}
+
+/// What the flags ask for, checked.
+struct Plan {
+    config: KinesisWorkerConfig,
+    kinesis_streams: Vec<StreamUse>,
+    kafka: Option<KafkaSettings>,
+    kafka_topics: Vec<TopicSpec>,
+}
+
+impl Plan {
+    fn new(args: &ServeArgs) -> anyhow::Result<Plan> {
+        let worker = &args.worker;
+        anyhow::ensure!(
+            !worker.exactly_once,
+            "--exactly-once needs Kafka requests: Kinesis has no transactions, so the Kinesis worker is at least once (a restart may answer the requests after the last checkpoint again)"
+        );
+        anyhow::ensure!(
+            args.kinesis_poll >= MIN_POLL,
+            "--kinesis-poll {} is below 200ms: a shard allows 5 reads a second",
+            humantime::format_duration(args.kinesis_poll)
+        );
+        let input = stream_name("--input-topic", &worker.input_topic)?;
+        let mut kinesis_streams = vec![StreamUse {
+            stream: input.clone(),
+            role: "requests",
+        }];
+        let mut kafka_topics = Vec::new();
+        let mut kafka_needs = Vec::new();
+        let mut target = |flag: &'static str, value: &str, role: &'static str| {
+            Ok::<_, anyhow::Error>(match channel(value) {
+                Channel::Kinesis(_) => {
+                    let stream = stream_name(flag, value)?;
+                    kinesis_streams.push(StreamUse {
+                        stream: stream.clone(),
+                        role,
+                    });
+                    Err(stream)
+                }
+                Channel::Kafka(topic) => {
+                    kafka_topics.push(TopicSpec::new(topic, args.partitions));
+                    kafka_needs.push(format!("{flag} {topic}"));
+                    Ok(topic.to_string())
+                }
+            })
+        };
+        let replies = target("--output-topic", &worker.output_topic, "replies")?;
+        let dead_letters = target("--dlq-topic", &worker.dlq_topic, "dead letters")?;
+        if !worker.no_follow {
+            kafka_topics.extend(model_topics(
+                &worker.model_topic,
+                args.partitions,
+                DEFAULT_FILES_TOPIC,
+            ));
+            kafka_needs.push(format!(
+                "the model topic {} (pass --no-follow to serve the model file as it is)",
+                worker.model_topic
+            ));
+        }
+        let kafka = match kafka_needs.is_empty() {
+            true => None,
+            false => Some(args.kafka.require(&kafka_needs.join("; "))?),
+        };
+        let to_target = |named: Result<String, String>| match (named, &kafka) {
+            (Err(stream), _) => Target::Kinesis(stream),
+            (Ok(topic), Some(settings)) => Target::Kafka {
+                settings: settings.clone(),
+                topic,
+            },
+            // Unreachable: a Kafka topic made Kafka required above.
+            (Ok(topic), None) => Target::Kinesis(topic),
+        };
+        let mut config = KinesisWorkerConfig::new(
+            args.kinesis.settings(),
+            &input,
+            to_target(replies),
+            to_target(dead_letters),
+        );
+        if let Some(path) = &args.kinesis_checkpoint {
+            config.checkpoint = path.clone();
+        }
+        config.first_start = args.kinesis_start.into();
+        config.default_n = usize::from(worker.n);
+        config.max_request_bytes = worker.max_request_bytes;
+        config.max_in_flight = worker.max_in_flight;
+        if let Some(threads) = worker.scoring_threads {
+            config.scoring_threads = threads.max(1);
+        }
+        config.poll = args.kinesis_poll;
+        config.drain_timeout = Duration::from_secs(worker.drain_timeout);
+        config.follow = match (&kafka, worker.no_follow) {
+            (Some(kafka), false) => Some(ModelTopic {
+                kafka: kafka.clone(),
+                topic: worker.model_topic.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Plan {
+            config,
+            kinesis_streams,
+            kafka,
+            kafka_topics,
+        })
+    }
+}
+
+/// The Kinesis stream a flag names, checked against Kinesis's naming rules
+/// (1 to 128 letters, digits, `_`, `.` and `-`).
+fn stream_name(flag: &str, value: &str) -> anyhow::Result<String> {
+    let Channel::Kinesis(name) = channel(value) else {
+        anyhow::bail!("{flag} {value} is not a Kinesis stream (kinesis:NAME)");
+    };
+    let valid = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    anyhow::ensure!(
+        valid,
+        "{flag} {value}: a Kinesis stream name is 1 to 128 letters, digits, '_', '.' and '-'"
+    );
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_follow_kinesis_rules() {
+        assert_eq!(
+            stream_name("--x", "kinesis:req-1.a_b").unwrap(),
+            "req-1.a_b"
+        );
+        assert!(stream_name("--x", "kinesis:").is_err());
+        assert!(stream_name("--x", "kinesis:a b").is_err());
+        assert!(stream_name("--x", &format!("kinesis:{}", "a".repeat(129))).is_err());
+        assert!(stream_name("--x", "plain-topic").is_err());
+    }
+}

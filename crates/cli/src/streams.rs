@@ -1,0 +1,133 @@
+//! Which transport a topic flag names, and the flags that say where Kafka
+//! and Kinesis are.
+//!
+//! A topic flag holding `kinesis:NAME` names a Kinesis stream; any other
+//! value is a Kafka topic (Kafka topic names cannot hold a colon, so the
+//! two never clash). Kinesis support is a cargo feature (`--features
+//! kinesis`: the AWS SDK takes minutes to build on two cores); without it
+//! the Kinesis flags are hidden and a `kinesis:` name is refused with the
+//! command that builds it in. `--brokers` is optional on the commands that
+//! can run with Kinesis alone, and required as soon as anything is on Kafka.
+
+use clap::{Args, ValueEnum};
+use recstream_stream::kafka::KafkaSettings;
+
+use crate::args::KafkaProperties;
+
+/// The prefix that names a Kinesis stream in a topic flag.
+pub const KINESIS_PREFIX: &str = "kinesis:";
+
+/// A topic flag's value: a Kafka topic or a Kinesis stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel<'a> {
+    /// A Kafka topic.
+    Kafka(&'a str),
+    /// A Kinesis stream.
+    Kinesis(&'a str),
+}
+
+/// What `value` names.
+pub fn channel(value: &str) -> Channel<'_> {
+    match value.strip_prefix(KINESIS_PREFIX) {
+        Some(stream) => Channel::Kinesis(stream),
+        None => Channel::Kafka(value),
+    }
+}
+
+/// Whether `value` names a Kinesis stream.
+pub fn is_kinesis(value: &str) -> bool {
+    matches!(channel(value), Channel::Kinesis(_))
+}
+
+/// The error for a Kinesis stream named in a build without Kinesis.
+#[cfg(not(feature = "kinesis"))]
+pub fn not_built_in(flag: &str, value: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{flag} {value} names a Kinesis stream, but this recstream was built without Kinesis: build it with `cargo build --release --features kinesis` (or `cargo install --path crates/cli --features kinesis`)"
+    )
+}
+
+/// Where Kafka is, for commands that may run on Kinesis alone.
+#[derive(Debug, Clone, Args)]
+pub struct OptionalKafkaArgs {
+    /// Bootstrap brokers, HOST:PORT[,HOST:PORT...] (not needed when every
+    /// stream is on Kinesis and nothing follows the model topic).
+    #[arg(long, env = "RECSTREAM_BROKERS")]
+    pub brokers: Option<String>,
+
+    #[command(flatten)]
+    pub properties: KafkaProperties,
+}
+
+impl OptionalKafkaArgs {
+    /// The Kafka settings, or an error saying what needs them (`on_kafka`).
+    pub fn require(&self, on_kafka: &str) -> anyhow::Result<KafkaSettings> {
+        match &self.brokers {
+            Some(brokers) => Ok(self.properties.settings(brokers)),
+            None => anyhow::bail!(
+                "--brokers (or RECSTREAM_BROKERS) is required, for what is on Kafka: {on_kafka}"
+            ),
+        }
+    }
+}
+
+/// Where a Kinesis reader with no checkpoint starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum KinesisStart {
+    /// The oldest record the stream keeps.
+    #[default]
+    TrimHorizon,
+    /// Only records written from now on.
+    Latest,
+}
+
+/// Where Kinesis is. Region and credentials come from the standard AWS
+/// chain (environment, profile, instance role).
+#[derive(Debug, Clone, Args)]
+pub struct KinesisArgs {
+    /// Kinesis endpoint URL, for a VPC endpoint or a local server such as
+    /// kinesis-local (default: the region's AWS endpoint).
+    #[arg(long, value_name = "URL", hide = cfg!(not(feature = "kinesis")))]
+    pub kinesis_endpoint: Option<String>,
+
+    /// AWS region (default: from the AWS chain: AWS_REGION, the profile).
+    #[arg(long, value_name = "REGION", hide = cfg!(not(feature = "kinesis")))]
+    pub kinesis_region: Option<String>,
+}
+
+#[cfg(feature = "kinesis")]
+impl KinesisArgs {
+    /// The client settings.
+    pub fn settings(&self) -> recstream_kinesis::KinesisSettings {
+        recstream_kinesis::KinesisSettings {
+            endpoint: self.kinesis_endpoint.clone(),
+            region: self.kinesis_region.clone(),
+        }
+    }
+}
+
+#[cfg(feature = "kinesis")]
+impl From<KinesisStart> for recstream_kinesis::lineage::FirstStart {
+    fn from(start: KinesisStart) -> Self {
+        match start {
+            KinesisStart::TrimHorizon => recstream_kinesis::lineage::FirstStart::TrimHorizon,
+            KinesisStart::Latest => recstream_kinesis::lineage::FirstStart::Latest,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_names_a_kinesis_stream_and_anything_else_a_kafka_topic() {
+        assert_eq!(channel("kinesis:requests"), Channel::Kinesis("requests"));
+        assert_eq!(
+            channel("quickstart-events"),
+            Channel::Kafka("quickstart-events")
+        );
+        assert_eq!(channel("Kinesis:x"), Channel::Kafka("Kinesis:x"));
+        assert!(is_kinesis("kinesis:"));
+    }
+}
