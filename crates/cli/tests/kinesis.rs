@@ -326,6 +326,29 @@ fn start_up_mistakes_on_kinesis_are_clear_errors() {
     assert!(!status.success());
     assert!(stderr.contains("--exactly-once"), "{stderr}");
 
+    // No region anywhere, and no local endpoint: an error, not a guess.
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(recstream_binary())
+        .args([
+            "consume",
+            "--topic",
+            "kinesis:replies",
+            "--idle-timeout",
+            "5",
+        ])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no AWS region") && stderr.contains("--kinesis-region"),
+        "{stderr}"
+    );
+
     // A stream that does not exist, against a live server.
     let Some(server) = KinesisLocal::start() else {
         return;

@@ -178,6 +178,9 @@ pub enum KinesisWorkerError {
     /// The model topic can no longer be followed without missing updates.
     #[error(transparent)]
     ModelTopic(#[from] FollowError),
+    /// No Kinesis client could be made.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
 }
 
 /// What a worker did.
@@ -328,7 +331,7 @@ async fn serve(
             Some(config.first_start)
         }
     };
-    let client = config.kinesis.client().await;
+    let client = config.kinesis.client().await?;
     let scorer = Scorer::new(
         config.scoring_threads,
         model,

@@ -98,7 +98,8 @@ impl KinesisLocal {
             region: Some("us-east-1".into()),
         }
         .client()
-        .await;
+        .await
+        .unwrap();
         let deadline = Instant::now() + LONG;
         while client.list_streams().send().await.is_err() {
             assert!(Instant::now() < deadline, "kinesis-local answers");

@@ -29,7 +29,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let model = load_model(&args.model)?;
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
-        let client = args.kinesis.settings().client().await;
+        let client = args.kinesis.settings().client().await?;
         streams::prepare(
             &client,
             &plan.kinesis_streams,

@@ -21,7 +21,7 @@ pub fn produce(args: &ProduceArgs, messages: Option<Prepared>) -> anyhow::Result
     let stream = stream(&args.topic);
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
-        let client = args.kinesis.settings().client().await;
+        let client = args.kinesis.settings().client().await?;
         let used = [StreamUse {
             stream: stream.to_string(),
             role: "to write",
@@ -55,7 +55,7 @@ pub fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
     };
     runtime()?.block_on(async {
         let shutdown = recstream_stream::shutdown::on_signals();
-        let client = args.kinesis.settings().client().await;
+        let client = args.kinesis.settings().client().await?;
         let mut lines = Lines::new();
         let seen = tools::consume(&client, stream, start, args.limits(), shutdown, |record| {
             lines.print(args.format, Some(&record.payload), record)
