@@ -380,3 +380,108 @@ fn start_up_mistakes_on_kinesis_are_clear_errors() {
     );
     assert!(took < limit, "the error comes at start");
 }
+
+/// Writes one request to the Kinesis request stream, keyed by its user.
+fn put_request(client: &Client, uid: &str, id: &str) {
+    let payload = serde_json::json!({"uid": uid, "request_id": id}).to_string();
+    runtime()
+        .block_on(
+            client
+                .put_record()
+                .stream_name(REQUESTS)
+                .partition_key(uid)
+                .data(payload.into_bytes().into())
+                .send(),
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_kinesis_worker_replies_on_kafka_and_follows_the_model_topic() {
+    let _serial = support::serial();
+    let Some(tansu) = support::tansu_binary() else {
+        return;
+    };
+    let Some(server) = KinesisLocal::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::Tansu::start(&tansu, dir.path());
+    broker.create_topics(2);
+    let client = runtime().block_on(server.client());
+    runtime().block_on(kinesis_support::create_stream(&client, REQUESTS, 1));
+    let first_model = support::synthetic_model(dir.path());
+    let second_model = support::synthetic_model_named(dir.path(), "second.rsm", 2);
+
+    let log = dir.path().join("worker.log");
+    let metrics = format!("127.0.0.1:{}", support::free_port());
+    let child = Command::new(recstream_binary())
+        .args(["serve", "--brokers", &broker.bootstrap])
+        .args(["--input-topic", &format!("kinesis:{REQUESTS}")])
+        .args(["--kinesis-endpoint", &server.endpoint])
+        .arg("--kinesis-checkpoint")
+        .arg(dir.path().join("checkpoint.json"))
+        .args(["--metrics-addr", &metrics])
+        .arg("--model")
+        .arg(&first_model)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut worker = Worker {
+        child,
+        log,
+        metrics,
+    };
+    assert!(
+        wait_ready(&worker.metrics, Duration::from_secs(120)),
+        "{}",
+        worker.log_text()
+    );
+
+    // A reply on Kafka for a request from Kinesis, keyed by its uid.
+    let reply_to = |id: &str| {
+        support::read_topic(
+            &broker.bootstrap,
+            support::OUT,
+            Duration::from_secs(30),
+            |r| r.iter().any(|r| r["request_id"] == id),
+        )
+        .into_iter()
+        .find(|r| r["request_id"] == id)
+    };
+    put_request(&client, "7", "before");
+    let before =
+        reply_to("before").unwrap_or_else(|| panic!("a reply on Kafka: {}", worker.log_text()));
+    let first_version = before["model_version"].as_str().unwrap().to_string();
+
+    // A model published on Kafka reaches the Kinesis worker live.
+    let published = Command::new(recstream_binary())
+        .args(["model", "publish", "--brokers", &broker.bootstrap])
+        .arg(&second_model)
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for attempt in 0.. {
+        let id = format!("after-{attempt}");
+        put_request(&client, "7", &id);
+        let reply = reply_to(&id).unwrap_or_else(|| panic!("a reply: {}", worker.log_text()));
+        if reply["model_version"].as_str() != Some(first_version.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the published model reaches the worker: {}",
+            worker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, _) = worker.terminate();
+    assert!(status.success(), "{}", worker.log_text());
+}
