@@ -36,9 +36,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// `recstream serve` on the three streams, with no Kafka.
 fn start_worker(endpoint: &str, model: &Path, dir: &Path, name: &str) -> Worker {
-    let log = dir.join(format!("{name}.log"));
-    let metrics = format!("127.0.0.1:{}", support::free_port());
-    let child = Command::new(recstream_binary())
+    let mut command = Command::new(recstream_binary());
+    command
         .args([
             "serve",
             "--no-follow",
@@ -57,20 +56,11 @@ fn start_worker(endpoint: &str, model: &Path, dir: &Path, name: &str) -> Worker 
         ])
         .arg("--kinesis-checkpoint")
         .arg(dir.join("checkpoint.json"))
-        .args(["--max-in-flight", "500", "--metrics-addr", &metrics])
-        .arg("--model")
+        .args(["--max-in-flight", "500", "--model"])
         .arg(model)
         .env_remove("RECSTREAM_BROKERS")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start recstream serve");
-    Worker {
-        child,
-        log,
-        metrics,
-    }
+        .env("RUST_LOG", "info");
+    Worker::spawn(command, dir, name)
 }
 
 /// Every record of `stream` (its shard, sequence number and JSON), read
@@ -413,27 +403,17 @@ fn a_kinesis_worker_replies_on_kafka_and_follows_the_model_topic() {
     let first_model = support::synthetic_model(dir.path());
     let second_model = support::synthetic_model_named(dir.path(), "second.rsm", 2);
 
-    let log = dir.path().join("worker.log");
-    let metrics = format!("127.0.0.1:{}", support::free_port());
-    let child = Command::new(recstream_binary())
+    let mut command = Command::new(recstream_binary());
+    command
         .args(["serve", "--brokers", &broker.bootstrap])
         .args(["--input-topic", &format!("kinesis:{REQUESTS}")])
         .args(["--kinesis-endpoint", &server.endpoint])
         .arg("--kinesis-checkpoint")
         .arg(dir.path().join("checkpoint.json"))
-        .args(["--metrics-addr", &metrics])
         .arg("--model")
         .arg(&first_model)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut worker = Worker {
-        child,
-        log,
-        metrics,
-    };
+        .env("RUST_LOG", "info");
+    let mut worker = Worker::spawn(command, dir.path(), "worker");
     assert!(
         wait_ready(&worker.metrics, Duration::from_secs(120)),
         "{}",
@@ -457,11 +437,7 @@ fn a_kinesis_worker_replies_on_kafka_and_follows_the_model_topic() {
     let first_version = before["model_version"].as_str().unwrap().to_string();
 
     // A model published on Kafka reaches the Kinesis worker live.
-    let published = Command::new(recstream_binary())
-        .args(["model", "publish", "--brokers", &broker.bootstrap])
-        .arg(&second_model)
-        .output()
-        .unwrap();
+    let published = support::publish_model(&broker.bootstrap, &second_model);
     assert!(
         published.status.success(),
         "{}",

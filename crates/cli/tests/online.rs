@@ -9,7 +9,6 @@ mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -260,11 +259,7 @@ fn a_new_model_rolls_out_under_load_without_losing_or_failing_a_request() {
         Duration::from_millis(200),
     );
     std::thread::sleep(Duration::from_secs(2));
-    let published = Command::new(recstream_binary())
-        .args(["model", "publish", "--brokers", &s.broker.bootstrap])
-        .arg(&second)
-        .output()
-        .unwrap();
+    let published = publish_model(&s.broker.bootstrap, &second);
     assert!(
         published.status.success(),
         "{}",
@@ -310,11 +305,7 @@ fn a_corrupted_model_is_refused_and_the_current_one_keeps_serving() {
     broken[middle] ^= 0xff;
     let broken_path = s.dir.path().join("broken.rsm");
     std::fs::write(&broken_path, &broken).unwrap();
-    let published = Command::new(recstream_binary())
-        .args(["model", "publish", "--brokers", &s.broker.bootstrap])
-        .arg(&broken_path)
-        .output()
-        .unwrap();
+    let published = publish_model(&s.broker.bootstrap, &broken_path);
     assert!(!published.status.success());
     assert!(String::from_utf8_lossy(&published.stderr).contains("corrupted"));
 

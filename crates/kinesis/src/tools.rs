@@ -233,19 +233,10 @@ pub async fn consume(
     let mut first = Some(start);
     let mut list_timer = tokio::time::interval(LIST_EVERY);
     let mut seen = 0u64;
-    loop {
-        if limits.max_messages.is_some_and(|max| seen >= max) {
-            break;
-        }
-        let idle = async {
-            match limits.idle_timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
+    while !limits.reached(seen) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = idle => break,
+            _ = limits.idle() => break,
             _ = list_timer.tick() => {
                 let listed = list_shards(client, stream).await.map_err(|reason| KinesisToolError::Listing { stream: stream.to_string(), reason })?;
                 for (shard, at) in readable(&listed, &ended, &reading, first.take()) {
@@ -256,7 +247,7 @@ pub async fn consume(
             Some(event) = events.recv() => match event {
                 ShardEvent::Records { shard, records } => {
                     for record in records {
-                        if limits.max_messages.is_some_and(|max| seen >= max) {
+                        if limits.reached(seen) {
                             break;
                         }
                         seen += 1;

@@ -245,6 +245,22 @@ pub struct ConsumeLimits {
     pub idle_timeout: Option<Duration>,
 }
 
+impl ConsumeLimits {
+    /// Whether `seen` messages are all that was asked for.
+    pub fn reached(&self, seen: u64) -> bool {
+        self.max_messages.is_some_and(|max| seen >= max)
+    }
+
+    /// Resolves after the idle timeout (never without one): race it with
+    /// the next message.
+    pub async fn idle(&self) {
+        match self.idle_timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Calls `each` for every message on `topic` until a limit, `shutdown`, or
 /// `each` says [`ControlFlow::Break`] (its reader went away, say). Waits for
 /// the topic to be created, saying so in the log at the start of the wait
@@ -263,19 +279,10 @@ pub async fn consume(
     let consumer = reader(settings, topic, partitions, &start)?;
     let mut stream = consumer.stream();
     let mut seen = 0u64;
-    loop {
-        if limits.max_messages.is_some_and(|max| seen >= max) {
-            break;
-        }
-        let idle = async {
-            match limits.idle_timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
+    while !limits.reached(seen) {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = idle => break,
+            _ = limits.idle() => break,
             next = stream.next() => next,
         };
         match next {

@@ -191,6 +191,15 @@ impl Drop for Tansu {
     }
 }
 
+/// Runs `recstream model publish` of `model` to the workers on `bootstrap`.
+pub fn publish_model(bootstrap: &str, model: &Path) -> std::process::Output {
+    Command::new(recstream_binary())
+        .args(["model", "publish", "--brokers", bootstrap])
+        .arg(model)
+        .output()
+        .expect("run recstream model publish")
+}
+
 pub fn recstream_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_recstream"))
 }
@@ -270,25 +279,32 @@ impl Worker {
         name: &str,
         extra: &[&str],
     ) -> Worker {
-        let log = logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("worker log");
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(recstream_binary())
+        let mut command = Command::new(recstream_binary());
+        command
             .args([
                 "serve",
                 "--brokers",
                 bootstrap,
                 "--group-id",
                 group,
-                "--metrics-addr",
-                &metrics,
                 "--model",
             ])
             .arg(model)
             .args(FAST_GROUP)
             .args(extra)
             .args(diagnostic_kafka_args())
-            .env("RUST_LOG", diagnostic_log_filter())
+            .env("RUST_LOG", diagnostic_log_filter());
+        Worker::spawn(command, logs, name)
+    }
+
+    /// Starts `command` (a `recstream serve ...`) with its metrics on a free
+    /// port and its log in `logs/<name>.log`.
+    pub fn spawn(mut command: Command, logs: &Path, name: &str) -> Worker {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("worker log");
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let child = command
+            .args(["--metrics-addr", &metrics])
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

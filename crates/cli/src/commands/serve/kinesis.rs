@@ -18,7 +18,7 @@ use recstream_stream::topics::{self, TopicSpec};
 
 use super::{DEFAULT_FILES_TOPIC, ServeArgs, load_model, model_topics, start_metrics};
 use crate::args::runtime;
-use crate::streams::{Channel, channel};
+use crate::streams::{Channel, channel, is_kinesis};
 
 /// Least time between two reads of a shard: Kinesis allows 5 a second.
 const MIN_POLL: Duration = Duration::from_millis(200);
@@ -79,61 +79,65 @@ impl Plan {
             humantime::format_duration(args.kinesis_poll)
         );
         let input = stream_name("--input-topic", &worker.input_topic)?;
+        let outputs = [
+            ("--output-topic", worker.output_topic.as_str(), "replies"),
+            ("--dlq-topic", worker.dlq_topic.as_str(), "dead letters"),
+        ];
+        // Kafka is needed for the outputs on Kafka and the model topic.
+        let mut on_kafka: Vec<String> = outputs
+            .iter()
+            .filter(|(_, value, _)| !is_kinesis(value))
+            .map(|(flag, value, _)| format!("{flag} {value}"))
+            .collect();
+        if !worker.no_follow {
+            on_kafka.push(format!(
+                "the model topic {} (pass --no-follow to serve the model file as it is)",
+                worker.model_topic
+            ));
+        }
+        let kafka = match on_kafka.is_empty() {
+            true => None,
+            false => Some(args.kafka.require(&on_kafka.join("; "))?),
+        };
+
         let mut kinesis_streams = vec![StreamUse {
             stream: input.clone(),
             role: "requests",
         }];
         let mut kafka_topics = Vec::new();
-        let mut kafka_needs = Vec::new();
-        let mut target = |flag: &'static str, value: &str, role: &'static str| {
-            Ok::<_, anyhow::Error>(match channel(value) {
-                Channel::Kinesis(_) => {
+        let mut target = |(flag, value, role): (&str, &str, &'static str)| {
+            Ok::<_, anyhow::Error>(match (channel(value), &kafka) {
+                (Channel::Kinesis(_), _) => {
                     let stream = stream_name(flag, value)?;
                     kinesis_streams.push(StreamUse {
                         stream: stream.clone(),
                         role,
                     });
-                    Err(stream)
+                    Target::Kinesis(stream)
                 }
-                Channel::Kafka(topic) => {
+                (Channel::Kafka(topic), Some(settings)) => {
                     kafka_topics.push(TopicSpec::new(topic, args.partitions));
-                    kafka_needs.push(format!("{flag} {topic}"));
-                    Ok(topic.to_string())
+                    Target::Kafka {
+                        settings: settings.clone(),
+                        topic: topic.to_string(),
+                    }
+                }
+                (Channel::Kafka(_), None) => {
+                    anyhow::bail!("{flag} {value} is on Kafka: give --brokers")
                 }
             })
         };
-        let replies = target("--output-topic", &worker.output_topic, "replies")?;
-        let dead_letters = target("--dlq-topic", &worker.dlq_topic, "dead letters")?;
+        let replies = target(outputs[0])?;
+        let dead_letters = target(outputs[1])?;
         if !worker.no_follow {
             kafka_topics.extend(model_topics(
                 &worker.model_topic,
                 args.partitions,
                 DEFAULT_FILES_TOPIC,
             ));
-            kafka_needs.push(format!(
-                "the model topic {} (pass --no-follow to serve the model file as it is)",
-                worker.model_topic
-            ));
         }
-        let kafka = match kafka_needs.is_empty() {
-            true => None,
-            false => Some(args.kafka.require(&kafka_needs.join("; "))?),
-        };
-        let to_target = |named: Result<String, String>| match (named, &kafka) {
-            (Err(stream), _) => Target::Kinesis(stream),
-            (Ok(topic), Some(settings)) => Target::Kafka {
-                settings: settings.clone(),
-                topic,
-            },
-            // Unreachable: a Kafka topic made Kafka required above.
-            (Ok(topic), None) => Target::Kinesis(topic),
-        };
-        let mut config = KinesisWorkerConfig::new(
-            args.kinesis.settings(),
-            &input,
-            to_target(replies),
-            to_target(dead_letters),
-        );
+        let mut config =
+            KinesisWorkerConfig::new(args.kinesis.settings(), &input, replies, dead_letters);
         if let Some(path) = &args.kinesis_checkpoint {
             config.checkpoint = path.clone();
         }
