@@ -287,7 +287,16 @@ struct Pending {
     ticket: Ticket,
     dead_letter: bool,
     /// For a reply: the request, to dead-letter it if the reply is refused.
-    request: Option<(Option<Vec<u8>>, Vec<u8>)>,
+    request: Option<Request>,
+}
+
+/// A request kept until its reply is acknowledged: its key, data, and
+/// where it was in the stream.
+struct Request {
+    key: Vec<u8>,
+    data: Vec<u8>,
+    shard: String,
+    sequence: String,
 }
 
 /// Runs a worker until `shutdown`, then drains and checkpoints.
@@ -528,7 +537,12 @@ impl Worker {
                     let pending = Pending {
                         ticket,
                         dead_letter: false,
-                        request: Some((Some(key), data)),
+                        request: Some(Request {
+                            key,
+                            data,
+                            shard: shard.to_string(),
+                            sequence,
+                        }),
                     };
                     self.pending
                         .push(Box::pin(async move { (pending, delivery.await) }));
@@ -568,7 +582,7 @@ impl Worker {
                 self.tracker.finish(pending.ticket);
                 Ok(())
             }
-            (Err(reason), Some((key, data))) => {
+            (Err(reason), Some(request)) => {
                 tracing::warn!(
                     "a reply could not be delivered ({reason}); dead-lettering its request"
                 );
@@ -583,8 +597,12 @@ impl Worker {
                     partition: pending.ticket.partition,
                     offset: pending.ticket.offset,
                 };
-                let letter = wire::encode_dead_letter(&rejection, &origin, Some(&data));
-                let delivery = self.dead_letters.send(key.as_deref(), letter).await;
+                let letter = locate(
+                    &wire::encode_dead_letter(&rejection, &origin, Some(&request.data)),
+                    &request.shard,
+                    &request.sequence,
+                );
+                let delivery = self.dead_letters.send(Some(&request.key), letter).await;
                 let pending = Pending {
                     ticket: pending.ticket,
                     dead_letter: true,

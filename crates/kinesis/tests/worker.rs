@@ -300,3 +300,44 @@ fn distinct(replies: &[Value]) -> usize {
         .collect::<std::collections::BTreeSet<_>>()
         .len()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_kinesis_refuses_become_dead_letters_naming_the_requests_shard_and_sequence() {
+    let Some((server, client)) = streams(1).await else {
+        return;
+    };
+    // Every reply is refused: its stream is gone.
+    client
+        .delete_stream()
+        .stream_name("replies")
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint.json");
+    let (worker, shutdown) = start_worker(&server, &checkpoint);
+    let sink = Sink::start(client.clone(), "requests", 100);
+    send_requests(&sink, 0, 5).await;
+
+    let letters = read_stream(&client, "dead-letters", |l| l.len() >= 5).await;
+    assert_eq!(letters.len(), 5, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(letter["reason"], "undeliverable", "{letter}");
+        assert!(letter["shard"].is_string(), "{letter}");
+        assert!(letter["sequence_number"].is_string(), "{letter}");
+        assert!(letter.get("offset").is_none(), "{letter}");
+        assert!(
+            letter["payload"].as_str().unwrap().contains("request_id"),
+            "{letter}"
+        );
+    }
+    shutdown.cancel();
+    let summary = worker.await.unwrap().unwrap();
+    assert_eq!((summary.replies, summary.dead_letters), (0, 5));
+    // A dead-lettered request counts as answered: the checkpoint moved past it.
+    let saved: Checkpoint = serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
+    assert!(
+        matches!(saved.shards.values().next(), Some(ShardPosition::After(_))),
+        "{saved:?}"
+    );
+}
