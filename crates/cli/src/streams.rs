@@ -62,7 +62,13 @@ pub struct OptionalKafkaArgs {
 impl OptionalKafkaArgs {
     /// The Kafka settings, or an error saying what needs them (`on_kafka`).
     pub fn require(&self, on_kafka: &str) -> anyhow::Result<KafkaSettings> {
-        match &self.brokers {
+        // An empty RECSTREAM_BROKERS= is no broker list.
+        match self
+            .brokers
+            .as_deref()
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+        {
             Some(brokers) => Ok(self.properties.settings(brokers)),
             None => anyhow::bail!(
                 "--brokers (or RECSTREAM_BROKERS) is required, for what is on Kafka: {on_kafka}"
@@ -119,6 +125,20 @@ impl From<KinesisStart> for recstream_kinesis::lineage::FirstStart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_broker_list_is_no_broker_list() {
+        let kafka = |brokers: Option<&str>| OptionalKafkaArgs {
+            brokers: brokers.map(str::to_string),
+            properties: KafkaProperties { kafka: Vec::new() },
+        };
+        assert!(kafka(None).require("x").is_err());
+        assert!(kafka(Some(" ")).require("x").is_err());
+        assert_eq!(
+            kafka(Some("b:9092")).require("x").unwrap().brokers,
+            "b:9092"
+        );
+    }
 
     #[test]
     fn a_prefix_names_a_kinesis_stream_and_anything_else_a_kafka_topic() {
