@@ -40,6 +40,11 @@ pub struct Checkpoint {
     pub stream: String,
     /// Per shard id.
     pub shards: BTreeMap<String, ShardPosition>,
+    /// A relay's: per partition of the Kafka topic it writes, the offset
+    /// from which records after these positions may have been written
+    /// already (read back at start, so that none is written twice).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub relayed_from: BTreeMap<i32, i64>,
 }
 
 impl Checkpoint {
@@ -48,6 +53,7 @@ impl Checkpoint {
         Checkpoint {
             stream: stream.to_string(),
             shards: BTreeMap::new(),
+            relayed_from: BTreeMap::new(),
         }
     }
 

@@ -14,8 +14,11 @@
 //! - `sink`: PutRecords batches that keep each key's order and retry only
 //!   the failed entries;
 //! - `checkpoint`: where each shard was acknowledged to, in a locked file;
+//! - `ledger`: the shards being read, and how far each is done (the
+//!   checkpoint rule);
 //! - `streams`: the streams a command uses, checked (or created) at start;
-//! - `worker`: `serve` on Kinesis, scoring with the Kafka worker's scorer;
+//! - `worker`: `serve` on Kinesis, scoring with the Kafka worker's scorer,
+//!   replying through `outputs` (a Kinesis stream or a Kafka topic);
 //! - `tools`: `produce` and `consume` on a stream;
 //! - `error`, `backoff` and `metrics`: how failures are met, and what is
 //!   reported.
@@ -24,9 +27,11 @@ pub mod backoff;
 pub mod checkpoint;
 pub mod client;
 pub mod error;
+pub mod ledger;
 pub mod lineage;
 pub mod listing;
 pub mod metrics;
+pub mod outputs;
 pub mod reader;
 pub mod sink;
 pub mod streams;

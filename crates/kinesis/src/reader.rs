@@ -71,7 +71,7 @@ pub enum ShardEvent {
 }
 
 /// How a reader reads.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ReaderOptions {
     /// Time between two GetRecords calls of this reader once it has caught
     /// up with its shard (never below 200 ms: a shard allows 5 reads a second).

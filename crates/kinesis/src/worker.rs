@@ -4,21 +4,17 @@
 //!
 //! ```text
 //!  shard readers ──ShardEvent──▶ worker ──Scorer──▶ replies / dead letters
-//!  (one per readable shard)      OffsetTracker        (Kinesis sink or Kafka)
+//!  (one per readable shard)      Ledger               (Kinesis sink or Kafka)
 //!                                 └─▶ checkpoint file, every second and at the end
 //! ```
 //!
-//! The worker numbers each shard (the tracker's "partition") and counts its
-//! records (the "offset"), so the same [`OffsetTracker`] as Kafka's says
-//! which records are safe to checkpoint: a shard's checkpoint moves to a
-//! record's sequence number only when it and every earlier record of the
-//! shard have their output acknowledged. A shard read to its end is
-//! checkpointed as ended once all of it is answered, and only then are its
-//! children read, so a key's replies keep their order across splits and
-//! merges. In-flight work is bounded (`max_in_flight`); SIGTERM stops the
-//! readers, waits for the outputs already sent, and writes the checkpoint.
+//! The [`Ledger`] holds the checkpoint rule: a record counts as done once
+//! its reply or dead letter is acknowledged, a shard's checkpoint moves
+//! past a record only when every earlier one is done, and a shard's
+//! children are read only once all of it is. In-flight work is bounded
+//! (`max_in_flight`); SIGTERM stops the readers, waits for the outputs
+//! already sent, and writes the checkpoint.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,41 +22,25 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use recstream_stream::kafka::{KafkaSettings, LoggingContext};
+use recstream_stream::kafka::KafkaSettings;
 use recstream_stream::metrics::{self as sm, Health};
 use recstream_stream::serving::ServingModel;
-use recstream_stream::tracker::{OffsetTracker, Ticket};
+use recstream_stream::tracker::Ticket;
 use recstream_stream::wire::{self, RejectCode};
 use recstream_stream::worker::follow::FollowError;
 use recstream_stream::worker::{
-    Destination, Event, Incoming, Position, Rules, Scored, Scorer, ScoringThreadsError,
-    beside_follower, spawn_follower,
+    Destination, Event, Incoming, Rules, Scored, Scorer, ScoringThreadsError, beside_follower,
+    spawn_follower,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Checkpoint, CheckpointError, FileStore, ShardPosition};
+use crate::checkpoint::CheckpointError;
 use crate::client::KinesisSettings;
-use crate::lineage::{FirstStart, readable};
-use crate::listing::list_shards;
-use crate::metrics as m;
-use crate::reader::{ReaderOptions, ShardEvent, read_shard};
-use crate::sink::Sink;
-
-/// Where replies or dead letters go.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// A Kinesis stream, keyed by the uid (a dead letter: the request's key).
-    Kinesis(String),
-    /// A Kafka topic.
-    Kafka {
-        /// The cluster.
-        settings: KafkaSettings,
-        /// The topic.
-        topic: String,
-    },
-}
+use crate::ledger::{Ledger, LedgerError};
+use crate::lineage::FirstStart;
+use crate::outputs::{Delivered, Target, Writer};
+use crate::reader::{ReaderOptions, ShardEvent};
 
 /// Everything a Kinesis worker needs besides the model.
 #[derive(Debug, Clone)]
@@ -183,6 +163,17 @@ pub enum KinesisWorkerError {
     Client(#[from] crate::client::ClientError),
 }
 
+impl From<LedgerError> for KinesisWorkerError {
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::Checkpoint(e) => KinesisWorkerError::Checkpoint(e),
+            LedgerError::Listing { stream, reason } => {
+                KinesisWorkerError::Listing { stream, reason }
+            }
+        }
+    }
+}
+
 /// What a worker did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KinesisSummary {
@@ -192,94 +183,6 @@ pub struct KinesisSummary {
     pub replies: u64,
     /// Dead letters delivered.
     pub dead_letters: u64,
-}
-
-/// A writer of replies or dead letters.
-#[derive(Clone)]
-enum Writer {
-    Kinesis(Sink),
-    Kafka {
-        producer: FutureProducer<LoggingContext>,
-        topic: String,
-    },
-}
-
-/// An output delivered, or why not.
-type Delivered = Result<(), String>;
-
-impl Writer {
-    async fn new(
-        target: &Target,
-        client: &aws_sdk_kinesis::Client,
-        capacity: usize,
-    ) -> Result<Writer, KinesisWorkerError> {
-        Ok(match target {
-            Target::Kinesis(stream) => {
-                Writer::Kinesis(Sink::start(client.clone(), stream, capacity))
-            }
-            Target::Kafka { settings, topic } => Writer::Kafka {
-                producer: settings
-                    .producer()
-                    .create_with_context(LoggingContext::new("kinesis-worker"))?,
-                topic: topic.clone(),
-            },
-        })
-    }
-
-    fn name(&self) -> String {
-        match self {
-            Writer::Kinesis(sink) => format!("Kinesis stream {:?}", sink.stream()),
-            Writer::Kafka { topic, .. } => format!("Kafka topic {topic:?}"),
-        }
-    }
-
-    /// Sends one output; resolves when it is acknowledged or refused.
-    async fn send(&self, key: Option<&[u8]>, payload: Vec<u8>) -> BoxFuture<'static, Delivered> {
-        match self {
-            Writer::Kinesis(sink) => {
-                let answer = sink.send(key.unwrap_or_default(), payload).await;
-                Box::pin(async move {
-                    match answer.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err("the Kinesis sink stopped".to_string()),
-                    }
-                })
-            }
-            Writer::Kafka { producer, topic } => {
-                let mut record = FutureRecord::to(topic).payload(&payload);
-                if let Some(key) = key {
-                    record = record.key(key);
-                }
-                match recstream_stream::delivery::send_with_backpressure(producer, record).await {
-                    Ok(delivery) => Box::pin(async move {
-                        match delivery.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => Err(e.to_string()),
-                            Err(_) => Err("the producer stopped".to_string()),
-                        }
-                    }),
-                    Err(e) => {
-                        let reason = e.to_string();
-                        Box::pin(async move { Err(reason) })
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A shard being read or finished reading.
-#[derive(Debug, Default)]
-struct ShardState {
-    /// Its number in the tracker.
-    index: i32,
-    /// Records read so far (the next one's count).
-    read: i64,
-    /// Sequence numbers by count, of records not checkpointed yet.
-    sequences: BTreeMap<i64, String>,
-    /// The reader reached the shard's end.
-    ended: bool,
 }
 
 /// One output waiting for its acknowledgement.
@@ -332,14 +235,6 @@ async fn serve(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<KinesisSummary, KinesisWorkerError> {
-    let (store, saved) = FileStore::open(&config.checkpoint, &config.input_stream)?;
-    let first = match &saved {
-        Some(_) => None,
-        None => {
-            tracing::info!(checkpoint = %config.checkpoint.display(), start = ?config.first_start, "no Kinesis checkpoint yet: the shards start where --kinesis-start says");
-            Some(config.first_start)
-        }
-    };
     let client = config.kinesis.client().await?;
     let scorer = Scorer::new(
         config.scoring_threads,
@@ -350,45 +245,38 @@ async fn serve(
             max_request_bytes: config.max_request_bytes,
         },
     )?;
-    let replies = Writer::new(&config.replies, &client, config.max_in_flight).await?;
-    let dead_letters = Writer::new(&config.dead_letters, &client, config.max_in_flight).await?;
-    let mut worker = Worker {
-        checkpoint: saved.unwrap_or_else(|| Checkpoint::new(&config.input_stream)),
-        config,
+    let replies = Writer::new(&config.replies, &client, config.max_in_flight)?;
+    let dead_letters = Writer::new(&config.dead_letters, &client, config.max_in_flight)?;
+    let ledger = Ledger::open(
         client,
-        store,
-        first,
+        &config.input_stream,
+        &config.checkpoint,
+        config.first_start,
+        ReaderOptions { poll: config.poll },
+    )?;
+    let mut worker = Worker {
+        config,
+        ledger,
         scorer,
         replies,
         dead_letters,
-        tracker: OffsetTracker::new(),
-        shards: BTreeMap::new(),
         pending: FuturesUnordered::new(),
-        readers: CancellationToken::new(),
         summary: KinesisSummary::default(),
     };
     let result = worker.serve(&health, &shutdown).await;
     health.set_ready(false);
-    worker.readers.cancel();
+    worker.ledger.stop_readers();
     let drained = worker.drain().await;
     result.and(drained).map(|()| worker.summary)
 }
 
 struct Worker {
     config: KinesisWorkerConfig,
-    client: aws_sdk_kinesis::Client,
-    store: FileStore,
-    checkpoint: Checkpoint,
-    /// Where shards start on this first start (`None`: there is a checkpoint).
-    first: Option<FirstStart>,
+    ledger: Ledger,
     scorer: Scorer,
     replies: Writer,
     dead_letters: Writer,
-    tracker: OffsetTracker,
-    shards: BTreeMap<String, ShardState>,
     pending: FuturesUnordered<BoxFuture<'static, (Pending, Delivered)>>,
-    /// Stops every reader.
-    readers: CancellationToken,
     summary: KinesisSummary,
 }
 
@@ -399,13 +287,13 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> Result<(), KinesisWorkerError> {
         let (out, mut events) = mpsc::channel::<ShardEvent>(4);
-        self.discover(&out).await?;
+        self.ledger.discover(&out).await?;
         health.set_ready(true);
         tracing::info!(stream = %self.config.input_stream, replies = %self.replies.name(), "serving requests from Kinesis");
         let mut checkpoint_timer = tokio::time::interval(self.config.checkpoint_every);
         let mut list_timer = tokio::time::interval(self.config.list_every);
         loop {
-            let room = self.tracker.in_flight() < self.config.max_in_flight;
+            let room = self.ledger.in_flight() < self.config.max_in_flight;
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some((pending, delivered)) = self.pending.next(), if !self.pending.is_empty() => {
@@ -414,72 +302,22 @@ impl Worker {
                 Some(event) = events.recv(), if room => match event {
                     ShardEvent::Records { shard, records } => self.on_records(&shard, records).await?,
                     ShardEvent::Ended { shard, .. } => {
-                        if let Some(state) = self.shards.get_mut(&shard) {
-                            state.ended = true;
-                        }
-                        self.save_checkpoint()?;
-                        self.discover(&out).await?;
+                        self.ledger.reached_end(&shard);
+                        self.ledger.save()?;
+                        self.ledger.discover(&out).await?;
                     }
                     ShardEvent::Failed { shard, reason } => {
                         return Err(KinesisWorkerError::Shard { stream: self.config.input_stream.clone(), shard, reason });
                     }
                 },
                 _ = checkpoint_timer.tick() => {
-                    let before = self.ended_count();
-                    self.save_checkpoint()?;
-                    if self.ended_count() > before {
-                        self.discover(&out).await?;
+                    if self.ledger.save()? {
+                        self.ledger.discover(&out).await?;
                     }
                 }
-                _ = list_timer.tick() => self.discover(&out).await?,
+                _ = list_timer.tick() => self.ledger.discover(&out).await?,
             }
         }
-    }
-
-    fn ended_count(&self) -> usize {
-        self.checkpoint
-            .shards
-            .values()
-            .filter(|p| **p == ShardPosition::End)
-            .count()
-    }
-
-    /// Lists the shards and starts a reader for each one readable now.
-    async fn discover(&mut self, out: &mpsc::Sender<ShardEvent>) -> Result<(), KinesisWorkerError> {
-        let listed = list_shards(&self.client, &self.config.input_stream)
-            .await
-            .map_err(|reason| KinesisWorkerError::Listing {
-                stream: self.config.input_stream.clone(),
-                reason,
-            })?;
-        let reading: BTreeSet<String> = self.shards.keys().cloned().collect();
-        for (shard, start) in readable(&listed, &self.checkpoint, &reading, self.first) {
-            let index = i32::try_from(self.shards.len()).unwrap_or(i32::MAX);
-            self.tracker.assign(index);
-            self.shards.insert(
-                shard.clone(),
-                ShardState {
-                    index,
-                    ..ShardState::default()
-                },
-            );
-            tracing::info!(shard = %shard, ?start, "reading a shard");
-            tokio::spawn(read_shard(
-                self.client.clone(),
-                self.config.input_stream.clone(),
-                shard,
-                start,
-                ReaderOptions {
-                    poll: self.config.poll,
-                },
-                out.clone(),
-                self.readers.child_token(),
-            ));
-        }
-        self.first = None;
-        metrics::gauge!(m::SHARDS_READ)
-            .set(self.shards.values().filter(|s| !s.ended).count() as f64);
-        Ok(())
     }
 
     /// Scores a shard's records and sends each output.
@@ -488,19 +326,12 @@ impl Worker {
         shard: &str,
         records: Vec<crate::reader::Record>,
     ) -> Result<(), KinesisWorkerError> {
-        let Some(state) = self.shards.get_mut(shard) else {
+        let Some(positions) = self.ledger.number(shard, &records) else {
             return Ok(());
         };
         let mut batch = Vec::with_capacity(records.len());
         let mut originals = Vec::with_capacity(records.len());
-        for record in records {
-            let offset = state.read;
-            state.read += 1;
-            state.sequences.insert(offset, record.sequence.clone());
-            let position = Position {
-                partition: state.index,
-                offset,
-            };
+        for (record, position) in records.into_iter().zip(positions) {
             originals.push((
                 record.key.clone().into_bytes(),
                 record.data.clone(),
@@ -525,9 +356,7 @@ impl Worker {
             let Scored::Output(output) = scored else {
                 continue;
             };
-            let ticket = self
-                .tracker
-                .start(output.position.partition, output.position.offset);
+            let ticket = self.ledger.start(output.position);
             match output.destination {
                 Destination::Reply { .. } => {
                     let delivery = self
@@ -579,7 +408,7 @@ impl Worker {
                     self.summary.replies += 1;
                     metrics::counter!(sm::REPLIES_PRODUCED).increment(1);
                 }
-                self.tracker.finish(pending.ticket);
+                self.ledger.finish(pending.ticket);
                 Ok(())
             }
             (Err(reason), Some(request)) => {
@@ -619,49 +448,6 @@ impl Worker {
         }
     }
 
-    /// Moves each shard's checkpoint to its last record whose output, and
-    /// every earlier one's, is acknowledged; a shard read to its end and
-    /// wholly answered is recorded as ended. Writes the file when it changed.
-    fn save_checkpoint(&mut self) -> Result<(), KinesisWorkerError> {
-        let by_index: BTreeMap<i32, String> = self
-            .shards
-            .iter()
-            .map(|(id, s)| (s.index, id.clone()))
-            .collect();
-        let committable: BTreeMap<i32, i64> = self.tracker.committable().into_iter().collect();
-        let mut changed = false;
-        for (&index, &next) in &committable {
-            let Some(id) = by_index.get(&index) else {
-                continue;
-            };
-            let Some(state) = self.shards.get_mut(id) else {
-                continue;
-            };
-            if let Some(sequence) = state.sequences.get(&(next - 1)).cloned() {
-                let position = ShardPosition::After(sequence);
-                if self.checkpoint.shards.get(id) != Some(&position) {
-                    self.checkpoint.shards.insert(id.clone(), position);
-                    changed = true;
-                }
-                state.sequences = state.sequences.split_off(&(next - 1));
-            }
-        }
-        for (id, state) in &self.shards {
-            let answered = state.read == 0 || committable.get(&state.index) == Some(&state.read);
-            if state.ended && answered && !self.checkpoint.ended(id) {
-                self.checkpoint
-                    .shards
-                    .insert(id.clone(), ShardPosition::End);
-                changed = true;
-                tracing::info!(shard = %id, "shard read to its end and answered");
-            }
-        }
-        if changed {
-            self.store.save(&self.checkpoint)?;
-        }
-        Ok(())
-    }
-
     /// Waits for the outputs already sent (up to the drain timeout), then
     /// writes the checkpoint.
     async fn drain(&mut self) -> Result<(), KinesisWorkerError> {
@@ -672,14 +458,15 @@ impl Worker {
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(
-                        in_flight = self.tracker.in_flight(),
+                        in_flight = self.ledger.in_flight(),
                         "drain timed out; the unacknowledged requests are answered again after a restart"
                     );
                     break;
                 }
             }
         }
-        self.save_checkpoint()
+        self.ledger.save()?;
+        Ok(())
     }
 }
 
