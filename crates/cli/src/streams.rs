@@ -39,6 +39,24 @@ pub fn is_kinesis(value: &str) -> bool {
     matches!(channel(value), Channel::Kinesis(_))
 }
 
+/// The Kinesis stream a flag names, checked against Kinesis's naming rules
+/// (1 to 128 letters, digits, `_`, `.` and `-`).
+#[cfg(feature = "kinesis")]
+pub fn stream_name(flag: &str, value: &str) -> anyhow::Result<String> {
+    let Channel::Kinesis(name) = channel(value) else {
+        anyhow::bail!("{flag} {value} is not a Kinesis stream (kinesis:NAME)");
+    };
+    let valid = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    anyhow::ensure!(
+        valid,
+        "{flag} {value}: a Kinesis stream name is 1 to 128 letters, digits, '_', '.' and '-'"
+    );
+    Ok(name.to_string())
+}
+
 /// The error for a Kinesis stream named in a build without Kinesis.
 #[cfg(not(feature = "kinesis"))]
 pub fn not_built_in(flag: &str, value: &str) -> anyhow::Error {
@@ -138,6 +156,19 @@ mod tests {
             kafka(Some("b:9092")).require("x").unwrap().brokers,
             "b:9092"
         );
+    }
+
+    #[cfg(feature = "kinesis")]
+    #[test]
+    fn stream_names_follow_kinesis_rules() {
+        assert_eq!(
+            stream_name("--x", "kinesis:req-1.a_b").unwrap(),
+            "req-1.a_b"
+        );
+        assert!(stream_name("--x", "kinesis:").is_err());
+        assert!(stream_name("--x", "kinesis:a b").is_err());
+        assert!(stream_name("--x", &format!("kinesis:{}", "a".repeat(129))).is_err());
+        assert!(stream_name("--x", "plain-topic").is_err());
     }
 
     #[test]

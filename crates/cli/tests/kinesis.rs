@@ -461,3 +461,159 @@ fn a_kinesis_worker_replies_on_kafka_and_follows_the_model_topic() {
     let (status, _) = worker.terminate();
     assert!(status.success(), "{}", worker.log_text());
 }
+
+/// Every message of `topic` (four partitions, from the start) that a
+/// relay wrote: its Kinesis shard and sequence number, read until `count`
+/// are there and nothing more comes for two seconds, or `timeout` passes.
+fn relayed_ratings(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<(String, String)> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "relay-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        assignment
+            .add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut found = Vec::new();
+    let mut last = Instant::now();
+    while Instant::now() < deadline
+        && !(found.len() >= count && last.elapsed() > Duration::from_secs(2))
+    {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        last = Instant::now();
+        let header = |name: &str| {
+            message.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+        };
+        if let (Some(shard), Some(sequence)) = (header("kinesis-shard"), header("kinesis-sequence"))
+        {
+            found.push((shard, sequence));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_learner_relaying_kinesis_ratings_puts_each_on_kafka_once_across_a_kill_9() {
+    let _serial = support::serial();
+    let Some(tansu) = support::tansu_binary() else {
+        return;
+    };
+    let Some(server) = KinesisLocal::start() else {
+        return;
+    };
+    const RATINGS: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::Tansu::start(&tansu, dir.path());
+    let model = support::synthetic_model(dir.path());
+    let client = runtime().block_on(server.client());
+    runtime().block_on(kinesis_support::create_stream(&client, "ratings", 2));
+    broker.create_online_topics();
+
+    let learn = |name: &str| {
+        support::Learner::start_with(
+            &broker.bootstrap,
+            &model,
+            &dir.path().join("snapshots"),
+            dir.path(),
+            name,
+            &[
+                "--ratings-topic",
+                "kinesis:ratings",
+                "--kinesis-endpoint",
+                &server.endpoint,
+                "--kinesis-checkpoint",
+                dir.path().join("relay.json").to_str().unwrap(),
+            ],
+        )
+    };
+    let relayed_so_far = |learner: &support::Learner| {
+        http_get(&learner.metrics, "/metrics")
+            .and_then(|(_, body)| metric(&body, "recstream_kinesis_relayed_total"))
+            .unwrap_or(0.0)
+    };
+    let mut first = learn("first");
+    assert!(
+        first.wait_learning(Duration::from_secs(120)),
+        "{}",
+        first.log_text()
+    );
+    let mut load = Command::new(recstream_binary())
+        .args(["produce", "--topic", "kinesis:ratings"])
+        .args(["--kinesis-endpoint", &server.endpoint])
+        .arg("--ratings")
+        .arg(dir.path().join("ratings.tsv"))
+        .args(["--limit", &RATINGS.to_string(), "--rate", "500"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relayed_so_far(&first) < 500.0 {
+        assert!(
+            Instant::now() < deadline,
+            "ratings are relayed: {}",
+            first.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill_9();
+    assert!(
+        load.try_wait().unwrap().is_none(),
+        "the premise: the learner was killed while ratings were arriving"
+    );
+    assert!(load.wait().unwrap().success());
+
+    let second = learn("second");
+    assert!(
+        second.wait_learning(Duration::from_secs(120)),
+        "{}",
+        second.log_text()
+    );
+    let relayed = relayed_ratings(
+        &broker.bootstrap,
+        support::RATINGS,
+        RATINGS,
+        Duration::from_secs(90),
+    );
+    let distinct: std::collections::BTreeSet<&(String, String)> = relayed.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        RATINGS,
+        "every rating relayed: {}",
+        second.log_text()
+    );
+    assert_eq!(
+        relayed.len(),
+        RATINGS,
+        "none relayed twice: {}",
+        second.log_text()
+    );
+    let learnt = http_get(&second.metrics, "/metrics")
+        .and_then(|(_, body)| metric(&body, "recstream_ratings_learnt_total"))
+        .unwrap_or(0.0);
+    assert!(
+        learnt > 0.0,
+        "the restarted learner learns the relayed ratings"
+    );
+}

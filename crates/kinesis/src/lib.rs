@@ -19,6 +19,7 @@
 //! - `streams`: the streams a command uses, checked (or created) at start;
 //! - `worker`: `serve` on Kinesis, scoring with the Kafka worker's scorer,
 //!   replying through `outputs` (a Kinesis stream or a Kafka topic);
+//! - `relay`: ratings from a stream onto the Kafka ratings topic, once each;
 //! - `tools`: `produce` and `consume` on a stream;
 //! - `error`, `backoff` and `metrics`: how failures are met, and what is
 //!   reported.
@@ -33,6 +34,7 @@ pub mod listing;
 pub mod metrics;
 pub mod outputs;
 pub mod reader;
+pub mod relay;
 pub mod sink;
 pub mod streams;
 pub mod tools;

@@ -10,3 +10,7 @@ pub const THROTTLED: &str = "recstream_kinesis_throttled_total";
 pub const ITERATORS_RENEWED: &str = "recstream_kinesis_iterators_renewed_total";
 /// Shards being read.
 pub const SHARDS_READ: &str = "recstream_kinesis_shards_read";
+/// Ratings the relay wrote to the Kafka ratings topic.
+pub const RELAYED: &str = "recstream_kinesis_relayed_total";
+/// Ratings the relay found on Kafka already at a restart, and skipped.
+pub const ALREADY_RELAYED: &str = "recstream_kinesis_already_relayed_total";

@@ -112,18 +112,24 @@ impl Sender {
     }
 }
 
-/// The partition key of a line: its `uid` when it is a JSON object with
-/// one, its line number otherwise.
-pub fn line_key(line: &str, number: u64) -> Vec<u8> {
+/// The `uid` of a JSON object, as a key: a string as it is, a number as
+/// written; `None` for anything else.
+pub fn uid_key(text: &str) -> Option<Vec<u8>> {
     #[derive(serde::Deserialize)]
     struct Keyed {
         uid: Option<serde_json::Value>,
     }
-    match serde_json::from_str::<Keyed>(line).ok().and_then(|k| k.uid) {
-        Some(serde_json::Value::String(uid)) if !uid.is_empty() => uid.into_bytes(),
-        Some(uid @ serde_json::Value::Number(_)) => uid.to_string().into_bytes(),
-        _ => number.to_string().into_bytes(),
+    match serde_json::from_str::<Keyed>(text).ok()?.uid? {
+        serde_json::Value::String(uid) if !uid.is_empty() => Some(uid.into_bytes()),
+        uid @ serde_json::Value::Number(_) => Some(uid.to_string().into_bytes()),
+        _ => None,
     }
+}
+
+/// The partition key of a line: its `uid` when it is a JSON object with
+/// one, its line number otherwise.
+pub fn line_key(line: &str, number: u64) -> Vec<u8> {
+    uid_key(line).unwrap_or_else(|| number.to_string().into_bytes())
 }
 
 /// Sends one record per non-empty line of `input` to `stream`.

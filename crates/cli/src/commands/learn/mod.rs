@@ -1,4 +1,11 @@
-//! `recstream learn`: fold a stream of ratings into the model and publish the changes to every worker.
+//! `recstream learn`: fold a stream of ratings into the model and publish
+//! the changes to every worker. With `--ratings-topic kinesis:STREAM`
+//! (built with the `kinesis` feature), a relay in the same process first
+//! puts the stream's ratings on the Kafka ratings topic, once each, and the
+//! learner reads them there as usual.
+
+#[cfg(feature = "kinesis")]
+mod kinesis;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +20,7 @@ use recstream_stream::topics::{self, TopicSpec};
 
 use super::serve::{DEFAULT_FILES_TOPIC, model_topics, start_metrics};
 use crate::args::{KafkaArgs, runtime};
+use crate::streams::{KinesisArgs, KinesisStart, is_kinesis};
 
 /// Arguments of `recstream learn`.
 #[derive(Debug, Args)]
@@ -22,6 +30,27 @@ pub struct LearnArgs {
 
     #[command(flatten)]
     learner: LearnerArgs,
+
+    #[command(flatten)]
+    kinesis: KinesisArgs,
+
+    /// With --ratings-topic kinesis:STREAM: the Kafka topic the relay puts
+    /// the stream's ratings on, and the learners read.
+    #[arg(long, default_value = "rating-events", hide = cfg!(not(feature = "kinesis")))]
+    relay_topic: String,
+
+    /// With Kinesis ratings: where a shard with no checkpoint starts.
+    #[arg(long, value_enum, default_value = "trim-horizon", hide = cfg!(not(feature = "kinesis")))]
+    kinesis_start: KinesisStart,
+
+    /// With Kinesis ratings: the relay's checkpoint file (default:
+    /// recstream-kinesis-relay-STREAM.json). Locked: one relay per stream.
+    #[arg(long, value_name = "FILE", hide = cfg!(not(feature = "kinesis")))]
+    kinesis_checkpoint: Option<PathBuf>,
+
+    /// With Kinesis ratings: least time between two reads of a shard.
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration, hide = cfg!(not(feature = "kinesis")))]
+    kinesis_poll: Duration,
 
     /// Topic the model updates are published to (workers follow it).
     #[arg(long, default_value = "model-updates")]
@@ -56,7 +85,8 @@ pub struct LearnArgs {
 /// Learner options shared by `learn` and `run`.
 #[derive(Debug, Clone, Args)]
 pub struct LearnerArgs {
-    /// Topic the rating events arrive on.
+    /// Topic the rating events arrive on (`learn`: kinesis:STREAM for a
+    /// Kinesis stream, relayed to --relay-topic).
     #[arg(long, default_value = "rating-events")]
     pub ratings_topic: String,
 
@@ -124,7 +154,15 @@ impl LearnerArgs {
 }
 
 /// Runs `recstream learn` until Ctrl-C or SIGTERM.
-pub fn run(args: LearnArgs) -> anyhow::Result<()> {
+pub fn run(mut args: LearnArgs) -> anyhow::Result<()> {
+    let relay = match is_kinesis(&args.learner.ratings_topic) {
+        true => {
+            let stream =
+                std::mem::replace(&mut args.learner.ratings_topic, args.relay_topic.clone());
+            Some(relay(&args, &stream)?)
+        }
+        false => None,
+    };
     args.learner
         .config(args.kafka.settings(), &args.model_topic)
         .check()
@@ -142,11 +180,38 @@ pub fn run(args: LearnArgs) -> anyhow::Result<()> {
         let config = LearnerConfig { health, group_id: args.group_id.clone(), ..args.learner.config(settings, &args.model_topic) }
             .check()
             .context("checking the settings")?;
-        let summary = learner::run(config, model, shutdown).await.context("learning")?;
+        let learning = learner::run(config, model, shutdown.clone());
+        let summary = match relay {
+            None => learning.await.context("learning")?,
+            Some(relay) => beside_relay(relay, learning, &shutdown).await?,
+        };
         eprintln!(
             "learnt {} rating(s) (prequential RMSE {:.4}, hit rate@10 {:.4}), {} refused, model sequence {}",
             summary.learnt, summary.rmse, summary.hit_rate_at_10, summary.dead_letters, summary.seq
         );
         Ok(())
     })
+}
+
+#[cfg(feature = "kinesis")]
+use kinesis::{beside_relay, relay};
+
+#[cfg(not(feature = "kinesis"))]
+fn relay(args: &LearnArgs, stream: &str) -> anyhow::Result<std::convert::Infallible> {
+    let _ = (
+        &args.kinesis,
+        args.kinesis_start,
+        &args.kinesis_checkpoint,
+        args.kinesis_poll,
+    );
+    Err(crate::streams::not_built_in("--ratings-topic", stream))
+}
+
+#[cfg(not(feature = "kinesis"))]
+async fn beside_relay(
+    relay: std::convert::Infallible,
+    _learning: impl std::future::Future,
+    _shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<learner::LearnerSummary> {
+    match relay {}
 }

@@ -10,15 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use recstream_kinesis::outputs::Target;
 use recstream_kinesis::streams::{self, StreamUse};
-use recstream_kinesis::worker::{self as kinesis_worker, KinesisWorkerConfig, ModelTopic, Target};
+use recstream_kinesis::worker::{self as kinesis_worker, KinesisWorkerConfig, ModelTopic};
 use recstream_stream::kafka::KafkaSettings;
 use recstream_stream::metrics::Health;
 use recstream_stream::topics::{self, TopicSpec};
 
 use super::{DEFAULT_FILES_TOPIC, ServeArgs, load_model, model_topics, start_metrics};
 use crate::args::runtime;
-use crate::streams::{Channel, channel, is_kinesis};
+use crate::streams::{Channel, channel, is_kinesis, stream_name};
 
 /// Least time between two reads of a shard: Kinesis allows 5 a second.
 const MIN_POLL: Duration = Duration::from_millis(200);
@@ -163,39 +164,5 @@ impl Plan {
             kafka,
             kafka_topics,
         })
-    }
-}
-
-/// The Kinesis stream a flag names, checked against Kinesis's naming rules
-/// (1 to 128 letters, digits, `_`, `.` and `-`).
-fn stream_name(flag: &str, value: &str) -> anyhow::Result<String> {
-    let Channel::Kinesis(name) = channel(value) else {
-        anyhow::bail!("{flag} {value} is not a Kinesis stream (kinesis:NAME)");
-    };
-    let valid = (1..=128).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    anyhow::ensure!(
-        valid,
-        "{flag} {value}: a Kinesis stream name is 1 to 128 letters, digits, '_', '.' and '-'"
-    );
-    Ok(name.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_names_follow_kinesis_rules() {
-        assert_eq!(
-            stream_name("--x", "kinesis:req-1.a_b").unwrap(),
-            "req-1.a_b"
-        );
-        assert!(stream_name("--x", "kinesis:").is_err());
-        assert!(stream_name("--x", "kinesis:a b").is_err());
-        assert!(stream_name("--x", &format!("kinesis:{}", "a".repeat(129))).is_err());
-        assert!(stream_name("--x", "plain-topic").is_err());
     }
 }
