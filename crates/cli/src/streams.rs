@@ -105,6 +105,38 @@ pub enum KinesisStart {
     Latest,
 }
 
+/// How a Kinesis input (`serve`'s requests, `learn`'s ratings) is read.
+#[derive(Debug, Clone, Args)]
+pub struct KinesisInputArgs {
+    /// With a Kinesis input: where a shard with no checkpoint starts.
+    #[arg(long, value_enum, default_value = "trim-horizon", hide = cfg!(not(feature = "kinesis")))]
+    pub kinesis_start: KinesisStart,
+
+    /// With a Kinesis input: the checkpoint file, where each shard was done
+    /// to (default: recstream-kinesis-STREAM.json for `serve`,
+    /// recstream-kinesis-relay-STREAM.json for `learn`). Locked: one reader
+    /// per stream and file.
+    #[arg(long, value_name = "FILE", hide = cfg!(not(feature = "kinesis")))]
+    pub kinesis_checkpoint: Option<std::path::PathBuf>,
+
+    /// With a Kinesis input: least time between two reads of a shard once
+    /// caught up (at least 200ms: a shard allows 5 reads a second, shared by
+    /// every application reading it).
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = poll_interval, hide = cfg!(not(feature = "kinesis")))]
+    pub kinesis_poll: std::time::Duration,
+}
+
+/// A poll interval: a duration (`250ms`, `1s`) of at least 200 ms.
+fn poll_interval(text: &str) -> Result<std::time::Duration, String> {
+    let poll = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if poll < std::time::Duration::from_millis(200) {
+        return Err(format!(
+            "{text} is below 200ms: a shard allows 5 reads a second"
+        ));
+    }
+    Ok(poll)
+}
+
 /// Where Kinesis is. Region and credentials come from the standard AWS
 /// chain (environment, profile, instance role).
 #[derive(Debug, Clone, Args)]
@@ -169,6 +201,17 @@ mod tests {
         assert!(stream_name("--x", "kinesis:a b").is_err());
         assert!(stream_name("--x", &format!("kinesis:{}", "a".repeat(129))).is_err());
         assert!(stream_name("--x", "plain-topic").is_err());
+    }
+
+    #[test]
+    fn polls_faster_than_kinesis_allows_are_refused() {
+        assert_eq!(
+            poll_interval("250ms").unwrap(),
+            std::time::Duration::from_millis(250)
+        );
+        assert!(poll_interval("200ms").is_ok());
+        assert!(poll_interval("199ms").is_err());
+        assert!(poll_interval("fast").is_err());
     }
 
     #[test]

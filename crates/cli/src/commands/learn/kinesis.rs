@@ -16,21 +16,17 @@ use crate::streams::stream_name;
 /// the learner reads.
 pub fn relay(args: &LearnArgs, stream: &str) -> anyhow::Result<RelayConfig> {
     let name = stream_name("--ratings-topic", stream)?;
-    anyhow::ensure!(
-        args.kinesis_poll >= std::time::Duration::from_millis(200),
-        "--kinesis-poll is below 200ms: a shard allows 5 reads a second"
-    );
     let mut config = RelayConfig::new(
         args.kinesis.settings(),
         &name,
         args.kafka.settings(),
         &args.relay_topic,
     );
-    if let Some(path) = &args.kinesis_checkpoint {
+    if let Some(path) = &args.kinesis_input.kinesis_checkpoint {
         config.checkpoint = path.clone();
     }
-    config.first_start = args.kinesis_start.into();
-    config.poll = args.kinesis_poll;
+    config.first_start = args.kinesis_input.kinesis_start.into();
+    config.poll = args.kinesis_input.kinesis_poll;
     Ok(config)
 }
 

@@ -20,7 +20,7 @@ use recstream_stream::topics::{self, TopicSpec};
 
 use super::serve::{DEFAULT_FILES_TOPIC, model_topics, start_metrics};
 use crate::args::{KafkaArgs, runtime};
-use crate::streams::{KinesisArgs, KinesisStart, is_kinesis};
+use crate::streams::{KinesisArgs, KinesisInputArgs, is_kinesis};
 
 /// Arguments of `recstream learn`.
 #[derive(Debug, Args)]
@@ -39,18 +39,8 @@ pub struct LearnArgs {
     #[arg(long, default_value = "rating-events", hide = cfg!(not(feature = "kinesis")))]
     relay_topic: String,
 
-    /// With Kinesis ratings: where a shard with no checkpoint starts.
-    #[arg(long, value_enum, default_value = "trim-horizon", hide = cfg!(not(feature = "kinesis")))]
-    kinesis_start: KinesisStart,
-
-    /// With Kinesis ratings: the relay's checkpoint file (default:
-    /// recstream-kinesis-relay-STREAM.json). Locked: one relay per stream.
-    #[arg(long, value_name = "FILE", hide = cfg!(not(feature = "kinesis")))]
-    kinesis_checkpoint: Option<PathBuf>,
-
-    /// With Kinesis ratings: least time between two reads of a shard.
-    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration, hide = cfg!(not(feature = "kinesis")))]
-    kinesis_poll: Duration,
+    #[command(flatten)]
+    kinesis_input: KinesisInputArgs,
 
     /// Topic the model updates are published to (workers follow it).
     #[arg(long, default_value = "model-updates")]
@@ -198,12 +188,8 @@ use kinesis::{beside_relay, relay};
 
 #[cfg(not(feature = "kinesis"))]
 fn relay(args: &LearnArgs, stream: &str) -> anyhow::Result<std::convert::Infallible> {
-    let _ = (
-        &args.kinesis,
-        args.kinesis_start,
-        &args.kinesis_checkpoint,
-        args.kinesis_poll,
-    );
+    // Parsed (and hidden) in every build; used with the kinesis feature.
+    let _ = (&args.kinesis, &args.kinesis_input);
     Err(crate::streams::not_built_in("--ratings-topic", stream))
 }
 

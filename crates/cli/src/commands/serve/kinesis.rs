@@ -21,9 +21,6 @@ use super::{DEFAULT_FILES_TOPIC, ServeArgs, load_model, model_topics, start_metr
 use crate::args::runtime;
 use crate::streams::{Channel, channel, is_kinesis, stream_name};
 
-/// Least time between two reads of a shard: Kinesis allows 5 a second.
-const MIN_POLL: Duration = Duration::from_millis(200);
-
 /// Runs the Kinesis worker.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&args)?;
@@ -73,11 +70,6 @@ impl Plan {
         anyhow::ensure!(
             !worker.exactly_once,
             "--exactly-once needs Kafka requests: Kinesis has no transactions, so the Kinesis worker is at least once (a restart may answer the requests after the last checkpoint again)"
-        );
-        anyhow::ensure!(
-            args.kinesis_poll >= MIN_POLL,
-            "--kinesis-poll {} is below 200ms: a shard allows 5 reads a second",
-            humantime::format_duration(args.kinesis_poll)
         );
         let input = stream_name("--input-topic", &worker.input_topic)?;
         let outputs = [
@@ -139,17 +131,17 @@ impl Plan {
         }
         let mut config =
             KinesisWorkerConfig::new(args.kinesis.settings(), &input, replies, dead_letters);
-        if let Some(path) = &args.kinesis_checkpoint {
+        if let Some(path) = &args.kinesis_input.kinesis_checkpoint {
             config.checkpoint = path.clone();
         }
-        config.first_start = args.kinesis_start.into();
+        config.first_start = args.kinesis_input.kinesis_start.into();
         config.default_n = usize::from(worker.n);
         config.max_request_bytes = worker.max_request_bytes;
         config.max_in_flight = worker.max_in_flight;
         if let Some(threads) = worker.scoring_threads {
             config.scoring_threads = threads.max(1);
         }
-        config.poll = args.kinesis_poll;
+        config.poll = args.kinesis_input.kinesis_poll;
         config.drain_timeout = Duration::from_secs(worker.drain_timeout);
         config.follow = match (&kafka, worker.no_follow) {
             (Some(kafka), false) => Some(ModelTopic {

@@ -23,7 +23,7 @@ use recstream_stream::worker::{self, WorkerConfig, WorkerSummary};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::runtime;
-use crate::streams::{KinesisArgs, KinesisStart, OptionalKafkaArgs, is_kinesis};
+use crate::streams::{KinesisArgs, KinesisInputArgs, OptionalKafkaArgs, is_kinesis};
 
 /// Arguments of `recstream serve`.
 #[derive(Debug, Args)]
@@ -34,21 +34,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     kinesis: KinesisArgs,
 
-    /// With Kinesis requests: where a shard with no checkpoint starts.
-    #[arg(long, value_enum, default_value = "trim-horizon", hide = cfg!(not(feature = "kinesis")))]
-    kinesis_start: KinesisStart,
-
-    /// With Kinesis requests: the checkpoint file, where each shard was
-    /// answered to (default: recstream-kinesis-STREAM.json). Locked: one
-    /// worker per stream.
-    #[arg(long, value_name = "FILE", hide = cfg!(not(feature = "kinesis")))]
-    kinesis_checkpoint: Option<PathBuf>,
-
-    /// With Kinesis requests: least time between two reads of a shard once
-    /// caught up (at least 200ms: a shard allows 5 reads a second, shared by
-    /// every application reading it).
-    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration, hide = cfg!(not(feature = "kinesis")))]
-    kinesis_poll: Duration,
+    #[command(flatten)]
+    kinesis_input: KinesisInputArgs,
 
     /// Model file written by `recstream train`.
     #[arg(long, default_value = "model.rsm")]
@@ -282,12 +269,8 @@ fn serve_kinesis(args: ServeArgs) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "kinesis"))]
 fn serve_kinesis(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = (
-        &args.kinesis,
-        args.kinesis_start,
-        &args.kinesis_checkpoint,
-        args.kinesis_poll,
-    );
+    // Parsed (and hidden) in every build; used with the kinesis feature.
+    let _ = (&args.kinesis, &args.kinesis_input);
     Err(crate::streams::not_built_in(
         "--input-topic",
         &args.worker.input_topic,
