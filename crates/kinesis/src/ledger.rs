@@ -27,12 +27,22 @@ use crate::listing::list_shards;
 use crate::metrics as m;
 use crate::reader::{ReaderOptions, Record, ShardEvent, read_shard};
 
-/// Why the ledger cannot go on.
+/// Why reading a stream's shards cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// The checkpoint could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A shard cannot be read (no such stream, no permission).
+    #[error("cannot read shard {shard} of Kinesis stream {stream:?}: {reason}")]
+    Shard {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard: String,
+        /// Why.
+        reason: String,
+    },
     /// The shards cannot be listed.
     #[error("cannot list the shards of Kinesis stream {stream:?}: {reason}")]
     Listing {
@@ -82,7 +92,7 @@ impl Ledger {
         path: &Path,
         first_start: FirstStart,
         options: ReaderOptions,
-    ) -> Result<Ledger, CheckpointError> {
+    ) -> Result<Ledger, LedgerError> {
         let (store, saved) = FileStore::open(path, stream)?;
         let first = match &saved {
             Some(_) => None,
@@ -218,6 +228,15 @@ impl Ledger {
         }
     }
 
+    /// The error for a shard whose reader failed.
+    pub fn failed(&self, shard: String, reason: String) -> LedgerError {
+        LedgerError::Shard {
+            stream: self.stream.clone(),
+            shard,
+            reason,
+        }
+    }
+
     /// Stops every reader.
     pub fn stop_readers(&self) {
         self.readers.cancel();
@@ -227,7 +246,7 @@ impl Ledger {
     /// earlier one; records a shard read to its end and wholly done as
     /// ended. Writes the file when it changed. Returns whether a shard
     /// ended now (its children may be readable: discover again).
-    pub fn save(&mut self) -> Result<bool, CheckpointError> {
+    pub fn save(&mut self) -> Result<bool, LedgerError> {
         let by_index: BTreeMap<i32, String> = self
             .shards
             .iter()

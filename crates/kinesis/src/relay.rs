@@ -37,7 +37,6 @@ use recstream_stream::worker::Position;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::CheckpointError;
 use crate::client::{ClientError, KinesisSettings};
 use crate::ledger::{Ledger, LedgerError};
 use crate::lineage::FirstStart;
@@ -102,9 +101,6 @@ pub enum RelayError {
     /// The shards or the checkpoint.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// The checkpoint could not be read or written.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
     /// No Kinesis client could be made.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -137,16 +133,6 @@ pub enum RelayError {
         /// The topic.
         topic: String,
         /// librdkafka's reason.
-        reason: String,
-    },
-    /// A shard cannot be read.
-    #[error("cannot read shard {shard} of Kinesis stream {stream:?}: {reason}")]
-    Shard {
-        /// The stream.
-        stream: String,
-        /// The shard.
-        shard: String,
-        /// Why.
         reason: String,
     },
 }
@@ -393,9 +379,7 @@ impl Relay {
                         self.save()?;
                         self.ledger.discover(&out).await?;
                     }
-                    ShardEvent::Failed { shard, reason } => {
-                        return Err(RelayError::Shard { stream: self.config.stream.clone(), shard, reason });
-                    }
+                    ShardEvent::Failed { shard, reason } => return Err(self.ledger.failed(shard, reason).into()),
                 },
                 _ = checkpoint_timer.tick() => {
                     if self.save()? {

@@ -14,12 +14,12 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
-use recstream_stream::tools::{ConsumeLimits, ProduceReport, wait_turn};
-use tokio::io::AsyncBufReadExt;
+use recstream_stream::tools::{ConsumeLimits, ProduceReport, for_each_line, wait_turn};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, ShardPosition};
+use crate::ledger::LedgerError;
 use crate::lineage::{FirstStart, readable};
 use crate::listing::list_shards;
 use crate::reader::{ReaderOptions, Record, ShardEvent, read_shard};
@@ -38,24 +38,9 @@ pub enum KinesisToolError {
     /// The stream cannot be used.
     #[error(transparent)]
     Stream(#[from] StreamError),
-    /// The shards cannot be listed.
-    #[error("cannot list the shards of Kinesis stream {stream:?}: {reason}")]
-    Listing {
-        /// The stream.
-        stream: String,
-        /// Why.
-        reason: String,
-    },
-    /// A shard cannot be read.
-    #[error("cannot read shard {shard} of Kinesis stream {stream:?}: {reason}")]
-    Shard {
-        /// The stream.
-        stream: String,
-        /// The shard.
-        shard: String,
-        /// Why.
-        reason: String,
-    },
+    /// The shards cannot be listed or read.
+    #[error(transparent)]
+    Shards(#[from] LedgerError),
 }
 
 /// Sends records while keeping at most [`WINDOW`] unacknowledged.
@@ -140,27 +125,14 @@ pub async fn produce_lines<R: tokio::io::AsyncBufRead + Unpin>(
     shutdown: CancellationToken,
 ) -> ProduceReport {
     let mut sender = Sender::new(client, stream);
-    let mut lines = input.lines();
     let mut number = 0u64;
-    loop {
-        let line = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            line = lines.next_line() => line,
-        };
-        match line {
-            Ok(Some(line)) if line.trim().is_empty() => continue,
-            Ok(Some(line)) => {
-                number += 1;
-                let key = line_key(&line, number);
-                sender.send(&key, line.into_bytes()).await;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::warn!("stopped reading input: {e}");
-                break;
-            }
-        }
-    }
+    for_each_line(input, &shutdown, async |line| {
+        number += 1;
+        let key = line_key(&line, number);
+        sender.send(&key, line.into_bytes()).await;
+        ControlFlow::Continue(())
+    })
+    .await;
     sender.finish().await
 }
 
@@ -244,7 +216,7 @@ pub async fn consume(
             _ = shutdown.cancelled() => break,
             _ = limits.idle() => break,
             _ = list_timer.tick() => {
-                let listed = list_shards(client, stream).await.map_err(|reason| KinesisToolError::Listing { stream: stream.to_string(), reason })?;
+                let listed = list_shards(client, stream).await.map_err(|reason| LedgerError::Listing { stream: stream.to_string(), reason })?;
                 for (shard, at) in readable(&listed, &ended, &reading, first.take()) {
                     reading.insert(shard.clone());
                     tokio::spawn(read_shard(client.clone(), stream.to_string(), shard, at, ReaderOptions::default(), out.clone(), readers.child_token()));
@@ -268,7 +240,7 @@ pub async fn consume(
                     list_timer.reset_immediately();
                 }
                 ShardEvent::Failed { shard, reason } => {
-                    return Err(KinesisToolError::Shard { stream: stream.to_string(), shard, reason });
+                    return Err(LedgerError::Shard { stream: stream.to_string(), shard, reason }.into());
                 }
             },
         }

@@ -35,7 +35,6 @@ use recstream_stream::worker::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::CheckpointError;
 use crate::client::KinesisSettings;
 use crate::ledger::{Ledger, LedgerError};
 use crate::lineage::FirstStart;
@@ -118,30 +117,12 @@ impl KinesisWorkerConfig {
 /// Why a Kinesis worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum KinesisWorkerError {
-    /// The checkpoint could not be read or written.
+    /// The shards cannot be read, or the checkpoint written.
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
+    Ledger(#[from] LedgerError),
     /// The scoring threads could not start.
     #[error(transparent)]
     Scoring(#[from] ScoringThreadsError),
-    /// A shard cannot be read (no such stream, no permission).
-    #[error("cannot read shard {shard} of Kinesis stream {stream:?}: {reason}")]
-    Shard {
-        /// The stream.
-        stream: String,
-        /// The shard.
-        shard: String,
-        /// Why.
-        reason: String,
-    },
-    /// The shards cannot be listed.
-    #[error("cannot list the shards of Kinesis stream {stream:?}: {reason}")]
-    Listing {
-        /// The stream.
-        stream: String,
-        /// Why.
-        reason: String,
-    },
     /// An output could not be delivered and cannot be dead-lettered.
     #[error(
         "cannot deliver to {target}: {reason}; the checkpoint stays before the request, so a restart answers it"
@@ -161,17 +142,6 @@ pub enum KinesisWorkerError {
     /// No Kinesis client could be made.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
-}
-
-impl From<LedgerError> for KinesisWorkerError {
-    fn from(error: LedgerError) -> Self {
-        match error {
-            LedgerError::Checkpoint(e) => KinesisWorkerError::Checkpoint(e),
-            LedgerError::Listing { stream, reason } => {
-                KinesisWorkerError::Listing { stream, reason }
-            }
-        }
-    }
 }
 
 /// What a worker did.
@@ -306,9 +276,7 @@ impl Worker {
                         self.ledger.save()?;
                         self.ledger.discover(&out).await?;
                     }
-                    ShardEvent::Failed { shard, reason } => {
-                        return Err(KinesisWorkerError::Shard { stream: self.config.input_stream.clone(), shard, reason });
-                    }
+                    ShardEvent::Failed { shard, reason } => return Err(self.ledger.failed(shard, reason).into()),
                 },
                 _ = checkpoint_timer.tick() => {
                     if self.ledger.save()? {

@@ -144,23 +144,51 @@ pub async fn produce_lines<R: tokio::io::AsyncBufRead + Unpin>(
     shutdown: CancellationToken,
 ) -> Result<ProduceReport, ToolError> {
     let mut sender = Sender::new(settings, topic)?;
+    let mut failed = None;
+    for_each_line(input, &shutdown, async |line| {
+        match sender.send(None, line.as_bytes()).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })
+    .await;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(sender.finish().await),
+    }
+}
+
+/// Calls `each` with every non-empty line of `input`, in order, until the
+/// input ends, `each` says [`ControlFlow::Break`], or `shutdown`; a read
+/// error ends the input (said in the log).
+pub async fn for_each_line<R: tokio::io::AsyncBufRead + Unpin>(
+    input: R,
+    shutdown: &CancellationToken,
+    mut each: impl AsyncFnMut(String) -> ControlFlow<()>,
+) {
     let mut lines = input.lines();
     loop {
         let line = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return,
             line = lines.next_line() => line,
         };
         match line {
             Ok(Some(line)) if line.trim().is_empty() => continue,
-            Ok(Some(line)) => sender.send(None, line.as_bytes()).await?,
-            Ok(None) => break,
+            Ok(Some(line)) => {
+                if each(line).await.is_break() {
+                    return;
+                }
+            }
+            Ok(None) => return,
             Err(e) => {
                 tracing::warn!("stopped reading input: {e}");
-                break;
+                return;
             }
         }
     }
-    Ok(sender.finish().await)
 }
 
 /// Sends `(key, payload)` messages in order, at `rate` per second if given.
