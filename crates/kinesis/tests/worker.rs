@@ -176,22 +176,22 @@ async fn requests_on_kinesis_are_answered_once_in_each_users_order_and_a_restart
         return;
     };
     let requests = Sink::start(client.clone(), "requests", 1_000);
-    send_requests(&requests, 0, 2_000).await;
+    send_requests(&requests, 0, ROUND_TRIP).await;
     let bad = requests.send(b"x", b"not json".to_vec()).await;
     assert!(bad.await.unwrap().is_ok());
 
     let dir = tempfile::tempdir().unwrap();
     let checkpoint = dir.path().join("requests.json");
     let (worker, shutdown) = start_worker(&server, &checkpoint);
-    let replies = read_stream(&client, "replies", |r| r.len() >= 2_000).await;
+    let replies = read_stream(&client, "replies", |r| r.len() >= ROUND_TRIP).await;
     let letters = read_stream(&client, "dead-letters", |d| !d.is_empty()).await;
     shutdown.cancel();
     let summary = worker.await.unwrap().unwrap();
     assert_eq!(
         (summary.requests, summary.replies, summary.dead_letters),
-        (2_001, 2_000, 1)
+        (ROUND_TRIP as u64 + 1, ROUND_TRIP as u64, 1)
     );
-    assert_eq!(replies.len(), 2_000, "each request answered once");
+    assert_eq!(replies.len(), ROUND_TRIP, "each request answered once");
     for (uid, numbers) in replies_by_user(&replies) {
         assert!(
             numbers.windows(2).all(|w| w[0] < w[1]),
@@ -214,16 +214,16 @@ async fn requests_on_kinesis_are_answered_once_in_each_users_order_and_a_restart
     );
 
     // A restart reads only what came after the checkpoint.
-    send_requests(&requests, 2_000, 300).await;
+    send_requests(&requests, ROUND_TRIP, 300).await;
     let (worker, shutdown) = start_worker(&server, &checkpoint);
-    let replies = read_stream(&client, "replies", |r| r.len() >= 2_300).await;
+    let replies = read_stream(&client, "replies", |r| r.len() >= ROUND_TRIP + 300).await;
     shutdown.cancel();
     let summary = worker.await.unwrap().unwrap();
     assert_eq!(
         summary.requests, 300,
         "nothing before the checkpoint read again"
     );
-    assert_eq!(replies.len(), 2_300);
+    assert_eq!(replies.len(), ROUND_TRIP + 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,6 +326,9 @@ async fn a_worker_stopped_dead_mid_stream_and_restarted_answers_every_request() 
         }
     }
 }
+
+/// Requests of the round trip.
+const ROUND_TRIP: usize = 10_000;
 
 /// Requests sent in the crash test.
 const SENT: usize = 6_000;
