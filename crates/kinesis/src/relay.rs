@@ -275,9 +275,10 @@ async fn read_back(
         .await?
         .map_err(kafka_error)?;
         ends.insert(partition, high);
-        if let Some(&start) = from.get(&partition)
-            && start.max(low) < high
-        {
+        // Read back even when the saved offset is at or past the reported
+        // high watermark: a broker that reports it low (Tansu 0.6) would
+        // otherwise hide ratings already relayed, and they would go twice.
+        if let Some(&start) = from.get(&partition) {
             starts.insert(partition, start.max(low));
         }
     }
