@@ -36,8 +36,12 @@ impl RatingsFormatArgs {
             format: self.format,
             skip_bad_lines: self.skip_bad_lines,
         };
+        // Large files (MovieLens 25M) take a while to parse: say so on a terminal.
+        let progress =
+            crate::progress::Progress::spinner(&format!("reading {}", path.display()), quiet);
         let (data, report) = read_ratings(path, options)
             .with_context(|| format!("reading ratings from {}", path.display()))?;
+        progress.finish();
         if report.skipped > 0 {
             eprintln!(
                 "skipped {} malformed line(s) in {}:",

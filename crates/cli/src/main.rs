@@ -14,7 +14,7 @@ mod streams;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// Movie recommendations kept fresh on a Kafka stream.
@@ -55,6 +55,10 @@ enum Command {
     Model(commands::model::ModelArgs),
     /// Benchmarks: training speed and memory, top-N latency.
     Bench(commands::bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(commands::generate::CompletionsArgs),
+    /// Print the man page (roff), or write one page per subcommand with --dir.
+    Man(commands::generate::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Model(args) => commands::model::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Completions(args) => commands::generate::completions(args, Cli::command()),
+        Command::Man(args) => commands::generate::man(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,9 @@
 //!   synthetic data for tests and scale benchmarks.
 //! - [`model`] bundles a trained model with its ids, titles and the items each
 //!   user already rated ([`seen`]); [`modelfile`] stores it as a versioned,
-//!   checksummed `.rsm` file.
+//!   checksummed `.rsm` file; [`surprise`] converts it from and to the
+//!   `.npz` a scikit-surprise `SVD` is exported to (read and written by the
+//!   bounds-checked [`npy`] and [`npz`] codecs).
 //! - [`topn`] is the serving hot path (transposed item factors and a partial
 //!   top-N selection), used by [`recommend`] to answer a raw user id.
 //! - [`eval`] cross-validates like surprise's `cross_validate` and adds
@@ -26,9 +28,12 @@ pub mod eval;
 pub mod ids;
 pub mod model;
 pub mod modelfile;
+pub mod npy;
+pub mod npz;
 pub mod online;
 pub mod recommend;
 pub mod seen;
+pub mod surprise;
 pub mod svd;
 pub mod synth;
 pub mod topn;

@@ -36,6 +36,25 @@ pub struct ModelMeta {
     /// For a snapshot of a model that kept learning online: what it includes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<OnlineState>,
+    /// For a model trained elsewhere and imported: by what and from which
+    /// file. Absent in models recstream trained itself (and in every file
+    /// written before imports existed, which still load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportedFrom>,
+}
+
+/// Where an imported model was trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedFrom {
+    /// The library and its version, e.g. "scikit-surprise 1.1.5".
+    pub library: String,
+    /// The algorithm, e.g. "SVD".
+    pub algorithm: String,
+    /// The file it was imported from, as given on the command line.
+    pub file: String,
+    /// The training seed (surprise's `random_state`), when one was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_state: Option<i64>,
 }
 
 /// How far online learning had got when a model was snapshotted.
@@ -157,6 +176,7 @@ impl Model {
                 source: config.source.clone(),
                 fit_seconds,
                 online: None,
+                imported: None,
             },
             id: String::from("unsaved"),
             seen: SeenItems::from_ratings(data.users.len(), &data.ratings),

@@ -987,6 +987,31 @@ mod tests {
     }
 
     #[test]
+    fn files_without_the_import_record_still_load_and_imported_models_round_trip() {
+        // A file as written before imports existed: its metadata has no
+        // "imported" key at all.
+        let model = trained();
+        let bytes = encode(&model, Path::new("m.rsm")).unwrap();
+        let meta: serde_json::Value = serde_json::from_slice(&sections_of(&bytes)[0].1).unwrap();
+        assert!(meta.get("imported").is_none(), "{meta}");
+        assert_eq!(
+            decode(&bytes, Path::new("m.rsm")).unwrap().meta.imported,
+            None
+        );
+        // And the record survives saving and loading.
+        let mut imported = model.clone();
+        imported.meta.imported = Some(crate::model::ImportedFrom {
+            library: "scikit-surprise 1.1.5".into(),
+            algorithm: "SVD".into(),
+            file: "svd.npz".into(),
+            random_state: Some(7),
+        });
+        let bytes = encode(&imported, Path::new("m.rsm")).unwrap();
+        let loaded = decode(&bytes, Path::new("m.rsm")).unwrap();
+        assert_eq!(loaded.meta, imported.meta);
+    }
+
+    #[test]
     fn string_lists_round_trip() {
         let strings = ["", "Kolya (1996)", "Misérables, Les (1995)"];
         let bytes = encode_strings(strings.iter().copied());

@@ -218,6 +218,7 @@ pub fn random_model(
             source: format!("random {users}x{items}x{factors}"),
             fit_seconds: 0.0,
             online: None,
+            imported: None,
         },
         id: format!("random-{seed}"),
         users: id_map(users),

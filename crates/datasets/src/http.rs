@@ -5,6 +5,7 @@
 //! A connect timeout keeps an unreachable host from stalling the fallback;
 //! the size cap keeps a wrong URL from filling the disk.
 
+use std::io::Read;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -44,18 +45,46 @@ impl Http {
 
     /// As [`Http::get_bytes`], asking for a media type.
     pub fn get_bytes_accepting(&self, url: &str, accept: &str) -> Result<Vec<u8>, String> {
+        self.get(url, accept, &mut |_, _| {})
+    }
+
+    /// As [`Http::get_bytes`], calling `on_bytes(received, total)` as the
+    /// body arrives (`total` when the server sent a length), so a slow
+    /// download can show progress.
+    pub fn get_bytes_reporting(
+        &self,
+        url: &str,
+        on_bytes: &mut dyn FnMut(u64, Option<u64>),
+    ) -> Result<Vec<u8>, String> {
+        self.get(url, "*/*", on_bytes)
+    }
+
+    fn get(
+        &self,
+        url: &str,
+        accept: &str,
+        on_bytes: &mut dyn FnMut(u64, Option<u64>),
+    ) -> Result<Vec<u8>, String> {
         let mut response = self
             .agent
             .get(url)
             .header("Accept", accept)
             .call()
             .map_err(|e| e.to_string())?;
-        response
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(|e| format!("reading the response: {e}"))
+        let total = response.body().content_length();
+        let mut reader = response.body_mut().with_config().limit(MAX_BODY).reader();
+        let mut body = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = reader
+                .read(&mut chunk)
+                .map_err(|e| format!("reading the response: {e}"))?;
+            if n == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&chunk[..n]);
+            on_bytes(body.len() as u64, total);
+        }
     }
 }
 

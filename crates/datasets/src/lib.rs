@@ -111,11 +111,28 @@ const RECBOLE_FILES: [(&str, &str); 2] = [
     ),
 ];
 
-/// Makes MovieLens 100K available in `options.dir/ml-100k/`. `log` receives
-/// one line per step, for the user to see what happens on a slow network.
+/// What a fetch reports as it goes, for the user to see what happens on a
+/// slow network. A closure taking the step lines is one.
+pub trait FetchProgress {
+    /// One line per step ("downloading URL").
+    fn step(&mut self, line: &str);
+    /// `received` bytes of the current download so far, of `total` when the server said.
+    fn bytes(&mut self, received: u64, total: Option<u64>) {
+        let _ = (received, total);
+    }
+}
+
+impl<F: FnMut(&str)> FetchProgress for F {
+    fn step(&mut self, line: &str) {
+        self(line);
+    }
+}
+
+/// Makes MovieLens 100K available in `options.dir/ml-100k/`, telling
+/// `progress` each step and the bytes of each download.
 pub fn fetch_ml100k(
     options: &FetchOptions,
-    log: &mut dyn FnMut(&str),
+    progress: &mut dyn FetchProgress,
 ) -> Result<Fetched, FetchError> {
     let target = options.dir.join("ml-100k");
     if !options.force {
@@ -137,8 +154,10 @@ pub fn fetch_ml100k(
     let http = Http::new(options.connect_timeout);
     let mut attempts = Vec::new();
 
-    log(&format!("downloading {}", options.grouplens_url));
-    match http.get_bytes(&options.grouplens_url) {
+    progress.step(&format!("downloading {}", options.grouplens_url));
+    match http.get_bytes_reporting(&options.grouplens_url, &mut |n, total| {
+        progress.bytes(n, total)
+    }) {
         Ok(zip) => match archive::extract(&zip, &GROUPLENS_FILES, &target) {
             Ok(paths) => return Ok(fetched(paths, Source::GroupLens)),
             Err(e) => attempts.push(format!("{}: {e}", options.grouplens_url)),
@@ -147,10 +166,10 @@ pub fn fetch_ml100k(
     }
 
     let project = format!("{}/simple/recbole/", options.pypi_url.trim_end_matches('/'));
-    log(&format!(
+    progress.step(&format!(
         "GroupLens unreachable; trying RecBole {RECBOLE_VERSION}'s wheel from {project}"
     ));
-    match recbole_wheel(&http, &project, &target, log) {
+    match recbole_wheel(&http, &project, &target, progress) {
         Ok((paths, wheel)) => Ok(fetched(paths, Source::RecboleWheel { wheel })),
         Err(e) => {
             attempts.push(format!("{project}: {e}"));
@@ -175,7 +194,7 @@ fn recbole_wheel(
     http: &Http,
     project_url: &str,
     target: &Path,
-    log: &mut dyn FnMut(&str),
+    progress: &mut dyn FetchProgress,
 ) -> Result<(Vec<PathBuf>, String), String> {
     #[derive(serde::Deserialize)]
     struct Project {
@@ -205,8 +224,8 @@ fn recbole_wheel(
         .sha256
         .ok_or("the index gives no SHA-256 for the wheel")?;
     let url = resolve(project_url, &wheel.url);
-    log(&format!("downloading {url}"));
-    let bytes = http.get_bytes(&url)?;
+    progress.step(&format!("downloading {url}"));
+    let bytes = http.get_bytes_reporting(&url, &mut |n, total| progress.bytes(n, total))?;
     let digest = http::sha256_hex(&bytes);
     if !digest.eq_ignore_ascii_case(&expected) {
         return Err(format!(
@@ -264,7 +283,7 @@ mod tests {
             grouplens_url: "http://127.0.0.1:9/".into(),
             ..FetchOptions::new(dir.path())
         };
-        let fetched = fetch_ml100k(&options, &mut |_| {}).unwrap();
+        let fetched = fetch_ml100k(&options, &mut |_: &str| {}).unwrap();
         assert_eq!(fetched.source, Source::AlreadyPresent);
         assert_eq!(fetched.ratings, target.join("u.data"));
     }
@@ -277,7 +296,7 @@ mod tests {
             pypi_url: "http://127.0.0.1:9".into(),
             ..FetchOptions::new(dir.path())
         };
-        let err = fetch_ml100k(&options, &mut |_| {}).unwrap_err().to_string();
+        let err = fetch_ml100k(&options, &mut |_: &str| {}).unwrap_err().to_string();
         assert!(
             err.contains("127.0.0.1:9/ml-100k.zip") && err.contains("127.0.0.1:9/simple/recbole/"),
             "{err}"

@@ -24,6 +24,7 @@ use recstream_core::FitConfig;
 use recstream_core::synth::{SyntheticSpec, generate};
 
 use crate::args::{HyperparamArgs, RatingsFormatArgs};
+use crate::progress::Progress;
 
 /// Benchmark commands.
 #[derive(Debug, Args)]
@@ -72,6 +73,9 @@ struct FreshnessBenchArgs {
     /// (on stderr as they close, and in the JSON), to see a drift.
     #[arg(long, value_parser = crate::args::seconds)]
     every: Option<std::time::Duration>,
+    /// No progress on stderr (on a terminal it shows the elapsed time).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +91,9 @@ struct RepliesBenchArgs {
     /// Stop after this many seconds without a reply.
     #[arg(long, default_value = "30", value_parser = crate::args::seconds)]
     idle_timeout: std::time::Duration,
+    /// No progress on stderr (on a terminal it shows the elapsed time).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +119,9 @@ struct LatencyBenchArgs {
     /// (on stderr as they close, and in the JSON), to see a drift.
     #[arg(long, value_parser = crate::args::seconds)]
     every: Option<std::time::Duration>,
+    /// No progress on stderr (on a terminal it shows the elapsed time).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -128,9 +138,13 @@ struct TrainBenchArgs {
     #[arg(long, default_value_t = 3)]
     repeat: usize,
 
-    /// Print one JSON object.
+    /// Print one JSON object (and no progress on stderr).
     #[arg(long)]
     json: bool,
+
+    /// No progress bar and no per-run lines on stderr.
+    #[arg(long)]
+    quiet: bool,
 
     #[command(flatten)]
     input: RatingsFormatArgs,
@@ -164,6 +178,9 @@ struct TopnBenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// No progress on stderr (on a terminal it shows the elapsed time).
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn parse_spec(s: &str) -> Result<SyntheticSpec, String> {
@@ -217,9 +234,17 @@ async fn check_topics(
         .context("checking the topics")
 }
 
-/// One line per window on stderr, as it closes.
-fn print_window(window: &Window) {
-    eprintln!("{window}");
+/// A spinner for a timed run, with one line per window above it as it closes.
+fn timed_run(what: &str, duration: std::time::Duration, quiet: bool) -> Progress {
+    Progress::spinner(
+        &format!("{what} for {}", humantime::format_duration(duration)),
+        quiet,
+    )
+}
+
+/// One line per window on stderr, as it closes (above the spinner, if any).
+fn print_window(progress: &Progress) -> impl FnMut(&Window) + '_ {
+    |window| progress.println(&window.to_string())
 }
 
 fn bench_freshness(args: FreshnessBenchArgs) -> anyhow::Result<()> {
@@ -242,18 +267,32 @@ fn bench_freshness(args: FreshnessBenchArgs) -> anyhow::Result<()> {
             &spec.ratings_topic,
         ],
     ))?;
-    let stats = runtime.block_on(freshness::run(&settings, &spec, print_window))?;
+    let progress = timed_run(
+        &format!("{} ratings/s", spec.rate),
+        spec.duration,
+        args.quiet,
+    );
+    let stats = runtime.block_on(freshness::run(&settings, &spec, print_window(&progress)))?;
+    progress.finish();
     out!("{}", serde_json::to_string(&stats)?);
     Ok(())
 }
 
 fn bench_replies(args: RepliesBenchArgs) -> anyhow::Result<()> {
+    let progress = Progress::spinner(
+        &format!(
+            "waiting for {} distinct replies on {}",
+            args.expect, args.topic
+        ),
+        args.quiet,
+    );
     let stats = crate::args::runtime()?.block_on(reply_rate::run(
         &args.kafka.settings(),
         &args.topic,
         args.expect,
         args.idle_timeout,
     ))?;
+    progress.finish();
     out!("{}", serde_json::to_string(&stats)?);
     anyhow::ensure!(
         stats.distinct_requests >= args.expect,
@@ -277,7 +316,13 @@ fn bench_latency(args: LatencyBenchArgs) -> anyhow::Result<()> {
     };
     let runtime = crate::args::runtime()?;
     runtime.block_on(check_topics(&settings, &[&spec.input, &spec.output]))?;
-    let stats = runtime.block_on(latency::run(&settings, &spec, print_window))?;
+    let progress = timed_run(
+        &format!("{} requests/s", spec.rate),
+        spec.duration,
+        args.quiet,
+    );
+    let stats = runtime.block_on(latency::run(&settings, &spec, print_window(&progress)))?;
+    progress.finish();
     out!("{}", serde_json::to_string(&stats)?);
     Ok(())
 }
@@ -286,7 +331,7 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (data, label) = match (&args.ratings, args.synthetic) {
         (Some(path), _) => (
-            args.input.read(path, args.json)?,
+            args.input.read(path, args.json || args.quiet)?,
             path.display().to_string(),
         ),
         (None, Some(spec)) => (generate(&spec), train::synthetic_label(&spec)),
@@ -304,11 +349,15 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
         label,
         repeat: args.repeat,
     };
+    let quiet = args.json || args.quiet;
+    let progress = Progress::steps(args.repeat as u64, "run", quiet);
     let report = train::run(&data, &spec, |fit| {
-        if !args.json {
-            eprintln!("{fit}");
+        if !quiet {
+            progress.println(&fit.to_string());
         }
+        progress.inc();
     })?;
+    progress.finish();
     if args.json {
         // Through a `Value`, whose keys are sorted: the JSON as it always was.
         out!("{}", serde_json::to_value(&report)?);
@@ -331,7 +380,12 @@ fn bench_topn(args: TopnBenchArgs) -> anyhow::Result<()> {
         n: args.n,
         requests: args.requests,
     };
+    let progress = Progress::spinner(
+        &format!("timing {} requests per method", spec.requests),
+        args.quiet || args.json,
+    );
     let report = topn::run(&source, &spec)?;
+    progress.finish();
     if args.json {
         // Through a `Value`, whose keys are sorted: the JSON as it always was.
         out!("{}", serde_json::to_value(&report)?);

@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use recstream_core::data::{ReadOptions, read_ratings};
 use recstream_core::synth::{SyntheticSpec, generate};
-use recstream_datasets::{FetchOptions, Fetched, Source, fetch_ml100k};
+use recstream_datasets::{FetchOptions, FetchProgress, Fetched, Source, fetch_ml100k};
+
+use crate::progress::Progress;
 
 /// Data set commands.
 #[derive(Debug, Args)]
@@ -48,6 +50,9 @@ struct FetchArgs {
     /// Official archive URL.
     #[arg(long, default_value = recstream_datasets::GROUPLENS_ML100K_URL)]
     grouplens_url: String,
+    /// No progress bar and no step lines on stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -85,7 +90,7 @@ fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         grouplens_url: args.grouplens_url,
         ..FetchOptions::new(&args.dir)
     };
-    let fetched = fetch_ml100k_verbose(&options)?;
+    let fetched = fetch_ml100k_verbose(&options, args.quiet)?;
     let (data, report) = read_ratings(&fetched.ratings, ReadOptions::default())
         .with_context(|| format!("checking {}", fetched.ratings.display()))?;
     out!(
@@ -103,9 +108,18 @@ fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fetches ML-100K, telling the user on stderr where it came from.
-pub fn fetch_ml100k_verbose(options: &FetchOptions) -> anyhow::Result<Fetched> {
-    let fetched = fetch_ml100k(options, &mut |line| eprintln!("{line}"))?;
+/// Fetches ML-100K, telling the user on stderr where it came from (unless
+/// `quiet`), with a bar of the bytes downloaded on a terminal.
+pub fn fetch_ml100k_verbose(options: &FetchOptions, quiet: bool) -> anyhow::Result<Fetched> {
+    let mut progress = DownloadProgress {
+        bar: Progress::bytes(quiet),
+        quiet,
+    };
+    let fetched = fetch_ml100k(options, &mut progress)?;
+    progress.bar.finish();
+    if quiet {
+        return Ok(fetched);
+    }
     match &fetched.source {
         Source::GroupLens => eprintln!("fetched MovieLens 100K from GroupLens"),
         Source::RecboleWheel { wheel } => {
@@ -147,4 +161,24 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// A fetch's steps as lines and its downloads as a bar of bytes.
+struct DownloadProgress {
+    bar: Progress,
+    quiet: bool,
+}
+
+impl FetchProgress for DownloadProgress {
+    fn step(&mut self, line: &str) {
+        if !self.quiet {
+            self.bar.println(line);
+        }
+        self.bar.set(0, None);
+        self.bar.message("downloading".into());
+    }
+
+    fn bytes(&mut self, received: u64, total: Option<u64>) {
+        self.bar.set(received, total);
+    }
 }

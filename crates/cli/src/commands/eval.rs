@@ -10,6 +10,7 @@ use recstream_core::eval::{
 };
 
 use crate::args::{HyperparamArgs, RatingsFormatArgs};
+use crate::progress::Progress;
 
 /// Arguments of `recstream eval`.
 #[derive(Debug, Args)]
@@ -70,9 +71,13 @@ pub struct EvalArgs {
     )]
     sync_every: Vec<usize>,
 
-    /// Print one JSON object instead of a table.
+    /// Print one JSON object instead of a table (and no progress on stderr).
     #[arg(long)]
     json: bool,
+
+    /// No progress bar and no progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
 
     #[command(flatten)]
     input: RatingsFormatArgs,
@@ -80,6 +85,13 @@ pub struct EvalArgs {
     /// Hyper-parameters; --seed also seeds the fold split.
     #[command(flatten)]
     hyper: HyperparamArgs,
+}
+
+impl EvalArgs {
+    /// Progress on stderr would only get in the way of JSON readers too.
+    fn quiet(&self) -> bool {
+        self.quiet || self.json
+    }
 }
 
 /// Runs `recstream eval`.
@@ -90,7 +102,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let Some(path) = &args.ratings else {
         anyhow::bail!("give --ratings FILE for cross-validation, or --train A --test B");
     };
-    let data = args.input.read(path, args.json)?;
+    let data = args.input.read(path, args.quiet())?;
     if args.prequential {
         prequential(&args, &data)
     } else {
@@ -100,10 +112,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 
 /// Trains on one file and evaluates on another.
 fn train_test(args: &EvalArgs, train_path: &Path, test_path: &Path) -> anyhow::Result<()> {
-    let train_data = args.input.read(train_path, args.json)?;
-    let test_data = args.input.read(test_path, args.json)?;
+    let train_data = args.input.read(train_path, args.quiet())?;
+    let test_data = args.input.read(test_path, args.quiet())?;
     let config = config(args, args.hyper.params(), args.hyper.scale(&train_data));
     let test = align_test_set(&train_data, &test_data);
+    let progress = Progress::spinner("training and testing", args.quiet());
     let report = evaluate_split(
         &train_data.ratings,
         &test,
@@ -111,6 +124,7 @@ fn train_test(args: &EvalArgs, train_path: &Path, test_path: &Path) -> anyhow::R
         train_data.items.len(),
         &config,
     )?;
+    progress.finish();
     if args.json {
         out!("{}", serde_json::to_string(&report)?);
     } else {
@@ -131,12 +145,14 @@ fn prequential(args: &EvalArgs, data: &Dataset) -> anyhow::Result<()> {
     if !args.learners.is_empty() {
         return scale_out(args, data, &config);
     }
+    let progress = Progress::spinner("training, then replaying in time order", args.quiet());
     let report = recstream_core::eval::prequential::prequential(
         data,
         args.split,
         &config,
         !args.freeze_items,
     )?;
+    progress.finish();
     if args.json {
         out!("{}", serde_json::to_string(&report)?);
         return Ok(());
@@ -178,12 +194,18 @@ fn scale_out(
     }
     let timeline = recstream_core::eval::prequential::Timeline::cut(data, args.split, config)?;
     let update_items = !args.freeze_items;
+    let runs = 1 + args.learners.len() * args.sync_every.len();
+    let progress = Progress::steps(runs as u64, "replay", args.quiet());
     let mut reports = vec![replay(&timeline, 1, 1, update_items)];
+    progress.inc();
     for &learners in &args.learners {
         for &sync_every in &args.sync_every {
+            progress.message(format!("{learners} learner(s), sync every {sync_every}"));
             reports.push(replay(&timeline, learners, sync_every, update_items));
+            progress.inc();
         }
     }
+    progress.finish();
     if args.json {
         out!("{}", serde_json::to_string(&reports)?);
         return Ok(());
@@ -228,10 +250,11 @@ fn cross_validation(args: &EvalArgs, data: &Dataset) -> anyhow::Result<()> {
     let params = args.hyper.params();
     let seed = params.seed;
     let config = config(args, params, args.hyper.scale(data));
-    let quiet = args.json;
+    let quiet = args.quiet();
     if !quiet {
         eprintln!("cross-validating SVD on {} folds (seed {seed})", args.folds);
     }
+    let progress = Progress::steps(u64::from(args.folds), "fold", quiet);
     let report = cross_validate(
         data,
         usize::from(args.folds),
@@ -239,16 +262,18 @@ fn cross_validation(args: &EvalArgs, data: &Dataset) -> anyhow::Result<()> {
         &config,
         &mut |fold, r| {
             if !quiet {
-                eprintln!(
+                progress.println(&format!(
                     "  fold {}: RMSE {:.4}, MAE {:.4}, fit {:.3} s",
                     fold + 1,
                     r.rmse,
                     r.mae,
                     r.fit_seconds
-                );
+                ));
             }
+            progress.inc();
         },
     )?;
+    progress.finish();
     if args.json {
         out!("{}", serde_json::to_string(&report)?);
     } else {

@@ -1,11 +1,14 @@
-//! `recstream model info` and `model publish`: inspect a model file, or roll it out to running workers.
+//! `recstream model info`, `import`, `export` and `publish`: inspect a model
+//! file, convert it from and to a scikit-surprise `.npz`, or roll it out to
+//! running workers. The conversions live in `recstream_core::surprise`.
 
 use crate::output::out;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use recstream_core::modelfile;
+use recstream_core::data::read_titles;
+use recstream_core::{modelfile, surprise};
 
 /// Model file commands.
 #[derive(Debug, Args)]
@@ -23,6 +26,26 @@ enum ModelCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Turn a scikit-surprise SVD exported by python/recstream_surprise.py into a model file.
+    Import {
+        /// The .npz written by recstream_surprise.export(algo, trainset, path).
+        #[arg(long, value_name = "NPZ")]
+        surprise: PathBuf,
+        /// Item file with titles (u.item, movies.dat, movies.csv or RecBole .item); overrides titles in the .npz.
+        #[arg(long)]
+        items: Option<PathBuf>,
+        /// Where to write the model file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a model file's parameters, ids and seen items as an .npz for numpy (the import format).
+    Export {
+        /// The model file.
+        model: PathBuf,
+        /// Where to write the .npz (read it with numpy.load or recstream_surprise.load).
+        #[arg(long)]
+        npz: PathBuf,
     },
     /// Roll a batch model out to every worker following the model topic, without restarting them.
     Publish(PublishArgs),
@@ -108,6 +131,12 @@ pub async fn publish_async(
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     let (path, json) = match args.command {
         ModelCommand::Info { model, json } => (model, json),
+        ModelCommand::Import {
+            surprise,
+            items,
+            out,
+        } => return import(&surprise, items.as_deref(), &out),
+        ModelCommand::Export { model, npz } => return export(&model, &npz),
         ModelCommand::Publish(publish_args) => {
             return publish(
                 &publish_args.model,
@@ -146,19 +175,77 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             model.svd.n_factors,
             info["titles"]
         );
-        out!(
-            "  trained on {} ratings from {:?}, seed {}, {} thread(s), {:.3} s, train RMSE {:.4}",
-            model.meta.n_ratings,
-            model.meta.source,
-            model.meta.params.seed,
-            model.meta.threads,
-            model.meta.fit_seconds,
-            model.meta.train_rmse.unwrap_or(f64::NAN)
-        );
+        if let Some(from) = &model.meta.imported {
+            let p = &model.meta.params;
+            out!(
+                "  imported from {} {} {:?}: n_factors {}, n_epochs {}, biased {}, random_state {}, {} training ratings",
+                from.library,
+                from.algorithm,
+                from.file,
+                p.n_factors,
+                p.n_epochs,
+                p.biased,
+                from.random_state
+                    .map_or_else(|| "None".to_string(), |s| s.to_string()),
+                model.meta.n_ratings
+            );
+        } else {
+            out!(
+                "  trained on {} ratings from {:?}, seed {}, {} thread(s), {:.3} s, train RMSE {:.4}",
+                model.meta.n_ratings,
+                model.meta.source,
+                model.meta.params.seed,
+                model.meta.threads,
+                model.meta.fit_seconds,
+                model.meta.train_rmse.unwrap_or(f64::NAN)
+            );
+        }
         out!(
             "  hyper-parameters: {}",
             serde_json::to_string(&model.meta.params)?
         );
     }
+    Ok(())
+}
+
+/// `model import --surprise`: reads the .npz, saves the model, says what it holds.
+fn import(npz: &Path, items: Option<&Path>, out: &Path) -> anyhow::Result<()> {
+    let titles = items
+        .map(|path| {
+            read_titles(path).with_context(|| format!("reading titles from {}", path.display()))
+        })
+        .transpose()?;
+    let imported = surprise::import(npz, titles.as_ref())
+        .with_context(|| format!("importing {}", npz.display()))?;
+    for warning in &imported.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut model = imported.model;
+    modelfile::save(&mut model, out).with_context(|| format!("writing {}", out.display()))?;
+    out!(
+        "imported {} ({} users, {} items, {} factors) into {}: model {}",
+        npz.display(),
+        model.users.len(),
+        model.items.len(),
+        model.svd.n_factors,
+        out.display(),
+        model.id
+    );
+    Ok(())
+}
+
+/// `model export --npz`: the model file's arrays in the import format.
+fn export(model_path: &Path, npz: &Path) -> anyhow::Result<()> {
+    let model =
+        modelfile::load(model_path).with_context(|| format!("loading {}", model_path.display()))?;
+    surprise::export(&model, npz).with_context(|| format!("exporting to {}", npz.display()))?;
+    out!(
+        "exported model {} ({} users, {} items, {} factors) to {}",
+        model.id,
+        model.users.len(),
+        model.items.len(),
+        model.svd.n_factors,
+        npz.display()
+    );
     Ok(())
 }

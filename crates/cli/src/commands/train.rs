@@ -10,7 +10,7 @@ use recstream_core::data::read_titles;
 use recstream_core::{Dataset, FitConfig, Model, RatingScale, modelfile};
 
 use crate::args::{HyperparamArgs, RatingsFormatArgs};
-use crate::progress::EpochProgress;
+use crate::progress::Progress;
 
 /// Arguments of `recstream train`.
 #[derive(Debug, Args)]
@@ -101,7 +101,7 @@ pub fn train_model_with(
         },
     };
     tracing::debug!(elapsed = ?started.elapsed(), "titles read");
-    let progress = EpochProgress::new(params.n_epochs, args.quiet);
+    let progress = Progress::steps(params.n_epochs as u64, "epoch", args.quiet);
     let mut model =
         Model::fit(&data, &config, &mut |report| progress.epoch(report)).context("training")?;
     progress.finish();

@@ -105,7 +105,7 @@ fn movielens_model(data_dir: &Path) -> anyhow::Result<StartModel> {
     {
         return Ok(StartModel { path, model });
     }
-    let fetched = super::super::data::fetch_ml100k_verbose(&FetchOptions::new(data_dir))?;
+    let fetched = super::super::data::fetch_ml100k_verbose(&FetchOptions::new(data_dir), false)?;
     eprintln!(
         "training a model on {} (first run only)",
         fetched.ratings.display()
