@@ -38,7 +38,11 @@ $R eval --prequential --ratings "$RATINGS" --seed 1 --json >"$RESULTS/prequentia
 # One freshness run on a fresh embedded broker: $1 = background requests/s
 # (0 for none), $2 = the result's name.
 fresh_embedded() {
-  $R run --model $MODEL --metrics-addr 127.0.0.1:0 >target/bench-fresh.out 2>target/bench-fresh.log &
+  # A data folder of its own: `run` resumes from the snapshot an earlier run
+  # left there, whose rating offsets a fresh broker does not have (the
+  # worker then takes the new updates for ones it has, and nothing is fresh).
+  rm -rf target/bench-fresh-data
+  $R run --model $MODEL --data-dir target/bench-fresh-data --metrics-addr 127.0.0.1:0 >target/bench-fresh.out 2>target/bench-fresh.log &
   local run_pid=$!
   PIDS+=($run_pid)
   wait_for target/bench-fresh.log "partitions assigned"

@@ -151,7 +151,10 @@ kill -TERM $SERVE; wait $SERVE || true
 echo "-- embedded broker (librdkafka mock cluster over loopback TCP), same settings; three runs, each on a fresh broker"
 for i in 1 2 3; do
   echo "-- run $i"
-  $R run --model $MODEL --partitions 4 --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 >target/bench-run.out 2>target/bench-run.log &
+  # A data folder of its own: `run` resumes from the snapshot an earlier run
+  # left there, whose offsets a fresh broker does not have.
+  rm -rf target/bench-run-data
+  $R run --model $MODEL --data-dir target/bench-run-data --partitions 4 --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 >target/bench-run.out 2>target/bench-run.log &
   RUN=$!; PIDS+=($RUN)
   wait_assigned target/bench-run.log
   MB=$(grep -m1 '^  broker' target/bench-run.out | awk '{print $2}')
