@@ -3,10 +3,18 @@
 # before its output; BENCHMARKS.md quotes this.
 #
 #   bash bench/online.sh     # about 6 minutes on 2 cores
+#
+# The raw results (the prequential replay per window, freshness CDF tables)
+# are written to bench/results/online/ for bench/plot.py. FRESH_SECONDS
+# shortens the freshness runs; EOS=0 leaves out the exactly-once rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+FRESH_SECONDS=${FRESH_SECONDS:-30}
+EOS=${EOS:-1}
 run() { echo; echo "\$ $*"; "$@"; }
+. bench/results.sh
+results_init bench/results/online "FRESH_SECONDS=$FRESH_SECONDS EOS=$EOS bash bench/online.sh"
 
 cargo build --release --locked -q -p recstream
 R=target/release/recstream
@@ -24,22 +32,30 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 echo "== Prequential: train on the first half of ML-100K's timeline, replay the second half"
 run $R eval --prequential --ratings "$RATINGS" --seed 1
 run $R eval --prequential --ratings "$RATINGS" --seed 1 --freeze-items
+# The same replay as JSON, with both contenders per slice of the timeline.
+$R eval --prequential --ratings "$RATINGS" --seed 1 --json >"$RESULTS/prequential.json"
 
-# One freshness run on a fresh embedded broker: $1 = background requests/s (0 for none).
+# One freshness run on a fresh embedded broker: $1 = background requests/s
+# (0 for none), $2 = the result's name.
 fresh_embedded() {
-  $R run --model $MODEL --metrics-addr 127.0.0.1:0 >target/bench-fresh.out 2>target/bench-fresh.log &
+  # A data folder of its own: `run` resumes from the snapshot an earlier run
+  # left there, whose rating offsets a fresh broker does not have (the
+  # worker then takes the new updates for ones it has, and nothing is fresh).
+  rm -rf target/bench-fresh-data
+  $R run --model $MODEL --data-dir target/bench-fresh-data --metrics-addr 127.0.0.1:0 >target/bench-fresh.out 2>target/bench-fresh.log &
   local run_pid=$!
   PIDS+=($run_pid)
   wait_for target/bench-fresh.log "partitions assigned"
   wait_for target/bench-fresh.log " learning "
   MB=$(grep -m1 '^  broker' target/bench-fresh.out | awk '{print $2}')
   if [ "$1" -gt 0 ]; then
-    $R produce --brokers $MB --uids 1..943 --rate "$1" --count $(( $1 * 32 )) 2>/dev/null &
+    $R produce --brokers $MB --uids 1..943 --rate "$1" --count $(( $1 * (FRESH_SECONDS + 2) )) 2>/dev/null &
     PIDS+=($!)
   fi
   # CPU of the embedded broker's thread (librdkafka's mock cluster) near the end of the run.
-  ( sleep 25; top -H -b -n1 -d 1 -p $run_pid | awk '/rdk:mock/ {print "embedded broker thread CPU at 25 s: " $9 "%"}' ) &
-  run $R bench freshness --brokers $MB --rate 1000 --duration 30
+  ( sleep $(( FRESH_SECONDS * 5 / 6 )); top -H -b -n1 -d 1 -p $run_pid | awk '/rdk:mock/ {print "embedded broker thread CPU near the end: " $9 "%"}' ) &
+  run $R bench freshness --brokers $MB --rate 1000 --duration $FRESH_SECONDS | tee target/bench-fresh.json
+  keep target/bench-fresh.json "$2"
   METRICS=$(grep -m1 'metrics' target/bench-fresh.out | awk '{print $2}')
   echo "worker histogram (rating timestamp to first reply reflecting it), from $METRICS:"
   curl -s "$METRICS" | grep -E '^recstream_freshness_seconds_(bucket|count)'
@@ -49,9 +65,9 @@ fresh_embedded() {
 }
 
 echo; echo "== Freshness: 1,000 ratings/s, no other requests, embedded broker (worker, learner, broker in one process)"
-fresh_embedded 0
-echo; echo "== Freshness: 1,000 ratings/s plus 1,000 requests/s for 30 s, embedded broker; three runs, each on a fresh broker"
-for i in 1 2 3; do echo "-- run $i"; fresh_embedded 1000; done
+fresh_embedded 0 freshness-embedded-ratings-only.json
+echo; echo "== Freshness: 1,000 ratings/s plus 1,000 requests/s for $FRESH_SECONDS s, embedded broker; three runs, each on a fresh broker"
+for i in 1 2 3; do echo "-- run $i"; fresh_embedded 1000 freshness-embedded-with-requests-$i.json; done
 
 echo; echo "== Freshness through Tansu (separate broker process; worker and learner as their own processes)"
 PORT=$(free_port); B=127.0.0.1:$PORT
@@ -68,12 +84,14 @@ $R learn --brokers $B --model $MODEL --snapshot-dir target/bench-snapshots "${FA
 PIDS+=($!)
 wait_for target/bench-fresh-serve.log "partitions assigned"
 wait_for target/bench-fresh-learn.log " learning "
-$R produce --brokers $B --uids 1..943 --rate 1000 --count 32000 2>/dev/null &
+$R produce --brokers $B --uids 1..943 --rate 1000 --count $(( 1000 * (FRESH_SECONDS + 2) )) 2>/dev/null &
 PIDS+=($!)
-run $R bench freshness --brokers $B --rate 1000 --duration 30
+run $R bench freshness --brokers $B --rate 1000 --duration $FRESH_SECONDS | tee target/bench-fresh.json
+keep target/bench-fresh.json freshness-tansu.json
 for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 PIDS=()
 
+[ "$EOS" = 1 ] || exit 0
 echo; echo "== Exactly-once cost: 100,000 preloaded requests, at-least-once then exactly-once, embedded broker"
 echo "(the embedded broker accepts transactions but does not make them durable, so this is the client-side cost)"
 $R run --model $MODEL --no-learn --no-follow >target/bench-eos.out 2>target/bench-eos.log &

@@ -5,6 +5,10 @@
 # Every command is printed before its output; BENCHMARKS.md quotes this.
 #
 #   bash bench/stream.sh     # about 7 minutes on 2 cores
+#
+# The raw results (throughput and CPU per round, latency CDF tables) are
+# written to bench/results/stream/ for bench/plot.py; N, ROUNDS and
+# LAT_SECONDS shorten a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -12,7 +16,10 @@ N=${N:-200000}     # requests for recstream
 NV=${NV:-30000}    # requests for the vectorized Python peer
 NN=${NN:-1000}     # requests for the notebook-style Python peer
 ROUNDS=${ROUNDS:-3} # throughput rounds
+LAT_SECONDS=${LAT_SECONDS:-30} # length of each latency run
 run() { echo; echo "\$ $*"; "$@"; }
+. bench/results.sh
+results_init bench/results/stream "N=$N NV=$NV NN=$NN ROUNDS=$ROUNDS LAT_SECONDS=$LAT_SECONDS bash bench/stream.sh"
 
 cargo build --release --locked -q -p recstream
 R=target/release/recstream
@@ -95,6 +102,19 @@ for p in ("vectorized", "notebook"):
     print(f"recstream / {p}: {med['recstream'] / med[p]:.1f}x at the median")
 PY
 echo; echo "-- CPU per request (process user+sys / replies; recstream: whole process; peers: from their first message) and the broker's CPU share of one core during each run"
+# One row per consumer and round, for bench/plot.py.
+python3 - "$RATES" "$CPUS" "$RESULTS/throughput.csv" <<'PY'
+import json, sys
+rates = [(l.split(" ", 1)[0], json.loads(l.split(" ", 1)[1])["rate_per_second"]) for l in open(sys.argv[1])]
+cpus = [l.split() for l in open(sys.argv[2])]
+rounds = {}
+with open(sys.argv[3], "w") as out:
+    out.write("consumer,round,replies_per_second,cpu_us_per_request,broker_core_share\n")
+    for (peer, rate), (peer2, us, share) in zip(rates, cpus):
+        assert peer == peer2, (peer, peer2)
+        rounds[peer] = rounds.get(peer, 0) + 1
+        out.write(f"{peer},{rounds[peer]},{rate:.0f},{us},{share}\n")
+PY
 python3 - "$CPUS" <<'PY'
 import statistics, sys
 cpu, share = {}, {}
@@ -110,30 +130,37 @@ for p in ("vectorized", "notebook"):
     print(f"{p} / recstream: {med[p] / med['recstream']:.1f}x the CPU per request at the median")
 PY
 
-echo; echo "== Latency at a steady 1,000 requests/s for 30 s (microseconds)"
+echo; echo "== Latency at a steady 1,000 requests/s for $LAT_SECONDS s (microseconds)"
 for t in echo-tansu lat-in lat-out lat-dlq; do topic $t; done
 echo "-- Tansu alone: produce to a topic and read it back (the broker's own round trip)"
 # Unbatched clients throughout (linger.ms=0), for the latency floor over 30 s;
 # bench/sustained.sh measures the embedded start's default, batching, setup
 # over 10 minutes.
 L0="--kafka linger.ms=0"
-run $R bench latency --brokers $B --input-topic echo-tansu --output-topic echo-tansu --rate 1000 --duration 30 $L0
+run $R bench latency --brokers $B --input-topic echo-tansu --output-topic echo-tansu --rate 1000 --duration $LAT_SECONDS $L0 | tee target/bench-lat.json
+keep target/bench-lat.json latency-tansu-alone.json
 echo "-- recstream through Tansu (latency settings: no producer linger; short fetch waits, since this broker does not end a fetch wait early when data arrives)"
 $R serve --brokers $B --model $MODEL --input-topic lat-in --output-topic lat-out --dlq-topic lat-dlq \
   --group-id bench-latency --kafka session.timeout.ms=6000 --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 2>target/bench-serve-lat.log &
 SERVE=$!; PIDS+=($SERVE)
 wait_assigned target/bench-serve-lat.log
-run $R bench latency --brokers $B --input-topic lat-in --output-topic lat-out --rate 1000 --duration 30 $L0
+run $R bench latency --brokers $B --input-topic lat-in --output-topic lat-out --rate 1000 --duration $LAT_SECONDS $L0 | tee target/bench-lat.json
+keep target/bench-lat.json latency-tansu-recstream.json
 kill -TERM $SERVE; wait $SERVE || true
 
 echo "-- embedded broker (librdkafka mock cluster over loopback TCP), same settings; three runs, each on a fresh broker"
 for i in 1 2 3; do
   echo "-- run $i"
-  $R run --model $MODEL --partitions 4 --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 >target/bench-run.out 2>target/bench-run.log &
+  # A data folder of its own: `run` resumes from the snapshot an earlier run
+  # left there, whose offsets a fresh broker does not have.
+  rm -rf target/bench-run-data
+  $R run --model $MODEL --data-dir target/bench-run-data --partitions 4 --kafka linger.ms=0 --kafka fetch.wait.max.ms=1 >target/bench-run.out 2>target/bench-run.log &
   RUN=$!; PIDS+=($RUN)
   wait_assigned target/bench-run.log
   MB=$(grep -m1 '^  broker' target/bench-run.out | awk '{print $2}')
-  run $R bench latency --brokers $MB --input-topic recommendation-events-dlq --output-topic recommendation-events-dlq --rate 1000 --duration 30 $L0
-  run $R bench latency --brokers $MB --rate 1000 --duration 30 $L0
+  run $R bench latency --brokers $MB --input-topic recommendation-events-dlq --output-topic recommendation-events-dlq --rate 1000 --duration $LAT_SECONDS $L0 | tee target/bench-lat.json
+  keep target/bench-lat.json latency-embedded-alone-$i.json
+  run $R bench latency --brokers $MB --rate 1000 --duration $LAT_SECONDS $L0 | tee target/bench-lat.json
+  keep target/bench-lat.json latency-embedded-recstream-$i.json
   kill -TERM $RUN; wait $RUN || true
 done

@@ -42,7 +42,7 @@ for line in open(sys.argv[1]):
             sys.exit(1)
     except PackageNotFoundError:
         sys.exit(1)
-import numpy, surprise, confluent_kafka  # catches ABI breakage too
+import numpy, surprise, confluent_kafka, matplotlib  # catches ABI breakage too
 PYEOF
 }
 

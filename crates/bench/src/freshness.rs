@@ -62,6 +62,8 @@ pub struct FreshnessStats {
     /// Rating Kafka timestamp to the first reply reflecting it (Kafka
     /// timestamp), microseconds; an upper bound within the probe schedule.
     pub freshness_us: Percentiles,
+    /// Freshness as a CDF table (quantile, microseconds), for plots.
+    pub freshness_cdf_us: Vec<(f64, u64)>,
     /// Ratings per second asked for.
     pub rating_rate: f64,
     /// Freshness per window of the run, by the time each was observed
@@ -348,6 +350,7 @@ impl<'a> Ratings<'a> {
             observed: self.observed,
             requests: self.client.requests,
             freshness_us: Percentiles::from(&self.histogram),
+            freshness_cdf_us: crate::percentiles::cdf(&self.histogram),
             rating_rate: self.rate,
             windows: self.windows.finish(report),
         }

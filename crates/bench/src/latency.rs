@@ -62,6 +62,10 @@ pub struct LatencyStats {
     pub round_trip_us: Percentiles,
     /// Request Kafka timestamp to reply Kafka timestamp (millisecond resolution, in microseconds).
     pub timestamp_to_timestamp_us: Percentiles,
+    /// The round trip as a CDF table (quantile, microseconds), for plots.
+    pub round_trip_cdf_us: Vec<(f64, u64)>,
+    /// The timestamp-to-timestamp latency as a CDF table, for plots.
+    pub timestamp_to_timestamp_cdf_us: Vec<(f64, u64)>,
     /// The same two measures per window of the run, by the time each reply
     /// was read (empty unless windows were asked for).
     pub windows: Vec<Window>,
@@ -235,6 +239,8 @@ impl<'a> Probe<'a> {
             sent_rate: self.sent as f64 / self.spec.duration.as_secs_f64().max(1e-9),
             round_trip_us: Percentiles::from(&self.round_trip),
             timestamp_to_timestamp_us: Percentiles::from(&self.stamps),
+            round_trip_cdf_us: crate::percentiles::cdf(&self.round_trip),
+            timestamp_to_timestamp_cdf_us: crate::percentiles::cdf(&self.stamps),
             windows: self.windows.finish(report),
         }
     }

@@ -57,9 +57,48 @@ impl From<&Histogram<u64>> for Percentiles {
     }
 }
 
+/// The tail quantiles a [`cdf`] table adds after every whole percent.
+const CDF_TAIL: [f64; 5] = [0.995, 0.999, 0.9995, 0.9999, 1.0];
+
+/// A distribution as `(quantile, value)` pairs: every percent from 1 to 99,
+/// then the tail in finer steps up to the max. About a hundred pairs: small
+/// enough to keep with every run under `bench/results/`, and enough to draw
+/// the CDF from (`bench/plot.py`), which five percentiles are not. Empty for
+/// an empty histogram.
+pub fn cdf(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    (1..100)
+        .map(|p| f64::from(p) / 100.0)
+        .chain(CDF_TAIL)
+        .map(|q| (q, h.value_at_quantile(q)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cdf_table_rises_with_the_quantile_and_ends_at_the_max() -> Result<(), BenchError> {
+        let mut h = histogram(MINUTE_US)?;
+        assert!(cdf(&h).is_empty(), "no samples, no table");
+        for v in 1..=10_000 {
+            h.saturating_record(v);
+        }
+        let table = cdf(&h);
+        assert_eq!(table.len(), 99 + CDF_TAIL.len());
+        assert!(
+            table
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+        );
+        assert_eq!(table.last(), Some(&(1.0, h.max())));
+        let (_, median) = table[49];
+        assert!((4990..=5010).contains(&median), "{median}");
+        Ok(())
+    }
 
     #[test]
     fn both_ranges_the_harness_uses_can_be_created() {

@@ -20,19 +20,8 @@ fn run_serves_an_outside_client_through_its_embedded_broker_and_stops_on_sigterm
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let model = synthetic_model(dir.path());
-    let mut child = Command::new(recstream_binary())
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--model"])
-        .arg(&model)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start recstream run");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let broker = broker_address(&mut lines);
+    let mut run = Run::start(&model, dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
+    let broker = run.broker.clone();
     assert!(broker.starts_with("127.0.0.1:"), "{broker}");
 
     produce(
@@ -56,10 +45,10 @@ fn run_serves_an_outside_client_through_its_embedded_broker_and_stops_on_sigterm
 
     let started = Instant::now();
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &run.child.id().to_string()])
         .status();
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = run.child.try_wait().unwrap() {
             break status;
         }
         assert!(

@@ -76,6 +76,10 @@ pub const EMBEDDED_BROKER_CPU: &str = "recstream_embedded_broker_cpu_ratio";
 pub const PREQUENTIAL_RMSE: &str = "recstream_prequential_rmse";
 /// Prequential hit rate at 10 of the learner so far.
 pub const PREQUENTIAL_HIT_RATE: &str = "recstream_prequential_hit_rate_at_10";
+/// 1 while a `component` (`worker`, `learner`) is ready, 0 otherwise: what
+/// `/readyz` says, as a series that alerts and dashboards can read (and that
+/// `recstream run`, whose `/readyz` is the worker's, reports for both).
+pub const READY: &str = "recstream_ready";
 
 const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -103,16 +107,59 @@ pub fn recorder() -> PrometheusHandle {
         .clone()
 }
 
+/// What a [`Health`] is the readiness of: the `component` label of [`READY`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Component {
+    /// A serving worker.
+    #[default]
+    Worker,
+    /// A learner.
+    Learner,
+}
+
+impl Component {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Worker => "worker",
+            Component::Learner => "learner",
+        }
+    }
+}
+
 /// Liveness and readiness flags.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
+    component: Component,
+}
+
+impl Default for Health {
+    /// A worker's health, not ready.
+    fn default() -> Self {
+        Health::new(Component::Worker)
+    }
 }
 
 impl Health {
-    /// Marks the worker ready (model loaded, group joined) or not.
+    /// Not ready yet. The [`READY`] gauge is set to 0 at once, through the
+    /// process recorder (installed here if it is not yet), so that a
+    /// component that never gets ready shows as such rather than as absent.
+    pub fn new(component: Component) -> Self {
+        recorder();
+        let health = Health {
+            ready: AtomicBool::new(false),
+            component,
+        };
+        health.set_ready(false);
+        health
+    }
+
+    /// Marks the component ready (model loaded, group joined) or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+        metrics::gauge!(READY, "component" => self.component.as_str())
+            .set(f64::from(u8::from(ready)));
     }
 
     /// True when ready.

@@ -886,6 +886,45 @@ pub fn rating_sources(users: &[&Value]) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// A `recstream run` process on its embedded broker; killed (SIGKILL) on
+/// drop if still running.
+pub struct Run {
+    pub child: Child,
+    /// The embedded broker's address, from the banner.
+    pub broker: String,
+}
+
+impl Run {
+    /// Starts `recstream run --model MODEL --data-dir DIR/data EXTRA...`
+    /// (stderr discarded) and reads the broker address from its banner.
+    pub fn start(model: &Path, dir: &Path, extra: &[&str]) -> Run {
+        let mut child = Command::new(recstream_binary())
+            .arg("run")
+            .args(extra)
+            .arg("--model")
+            .arg(model)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start recstream run");
+        let stdout = child.stdout.take().expect("stdout");
+        let broker = broker_address(&mut std::io::BufRead::lines(std::io::BufReader::new(
+            stdout,
+        )));
+        Run { child, broker }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The broker address `recstream run` prints in its banner (`  broker  HOST:PORT ...`).
 pub fn broker_address(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> String {
     lines

@@ -39,6 +39,24 @@ pub struct PrequentialReport {
     pub online: ContenderReport,
     /// Seconds the online learner spent learning, per rating.
     pub online_seconds_per_rating: f64,
+    /// Both contenders over [`WINDOWS`] consecutive slices of the replay,
+    /// oldest first: where along the timeline online learning pulls ahead,
+    /// which the totals hide (`bench/plot.py` draws it).
+    pub windows: Vec<WindowReport>,
+}
+
+/// Slices of the replay that [`PrequentialReport::windows`] reports.
+pub const WINDOWS: usize = 25;
+
+/// Accuracy within one slice of the replay (not running totals).
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowReport {
+    /// Ratings replayed up to the end of this slice.
+    pub replayed: usize,
+    /// The frozen model on this slice.
+    pub frozen: ContenderReport,
+    /// The online learner on this slice.
+    pub online: ContenderReport,
 }
 
 /// Why the evaluation could not run.
@@ -118,7 +136,11 @@ pub fn prequential(
         (PrequentialStats::default(), PrequentialStats::default());
     let mut scratch = crate::recommend::Scratch::default();
     let mut learning = std::time::Duration::ZERO;
-    for (uid, iid, value) in &timeline.future {
+    let slice = timeline.future.len().div_ceil(WINDOWS).max(1);
+    let mut windows = Vec::with_capacity(WINDOWS);
+    let (mut frozen_window, mut online_window) =
+        (PrequentialStats::default(), PrequentialStats::default());
+    for (replayed, (uid, iid, value)) in (1..).zip(&timeline.future) {
         let frozen_model = frozen.model();
         let user = frozen_model
             .users
@@ -132,16 +154,26 @@ pub fn prequential(
                 .iter()
                 .any(|x| x.iid.as_str() == iid)
         });
-        frozen_stats.record(&crate::online::Prequential {
+        let scored = crate::online::Prequential {
             predicted,
             actual: *value,
             hit_at_10: hit,
-        });
+        };
+        frozen_stats.record(&scored);
+        frozen_window.record(&scored);
         let t = std::time::Instant::now();
         if let Ok((_, p)) = online.learn(uid, iid, *value) {
             online_stats.record(&p);
+            online_window.record(&p);
         }
         learning += t.elapsed();
+        if replayed % slice == 0 || replayed == timeline.future.len() {
+            windows.push(WindowReport {
+                replayed,
+                frozen: ContenderReport::of(&std::mem::take(&mut frozen_window)),
+                online: ContenderReport::of(&std::mem::take(&mut online_window)),
+            });
+        }
     }
     let replayed = timeline.future.len();
     Ok(PrequentialReport {
@@ -150,6 +182,7 @@ pub fn prequential(
         frozen: ContenderReport::of(&frozen_stats),
         online: ContenderReport::of(&online_stats),
         online_seconds_per_rating: learning.as_secs_f64() / replayed.max(1) as f64,
+        windows,
     })
 }
 
@@ -206,6 +239,15 @@ mod tests {
         assert_eq!(report.train_ratings + report.replayed_ratings, data.len());
         assert_eq!(report.frozen.ratings, report.online.ratings);
         assert!(report.online.rmse < report.frozen.rmse, "{report:?}");
+        // The windows slice the same replay: together they are the totals.
+        assert_eq!(report.windows.len(), WINDOWS);
+        assert_eq!(
+            report.windows.last().map(|w| w.replayed),
+            Some(report.replayed_ratings)
+        );
+        let scored = |f: fn(&WindowReport) -> u64| report.windows.iter().map(f).sum::<u64>();
+        assert_eq!(scored(|w| w.frozen.ratings), report.frozen.ratings);
+        assert_eq!(scored(|w| w.online.ratings), report.online.ratings);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::config::{Checked, ConfigError, require_names};
 use crate::kafka::KafkaSettings;
-use crate::metrics::Health;
+use crate::metrics::{Component, Health};
 use crate::wire;
 
 /// What a learner needs besides the model.
@@ -64,7 +64,7 @@ impl LearnerConfig {
             snapshot_every: Duration::from_secs(60),
             update_items: true,
             max_rating_bytes: wire::DEFAULT_MAX_REQUEST_BYTES,
-            health: Arc::new(Health::default()),
+            health: Arc::new(Health::new(Component::Learner)),
         }
     }
 

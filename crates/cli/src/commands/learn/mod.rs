@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::Args;
 use recstream_core::modelfile;
 use recstream_stream::learner::{self, LearnerConfig};
-use recstream_stream::metrics::Health;
+use recstream_stream::metrics::{Component, Health};
 use recstream_stream::topics::{self, TopicSpec};
 
 use super::serve::{DEFAULT_FILES_TOPIC, model_topics, start_metrics};
@@ -165,7 +165,7 @@ pub fn run(mut args: LearnArgs) -> anyhow::Result<()> {
         topics::prepare(&settings, &args.learner.topics(args.partitions, &args.model_topic), args.create_topics, &shutdown)
             .await
             .context("checking the topics")?;
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(Component::Learner));
         start_metrics(args.metrics_addr, health.clone(), &shutdown).await?;
         let config = LearnerConfig { health, group_id: args.group_id.clone(), ..args.learner.config(settings, &args.model_topic) }
             .check()
