@@ -23,8 +23,9 @@ use recstream_broker::{Broker, BrokerConfig};
 use crate::topics::TopicSpec;
 
 /// Bytes each partition of the embedded broker keeps before it drops its
-/// oldest batches: about ten minutes of 1,000 requests a second.
-pub const RETENTION_BYTES: u64 = 64 * 1024 * 1024;
+/// oldest batches. Four partitions of each of `run`'s topics hold under 1 GiB
+/// at most, and a few minutes of 1,000 requests and ratings a second.
+pub const RETENTION_BYTES: u64 = 32 * 1024 * 1024;
 
 /// A running in-memory broker.
 #[derive(Debug)]
