@@ -81,6 +81,8 @@ pub struct BrokerStats {
     pub fetched_batches: u64,
     /// The most batches one partition returned in one fetch.
     pub max_batches_per_partition: u64,
+    /// Fetches waiting for data right now (long polls).
+    pub parked_fetches: u64,
 }
 
 /// A running broker; dropping it stops it and joins its thread.
@@ -181,6 +183,7 @@ impl Broker {
             fetched_partitions: c.fetched_partitions.load(Ordering::Relaxed),
             fetched_batches: c.fetched_batches.load(Ordering::Relaxed),
             max_batches_per_partition: c.max_batches_per_partition.load(Ordering::Relaxed),
+            parked_fetches: c.parked_fetches.load(Ordering::Relaxed),
         }
     }
 

@@ -53,6 +53,25 @@ pub(crate) struct Counters {
     pub fetched_partitions: AtomicU64,
     pub fetched_batches: AtomicU64,
     pub max_batches_per_partition: AtomicU64,
+    /// Fetches waiting for data right now.
+    pub parked_fetches: AtomicU64,
+}
+
+/// Counts a fetch as parked for as long as it lives (dropped with its
+/// future when the connection goes).
+pub(crate) struct Parked<'a>(&'a AtomicU64);
+
+impl<'a> Parked<'a> {
+    pub(crate) fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Parked(gauge)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Counters {
