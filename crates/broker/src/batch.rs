@@ -194,7 +194,10 @@ pub(crate) mod tests {
         let h = parse(&batch(3, 7, 1, 10, 1234)).unwrap();
         assert_eq!(h.records, 3);
         assert_eq!(h.last_offset_delta, 2);
-        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (7, 1, 10));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (7, 1, 10)
+        );
         assert_eq!(h.last_sequence(), 12);
         assert_eq!(h.max_timestamp, 1234);
     }
@@ -203,7 +206,10 @@ pub(crate) mod tests {
     fn refuses_truncated_corrupted_and_inconsistent_batches() {
         let good = batch(2, -1, -1, -1, 0);
         assert!(matches!(parse(&good[..40]), Err(BatchError::Length { .. })));
-        assert!(matches!(parse(&good[..good.len() - 1]), Err(BatchError::Length { .. })));
+        assert!(matches!(
+            parse(&good[..good.len() - 1]),
+            Err(BatchError::Length { .. })
+        ));
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;

@@ -262,7 +262,11 @@ impl Group {
             return;
         }
         self.protocol = self.choose_protocol();
-        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = GroupState::CompletingRebalance;
@@ -271,7 +275,13 @@ impl Group {
         let everyone: Vec<(String, Option<String>, Bytes)> = self
             .members
             .iter()
-            .map(|(id, m)| (id.clone(), m.instance_id.clone(), metadata_for(m, protocol.as_deref())))
+            .map(|(id, m)| {
+                (
+                    id.clone(),
+                    m.instance_id.clone(),
+                    metadata_for(m, protocol.as_deref()),
+                )
+            })
             .collect();
         for (id, m) in self.members.iter_mut() {
             m.last_heard = now;
@@ -284,7 +294,11 @@ impl Group {
                     protocol: protocol.clone(),
                     leader: leader.clone(),
                     member_id: id.clone(),
-                    members: if *id == leader { everyone.clone() } else { Vec::new() },
+                    members: if *id == leader {
+                        everyone.clone()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -304,10 +318,12 @@ impl Group {
         let common = common?;
         let mut votes: Vec<(&str, usize)> = common.iter().map(|n| (*n, 0)).collect();
         for m in self.members.values() {
-            if let Some(first) = m.protocols.iter().find(|(n, _)| common.contains(&n.as_str())) {
-                if let Some(v) = votes.iter_mut().find(|(n, _)| *n == first.0) {
-                    v.1 += 1;
-                }
+            let first = m
+                .protocols
+                .iter()
+                .find(|(n, _)| common.contains(&n.as_str()));
+            if let Some(v) = first.and_then(|f| votes.iter_mut().find(|(n, _)| *n == f.0)) {
+                v.1 += 1;
             }
         }
         // Ties go to the earlier protocol in the common list.
@@ -333,14 +349,14 @@ impl Group {
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 if self.members.is_empty() {
-                    self.to_empty();
+                    self.become_empty();
                 } else {
                     self.prepare_rebalance(now);
                 }
             }
             GroupState::PreparingRebalance => {
                 if self.members.is_empty() {
-                    self.to_empty();
+                    self.become_empty();
                 } else {
                     self.maybe_complete_join(now);
                 }
@@ -349,7 +365,7 @@ impl Group {
         }
     }
 
-    fn to_empty(&mut self) {
+    fn become_empty(&mut self) {
         self.state = GroupState::Empty;
         self.generation += 1;
         self.protocol = None;
@@ -423,14 +439,20 @@ impl Coordinator {
         } else {
             None
         };
-        let group = self.groups.entry(req.group.clone()).or_insert_with(Group::new);
-        if let Some(t) = &group.protocol_type {
-            if !group.members.is_empty() && *t != req.protocol_type {
-                return Reply::Now(Joined::error(
-                    ResponseError::InconsistentGroupProtocol,
-                    &req.member_id,
-                ));
-            }
+        let group = self
+            .groups
+            .entry(req.group.clone())
+            .or_insert_with(Group::new);
+        if !group.members.is_empty()
+            && group
+                .protocol_type
+                .as_ref()
+                .is_some_and(|t| *t != req.protocol_type)
+        {
+            return Reply::Now(Joined::error(
+                ResponseError::InconsistentGroupProtocol,
+                &req.member_id,
+            ));
         }
         if !group.members.is_empty()
             && !group.members.contains_key(&req.member_id)
@@ -447,7 +469,9 @@ impl Coordinator {
         }
         let member_id = match new_id {
             Some(id) if req.requires_known_member_id => {
-                group.pending_ids.insert(id.clone(), now + req.session_timeout);
+                group
+                    .pending_ids
+                    .insert(id.clone(), now + req.session_timeout);
                 return Reply::Now(Joined::error(ResponseError::MemberIdRequired, &id));
             }
             Some(id) => id,
@@ -470,7 +494,10 @@ impl Coordinator {
                 // still waiting (the client gave up on it and retried on a
                 // new connection): the old one is answered, not left silent.
                 if let Some(old) = m.pending_join.replace(tx) {
-                    let _ = old.send(Joined::error(ResponseError::RebalanceInProgress, &member_id));
+                    let _ = old.send(Joined::error(
+                        ResponseError::RebalanceInProgress,
+                        &member_id,
+                    ));
                 }
                 if let Some(old) = m.pending_sync.take() {
                     let _ = old.send(Synced::error(ResponseError::RebalanceInProgress));
@@ -566,7 +593,8 @@ impl Coordinator {
                         m.assignment = by_member.remove(id).unwrap_or_default();
                     }
                     group.state = GroupState::Stable;
-                    let (protocol_type, protocol) = (group.protocol_type.clone(), group.protocol.clone());
+                    let (protocol_type, protocol) =
+                        (group.protocol_type.clone(), group.protocol.clone());
                     for m in group.members.values_mut() {
                         if let Some(tx) = m.pending_sync.take() {
                             let _ = tx.send(Synced {
@@ -584,7 +612,13 @@ impl Coordinator {
     }
 
     /// Heartbeat: the error code to answer.
-    pub fn heartbeat(&mut self, group_id: &str, member_id: &str, generation: i32, now: Instant) -> i16 {
+    pub fn heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        now: Instant,
+    ) -> i16 {
         let Some(group) = self.groups.get_mut(group_id) else {
             return ResponseError::UnknownMemberId.code();
         };
@@ -622,7 +656,10 @@ impl Coordinator {
         generation: i32,
         now: Instant,
     ) -> Result<(), ResponseError> {
-        let group = self.groups.entry(group_id.to_string()).or_insert_with(Group::new);
+        let group = self
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(Group::new);
         if generation < 0 && group.state == GroupState::Empty {
             return Ok(());
         }
@@ -641,8 +678,13 @@ impl Coordinator {
 
     /// Stores a committed offset (after [`may_commit`](Self::may_commit)).
     pub fn commit(&mut self, group_id: &str, topic: &str, partition: i32, committed: Committed) {
-        let group = self.groups.entry(group_id.to_string()).or_insert_with(Group::new);
-        group.offsets.insert((topic.to_string(), partition), committed);
+        let group = self
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(Group::new);
+        group
+            .offsets
+            .insert((topic.to_string(), partition), committed);
     }
 
     /// A committed offset, if any.
@@ -671,7 +713,13 @@ impl Coordinator {
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
         self.groups
             .iter()
-            .map(|(id, g)| (id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state))
+            .map(|(id, g)| {
+                (
+                    id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
             .collect()
     }
 
@@ -697,7 +745,8 @@ impl Coordinator {
         })
     }
 
-    /// State and generation of a group (tests and stats).
+    /// State, generation and member count of a group.
+    #[cfg(test)]
     pub fn state(&self, group_id: &str) -> Option<(GroupState, i32, usize)> {
         self.groups
             .get(group_id)
@@ -728,7 +777,10 @@ mod tests {
             session_timeout: SESSION,
             rebalance_timeout: Duration::from_secs(60),
             protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), Bytes::from_static(b"r")), ("roundrobin".into(), Bytes::new())],
+            protocols: vec![
+                ("range".into(), Bytes::from_static(b"r")),
+                ("roundrobin".into(), Bytes::new()),
+            ],
             requires_known_member_id: false,
         }
     }
@@ -755,23 +807,44 @@ mod tests {
         assert_eq!((a.error, a.generation), (0, 1));
         assert_eq!(a.leader, a.member_id, "the only member leads");
         assert_eq!(a.protocol.as_deref(), Some("range"));
-        let s = answered(c.sync("g", &a.member_id, 1, vec![(a.member_id.clone(), Bytes::from_static(b"all"))], t0));
+        let s = answered(c.sync(
+            "g",
+            &a.member_id,
+            1,
+            vec![(a.member_id.clone(), Bytes::from_static(b"all"))],
+            t0,
+        ));
         assert_eq!(s.assignment, Bytes::from_static(b"all"));
         assert_eq!(c.state("g").unwrap().0, GroupState::Stable);
 
         let mut b = pending(c.join(join_req(""), t0));
-        assert_eq!(c.heartbeat("g", &a.member_id, 1, t0), ResponseError::RebalanceInProgress.code());
+        assert_eq!(
+            c.heartbeat("g", &a.member_id, 1, t0),
+            ResponseError::RebalanceInProgress.code()
+        );
         let a2 = answered(c.join(join_req(&a.member_id), t0));
         let b2 = b.try_recv().unwrap();
         assert_eq!((a2.generation, b2.generation), (2, 2));
         assert_eq!(a2.members.len(), 2, "the leader sees every member");
         assert!(b2.members.is_empty());
         let mut bs = pending(c.sync("g", &b2.member_id, 2, vec![], t0));
-        assert_eq!(c.heartbeat("g", &a.member_id, 1, t0), ResponseError::IllegalGeneration.code());
-        let assign = vec![(a.member_id.clone(), Bytes::from_static(b"a")), (b2.member_id.clone(), Bytes::from_static(b"b"))];
-        assert_eq!(answered(c.sync("g", &a.member_id, 2, assign, t0)).assignment, Bytes::from_static(b"a"));
+        assert_eq!(
+            c.heartbeat("g", &a.member_id, 1, t0),
+            ResponseError::IllegalGeneration.code()
+        );
+        let assign = vec![
+            (a.member_id.clone(), Bytes::from_static(b"a")),
+            (b2.member_id.clone(), Bytes::from_static(b"b")),
+        ];
+        assert_eq!(
+            answered(c.sync("g", &a.member_id, 2, assign, t0)).assignment,
+            Bytes::from_static(b"a")
+        );
         assert_eq!(bs.try_recv().unwrap().assignment, Bytes::from_static(b"b"));
-        assert_eq!(c.heartbeat("g", "nobody", 2, t0), ResponseError::UnknownMemberId.code());
+        assert_eq!(
+            c.heartbeat("g", "nobody", 2, t0),
+            ResponseError::UnknownMemberId.code()
+        );
     }
 
     #[test]
@@ -788,8 +861,14 @@ mod tests {
         assert_eq!(c.heartbeat("g", &a.member_id, 2, t1), 0);
         c.tick(t0 + SESSION + Duration::from_millis(1));
         assert_eq!(c.state("g").unwrap().2, 1, "b expired");
-        assert_eq!(c.heartbeat("g", &b2.member_id, 2, t1), ResponseError::UnknownMemberId.code());
-        assert_eq!(c.heartbeat("g", &a.member_id, 2, t1), ResponseError::RebalanceInProgress.code());
+        assert_eq!(
+            c.heartbeat("g", &b2.member_id, 2, t1),
+            ResponseError::UnknownMemberId.code()
+        );
+        assert_eq!(
+            c.heartbeat("g", &a.member_id, 2, t1),
+            ResponseError::RebalanceInProgress.code()
+        );
         let a3 = answered(c.join(join_req(&a.member_id), t1));
         assert_eq!((a3.error, a3.generation, a3.members.len()), (0, 3, 1));
     }
@@ -805,7 +884,11 @@ mod tests {
         assert!(b.try_recv().is_err(), "still waiting for a");
         c.tick(t0 + SESSION + Duration::from_millis(1));
         let b2 = b.try_recv().unwrap();
-        assert_eq!((b2.error, b2.members.len()), (0, 1), "b alone, well before the 60 s rebalance timeout");
+        assert_eq!(
+            (b2.error, b2.members.len()),
+            (0, 1),
+            "b alone, well before the 60 s rebalance timeout"
+        );
     }
 
     #[test]
@@ -822,9 +905,16 @@ mod tests {
         let _c = pending(c.join(join_req(""), t0));
         let mut first = pending(c.join(join_req(&a.member_id), t0));
         let mut second = pending(c.join(join_req(&a.member_id), t0));
-        assert_eq!(first.try_recv().unwrap().error, ResponseError::RebalanceInProgress.code());
+        assert_eq!(
+            first.try_recv().unwrap().error,
+            ResponseError::RebalanceInProgress.code()
+        );
         answered(c.join(join_req(&b.member_id), t0));
-        assert_eq!(second.try_recv().unwrap().error, 0, "the second is the one that counts");
+        assert_eq!(
+            second.try_recv().unwrap().error,
+            0,
+            "the second is the one that counts"
+        );
     }
 
     #[test]
@@ -838,24 +928,51 @@ mod tests {
         req.member_id = first.member_id.clone();
         assert_eq!(answered(c.join(req.clone(), t0)).error, 0);
         req.member_id = "made-up".into();
-        assert_eq!(answered(c.join(req, t0)).error, ResponseError::UnknownMemberId.code());
+        assert_eq!(
+            answered(c.join(req, t0)).error,
+            ResponseError::UnknownMemberId.code()
+        );
     }
 
     #[test]
     fn commits_check_membership_and_generation() {
         let mut c = Coordinator::new();
         let t0 = Instant::now();
-        assert!(c.may_commit("g", "", -1, t0).is_ok(), "an empty group takes simple commits");
+        assert!(
+            c.may_commit("g", "", -1, t0).is_ok(),
+            "an empty group takes simple commits"
+        );
         let a = answered(c.join(join_req(""), t0));
-        assert_eq!(c.may_commit("g", &a.member_id, 1, t0), Err(ResponseError::RebalanceInProgress));
+        assert_eq!(
+            c.may_commit("g", &a.member_id, 1, t0),
+            Err(ResponseError::RebalanceInProgress)
+        );
         answered(c.sync("g", &a.member_id, 1, vec![], t0));
-        assert_eq!(c.may_commit("g", &a.member_id, 0, t0), Err(ResponseError::IllegalGeneration));
-        assert_eq!(c.may_commit("g", "x", 1, t0), Err(ResponseError::UnknownMemberId));
+        assert_eq!(
+            c.may_commit("g", &a.member_id, 0, t0),
+            Err(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            c.may_commit("g", "x", 1, t0),
+            Err(ResponseError::UnknownMemberId)
+        );
         assert!(c.may_commit("g", &a.member_id, 1, t0).is_ok());
-        c.commit("g", "t", 0, Committed { offset: 42, metadata: None });
+        c.commit(
+            "g",
+            "t",
+            0,
+            Committed {
+                offset: 42,
+                metadata: None,
+            },
+        );
         assert_eq!(c.committed("g", "t", 0).unwrap().offset, 42);
         assert_eq!(c.leave("g", &a.member_id, t0), 0);
         assert_eq!(c.state("g").unwrap().0, GroupState::Empty);
-        assert_eq!(c.committed("g", "t", 0).unwrap().offset, 42, "offsets outlive members");
+        assert_eq!(
+            c.committed("g", "t", 0).unwrap().offset,
+            42,
+            "offsets outlive members"
+        );
     }
 }

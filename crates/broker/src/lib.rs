@@ -98,14 +98,17 @@ impl Broker {
     /// Binds `config.listen` and starts serving on the broker's own thread.
     pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let checked = config.check()?;
-        let std_listener = std::net::TcpListener::bind(checked.listen).map_err(|source| BrokerError::Bind {
-            addr: checked.listen,
-            source,
-        })?;
-        let addr = std_listener.local_addr().map_err(|source| BrokerError::Bind {
-            addr: checked.listen,
-            source,
-        })?;
+        let std_listener =
+            std::net::TcpListener::bind(checked.listen).map_err(|source| BrokerError::Bind {
+                addr: checked.listen,
+                source,
+            })?;
+        let addr = std_listener
+            .local_addr()
+            .map_err(|source| BrokerError::Bind {
+                addr: checked.listen,
+                source,
+            })?;
         std_listener
             .set_nonblocking(true)
             .map_err(|source| BrokerError::Bind { addr, source })?;
@@ -138,7 +141,11 @@ impl Broker {
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        format!("{}:{}", self.shared.config.advertised_host, self.addr.port())
+        format!(
+            "{}:{}",
+            self.shared.config.advertised_host,
+            self.addr.port()
+        )
     }
 
     /// The address it listens on.
@@ -159,7 +166,13 @@ impl Broker {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         lock(&self.shared.topics)
-            .create(name, partitions, configs, self.shared.config.retention_bytes, false)
+            .create(
+                name,
+                partitions,
+                configs,
+                self.shared.config.retention_bytes,
+                false,
+            )
             .map_err(|reason| BrokerError::Topic {
                 topic: name.to_string(),
                 reason,
@@ -202,10 +215,10 @@ impl Broker {
 
     fn stop(&mut self) {
         let _ = self.control.send(Control::Stop);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the broker thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the broker thread panicked");
         }
     }
 }

@@ -125,18 +125,21 @@ impl PartitionLog {
 
     /// Stores one validated batch (`bytes` as the producer sent it, `header`
     /// parsed from it), applying the idempotent-producer rules.
-    pub fn append(&mut self, header: &BatchHeader, bytes: &[u8]) -> Result<Appended, ResponseError> {
-        if header.producer_id >= 0 {
-            if let Some(done) = self.check_sequence(header)? {
-                return Ok(done);
-            }
+    pub fn append(
+        &mut self,
+        header: &BatchHeader,
+        bytes: &[u8],
+    ) -> Result<Appended, ResponseError> {
+        if header.producer_id >= 0
+            && let Some(done) = self.check_sequence(header)?
+        {
+            return Ok(done);
         }
         let base = self.log_end;
         let last = base + i64::from(header.last_offset_delta);
-        let max_so_far = self
-            .batches
-            .back()
-            .map_or(header.max_timestamp, |b| b.max_timestamp_so_far.max(header.max_timestamp));
+        let max_so_far = self.batches.back().map_or(header.max_timestamp, |b| {
+            b.max_timestamp_so_far.max(header.max_timestamp)
+        });
         let stored = batch::with_base_offset(bytes, base);
         self.stored_bytes += stored.len() as u64;
         self.batches.push_back(StoredBatch {
@@ -287,14 +290,20 @@ mod tests {
         // Offset 151 lies inside the batch 150..=152: that batch comes first.
         let read = log.read(151, usize::MAX).unwrap();
         assert_eq!(read.batches.len(), 50);
-        assert_eq!(i64::from_be_bytes(read.batches[0][..8].try_into().unwrap()), 150);
+        assert_eq!(
+            i64::from_be_bytes(read.batches[0][..8].try_into().unwrap()),
+            150
+        );
         // A budget smaller than one batch still returns that one batch.
         let one = log.read(0, 1).unwrap();
         assert_eq!(one.batches.len(), 1);
         let len = one.bytes;
         assert_eq!(log.read(0, 3 * len).unwrap().batches.len(), 3);
         assert!(log.read(300, usize::MAX).unwrap().batches.is_empty());
-        assert_eq!(log.read(301, 10).unwrap_err(), ResponseError::OffsetOutOfRange);
+        assert_eq!(
+            log.read(301, 10).unwrap_err(),
+            ResponseError::OffsetOutOfRange
+        );
     }
 
     #[test]
@@ -308,7 +317,10 @@ mod tests {
         assert_eq!(stats.batches, 10);
         assert_eq!(stats.log_start_offset, 15);
         assert_eq!(stats.log_end_offset, 25);
-        assert_eq!(log.read(3, 100).unwrap_err(), ResponseError::OffsetOutOfRange);
+        assert_eq!(
+            log.read(3, 100).unwrap_err(),
+            ResponseError::OffsetOutOfRange
+        );
         assert_eq!(log.read(15, usize::MAX).unwrap().batches.len(), 10);
     }
 
@@ -319,7 +331,13 @@ mod tests {
         assert_eq!(append(&mut log, &first).unwrap().base_offset, 0);
         append(&mut log, &batch(2, 9, 0, 2, 0)).unwrap();
         let again = append(&mut log, &first).unwrap();
-        assert_eq!(again, Appended { base_offset: 0, duplicate: true });
+        assert_eq!(
+            again,
+            Appended {
+                base_offset: 0,
+                duplicate: true
+            }
+        );
         assert_eq!(log.log_end(), 4);
     }
 

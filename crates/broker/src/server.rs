@@ -85,7 +85,8 @@ impl Counters {
 
     pub(crate) fn record_fetch(&self, batches: usize) {
         self.fetched_partitions.fetch_add(1, Ordering::Relaxed);
-        self.fetched_batches.fetch_add(batches as u64, Ordering::Relaxed);
+        self.fetched_batches
+            .fetch_add(batches as u64, Ordering::Relaxed);
         self.max_batches_per_partition
             .fetch_max(batches as u64, Ordering::Relaxed);
     }
@@ -125,7 +126,11 @@ impl Shared {
 }
 
 /// Serves until told to stop.
-pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, mut control: watch::Receiver<Control>) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut control: watch::Receiver<Control>,
+) {
     let addr = SocketAddr::from((shared.config.listen.ip(), shared.port));
     let ticker = tokio::spawn(tick_groups(shared.clone()));
     let mut listener = Some(listener);
@@ -204,7 +209,10 @@ pub(crate) enum FrameError {
 /// One length-prefixed frame, or `None` at a clean end of stream. The
 /// buffer grows as bytes arrive, so a size on the wire never allocates
 /// more than was actually sent (plus one read chunk).
-pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Bytes>, FrameError> {
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -212,7 +220,10 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> R
         Err(e) => return Err(e.into()),
     }
     let size = i32::from_be_bytes(len);
-    let want = usize::try_from(size).ok().filter(|s| *s <= max).ok_or(FrameError::Size(size, max))?;
+    let want = usize::try_from(size)
+        .ok()
+        .filter(|s| *s <= max)
+        .ok_or(FrameError::Size(size, max))?;
     let mut buf = Vec::with_capacity(want.min(READ_CHUNK));
     r.take(want as u64).read_to_end(&mut buf).await?;
     if buf.len() != want {
@@ -221,7 +232,12 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> R
     Ok(Some(Bytes::from(buf)))
 }
 
-async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, mut control: watch::Receiver<Control>) {
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut control: watch::Receiver<Control>,
+) {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);

@@ -62,7 +62,9 @@ impl Topics {
             return Err(ResponseError::InvalidPartitions);
         }
         if !validate_only {
-            let logs = (0..partitions).map(|_| PartitionLog::new(retention_bytes)).collect();
+            let logs = (0..partitions)
+                .map(|_| PartitionLog::new(retention_bytes))
+                .collect();
             self.topics.insert(
                 name.to_string(),
                 Topic {
@@ -83,7 +85,11 @@ impl Topics {
     pub fn partition(&self, topic: &str, index: i32) -> Result<&PartitionLog, ResponseError> {
         self.topics
             .get(topic)
-            .and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))
+            .and_then(|t| {
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            })
             .ok_or(ResponseError::UnknownTopicOrPartition)
     }
 
@@ -95,7 +101,11 @@ impl Topics {
     ) -> Result<&mut PartitionLog, ResponseError> {
         self.topics
             .get_mut(topic)
-            .and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get_mut(i)))
+            .and_then(|t| {
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| t.partitions.get_mut(i))
+            })
             .ok_or(ResponseError::UnknownTopicOrPartition)
     }
 
@@ -120,9 +130,15 @@ mod tests {
     #[test]
     fn partition_counts_are_bounded_and_names_unique() {
         let mut t = Topics::default();
-        assert_eq!(t.create("a", 0, BTreeMap::new(), 1, false), Err(ResponseError::InvalidPartitions));
+        assert_eq!(
+            t.create("a", 0, BTreeMap::new(), 1, false),
+            Err(ResponseError::InvalidPartitions)
+        );
         t.create("a", 2, BTreeMap::new(), 1, false).unwrap();
-        assert_eq!(t.create("a", 2, BTreeMap::new(), 1, false), Err(ResponseError::TopicAlreadyExists));
+        assert_eq!(
+            t.create("a", 2, BTreeMap::new(), 1, false),
+            Err(ResponseError::TopicAlreadyExists)
+        );
         t.create("b", 2, BTreeMap::new(), 1, true).unwrap();
         assert!(t.get("b").is_none(), "validate_only creates nothing");
         assert!(t.partition("a", 1).is_ok());

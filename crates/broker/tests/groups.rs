@@ -24,7 +24,9 @@ fn two_consumers_share_four_partitions_and_a_survivor_takes_them_all() {
     broker.create_topic("t", 4, &[]).unwrap();
     let a = consumer(&broker, "g", &[]);
     a.subscribe(&["t"]).unwrap();
-    poll_until(&a, Duration::from_secs(30), "a alone owns all 4", |_| assigned(&a) == vec![0, 1, 2, 3]);
+    poll_until(&a, Duration::from_secs(30), "a alone owns all 4", |_| {
+        assigned(&a) == vec![0, 1, 2, 3]
+    });
     let mut b = Member::spawn("member_process", &broker, "g", "t");
     let mut last = (Vec::new(), Vec::new());
     poll_until(&a, Duration::from_secs(60), "a 2+2 split", |_| {
@@ -43,7 +45,9 @@ fn two_consumers_share_four_partitions_and_a_survivor_takes_them_all() {
     // b is killed: no LeaveGroup. The coordinator must expire it at its
     // session timeout and hand its partitions to a.
     b.kill();
-    poll_until(&a, Duration::from_secs(60), "a owning all 4 again", |_| assigned(&a) == vec![0, 1, 2, 3]);
+    poll_until(&a, Duration::from_secs(60), "a owning all 4 again", |_| {
+        assigned(&a) == vec![0, 1, 2, 3]
+    });
 }
 
 #[test]
@@ -52,7 +56,9 @@ fn a_new_consumer_resumes_after_the_last_commit() {
     broker.create_topic("t", 1, &[]).unwrap();
     let p = producer(&broker, &[]);
     for i in 0..20 {
-        p.send(BaseRecord::<(), str>::to("t").payload(&i.to_string())).map_err(|(e, _)| e).unwrap();
+        p.send(BaseRecord::<(), str>::to("t").payload(&i.to_string()))
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
     flush(&p);
     {
@@ -79,7 +85,11 @@ fn a_new_consumer_resumes_after_the_last_commit() {
         }
         first.is_some()
     });
-    assert_eq!(first, Some(12), "resumed right after the committed message (offset 11)");
+    assert_eq!(
+        first,
+        Some(12),
+        "resumed right after the committed message (offset 11)"
+    );
 }
 
 #[test]
@@ -89,7 +99,12 @@ fn the_broker_survives_members_killed_and_restarted_every_cycle() {
     let p = producer(&broker, &[]);
     let steady = consumer(&broker, "g", &[]);
     steady.subscribe(&["t"]).unwrap();
-    poll_until(&steady, Duration::from_secs(30), "the first assignment", |_| assigned(&steady).len() == 4);
+    poll_until(
+        &steady,
+        Duration::from_secs(30),
+        "the first assignment",
+        |_| assigned(&steady).len() == 4,
+    );
     let mut received = 0u64;
     let mut sent = 0u64;
     for cycle in 0..20 {
@@ -104,29 +119,46 @@ fn the_broker_survives_members_killed_and_restarted_every_cycle() {
             if !churner.latest().is_empty() {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "cycle {cycle}: the churner never joined");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cycle {cycle}: the churner never joined"
+            );
         }
-        p.send(BaseRecord::<(), str>::to("t").payload("x")).map_err(|(e, _)| e).unwrap();
+        p.send(BaseRecord::<(), str>::to("t").payload("x"))
+            .map_err(|(e, _)| e)
+            .unwrap();
         sent += 1;
         p.poll(Duration::ZERO);
         churner.kill();
     }
     flush(&p);
-    poll_until(&steady, Duration::from_secs(60), "the last member owning all 4", |m| {
-        if m.is_some() {
-            received += 1;
-        }
-        assigned(&steady) == vec![0, 1, 2, 3]
-    });
+    poll_until(
+        &steady,
+        Duration::from_secs(60),
+        "the last member owning all 4",
+        |m| {
+            if m.is_some() {
+                received += 1;
+            }
+            assigned(&steady) == vec![0, 1, 2, 3]
+        },
+    );
     // The broker still answers: a fresh client gets metadata and the
     // surviving member is still consuming.
     let probe = consumer(&broker, "probe", &[]);
-    let md = probe.fetch_metadata(Some("t"), Duration::from_secs(10)).unwrap();
+    let md = probe
+        .fetch_metadata(Some("t"), Duration::from_secs(10))
+        .unwrap();
     assert_eq!(md.topics()[0].partitions().len(), 4);
-    poll_until(&steady, Duration::from_secs(60), "every message sent during the churn", |m| {
-        if m.is_some() {
-            received += 1;
-        }
-        received >= sent
-    });
+    poll_until(
+        &steady,
+        Duration::from_secs(60),
+        "every message sent during the churn",
+        |m| {
+            if m.is_some() {
+                received += 1;
+            }
+            received >= sent
+        },
+    );
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
 use kafka_protocol::messages::create_topics_request::CreateTopicsRequest;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicResult, CreateTopicsResponse};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicResult, CreateTopicsResponse,
+};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsRequest;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
@@ -75,7 +77,8 @@ pub(super) fn metadata(shared: &Shared, req: MetadataRequest, version: i16) -> M
             .collect(),
     };
     // Before v4 a topic's absence always created it (if the broker allows).
-    let may_create = shared.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let may_create =
+        shared.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         if topics.get(&name).is_none() && may_create && topics::valid_name(&name) {
@@ -128,7 +131,11 @@ pub(super) fn metadata(shared: &Shared, req: MetadataRequest, version: i16) -> M
 }
 
 /// CreateTopics, honouring `validate_only`.
-pub(super) fn create_topics(shared: &Shared, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub(super) fn create_topics(
+    shared: &Shared,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut topics = lock(&shared.topics);
     let results = req
         .topics
@@ -142,7 +149,12 @@ pub(super) fn create_topics(shared: &Shared, req: CreateTopicsRequest, version: 
             let configs: BTreeMap<String, String> = t
                 .configs
                 .iter()
-                .filter_map(|c| Some((c.name.as_str().to_string(), c.value.as_ref()?.as_str().to_string())))
+                .filter_map(|c| {
+                    Some((
+                        c.name.as_str().to_string(),
+                        c.value.as_ref()?.as_str().to_string(),
+                    ))
+                })
                 .collect();
             let outcome = if !matches!(t.replication_factor, -1 | 1) {
                 Err(ResponseError::InvalidReplicationFactor)
@@ -239,7 +251,10 @@ pub(super) fn describe_configs(
 }
 
 /// InitProducerId for idempotent producers (transactional ids refused).
-pub(super) fn init_producer_id(shared: &Shared, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub(super) fn init_producer_id(
+    shared: &Shared,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default();
     if req.transactional_id.is_some() {
         return resp
@@ -247,10 +262,13 @@ pub(super) fn init_producer_id(shared: &Shared, req: InitProducerIdRequest) -> I
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }
-    if req.producer_id.0 >= 0 && req.producer_id.0 < shared.next_producer_id.load(Ordering::Relaxed) {
+    if req.producer_id.0 >= 0 && req.producer_id.0 < shared.next_producer_id.load(Ordering::Relaxed)
+    {
         // KIP-360: a producer bumps its own epoch after a fatal error.
         let epoch = req.producer_epoch.checked_add(1).unwrap_or(0);
-        return resp.with_producer_id(req.producer_id).with_producer_epoch(epoch);
+        return resp
+            .with_producer_id(req.producer_id)
+            .with_producer_epoch(epoch);
     }
     let id = shared.next_producer_id.fetch_add(1, Ordering::Relaxed);
     resp.with_producer_id(ProducerId(id)).with_producer_epoch(0)

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchRequest;
-use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
@@ -30,7 +32,11 @@ use crate::server::{Parked, Shared, lock};
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Produce: `None` for acks=0 (no response is sent).
-pub(super) fn produce(shared: &Shared, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+pub(super) fn produce(
+    shared: &Shared,
+    req: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
     let acks_valid = matches!(req.acks, -1..=1);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended = false;
@@ -109,7 +115,8 @@ pub(super) async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> F
         // Fetch sessions are not kept: every fetch must be a full one. A
         // client that still sends an incremental one is told so and falls
         // back to full fetches.
-        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
     let wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
@@ -120,7 +127,8 @@ pub(super) async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> F
         let arrived = shared.data_arrived.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
-        if let Some(resp) = try_fetch(shared, &req, version, min_bytes, Instant::now() >= deadline) {
+        if let Some(resp) = try_fetch(shared, &req, version, min_bytes, Instant::now() >= deadline)
+        {
             return resp;
         }
         let parked = Parked::new(&shared.stats.parked_fetches);
@@ -182,7 +190,9 @@ fn try_fetch(
                     if version >= 5 {
                         data.log_start_offset = log.log_start();
                     }
-                    let max = usize::try_from(p.partition_max_bytes).unwrap_or(0).min(budget);
+                    let max = usize::try_from(p.partition_max_bytes)
+                        .unwrap_or(0)
+                        .min(budget);
                     // The first batch of the response goes out whatever its
                     // size (KIP-74), so that no consumer is stuck behind it.
                     let read = if max == 0 && any {
@@ -226,7 +236,11 @@ fn concat(batches: &[Bytes], len: usize) -> Bytes {
 }
 
 /// ListOffsets: earliest (-2), latest (-1) or by timestamp.
-pub(super) fn list_offsets(shared: &Shared, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub(super) fn list_offsets(
+    shared: &Shared,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let topics = lock(&shared.topics);
     let responses = req
         .topics

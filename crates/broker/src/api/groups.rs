@@ -58,7 +58,10 @@ pub(super) async fn join(
         let join = Join {
             group: req.group_id.0.as_str().to_string(),
             member_id: member_id.clone(),
-            instance_id: req.group_instance_id.as_ref().map(|s| s.as_str().to_string()),
+            instance_id: req
+                .group_instance_id
+                .as_ref()
+                .map(|s| s.as_str().to_string()),
             client_id: client_id.to_string(),
             client_host: peer.to_string(),
             session_timeout: millis(req.session_timeout_ms),
@@ -127,7 +130,11 @@ fn error_joined(e: ResponseError, member_id: &str) -> Joined {
     }
 }
 
-pub(super) async fn sync(shared: &Shared, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+pub(super) async fn sync(
+    shared: &Shared,
+    req: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
     let assignments = req
         .assignments
         .into_iter()
@@ -217,7 +224,10 @@ pub(super) fn offset_commit(shared: &Shared, req: OffsetCommitRequest) -> Offset
                                 p.partition_index,
                                 Committed {
                                     offset: p.committed_offset,
-                                    metadata: p.committed_metadata.as_ref().map(|m| m.as_str().to_string()),
+                                    metadata: p
+                                        .committed_metadata
+                                        .as_ref()
+                                        .map(|m| m.as_str().to_string()),
                                 },
                             );
                             0
@@ -236,7 +246,11 @@ pub(super) fn offset_commit(shared: &Shared, req: OffsetCommitRequest) -> Offset
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-pub(super) fn offset_fetch(shared: &Shared, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub(super) fn offset_fetch(
+    shared: &Shared,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     let group = req.group_id.0.as_str();
     let groups = lock(&shared.groups);
     let partition = |index: i32, c: Option<Committed>| {
@@ -288,7 +302,8 @@ pub(super) fn list(shared: &Shared, req: ListGroupsRequest, version: i16) -> Lis
         .list()
         .into_iter()
         .filter(|(_, _, state)| {
-            req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str() == state.name())
+            req.states_filter.is_empty()
+                || req.states_filter.iter().any(|s| s.as_str() == state.name())
         })
         .map(|(id, protocol_type, state)| {
             let mut g = ListedGroup::default()
@@ -303,7 +318,11 @@ pub(super) fn list(shared: &Shared, req: ListGroupsRequest, version: i16) -> Lis
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub(super) fn describe(shared: &Shared, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+pub(super) fn describe(
+    shared: &Shared,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
     let coordinator = lock(&shared.groups);
     let groups = req
         .groups

@@ -4,13 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, FetchRequest, JoinGroupRequest, MetadataRequest, OffsetCommitRequest, ProduceRequest,
     RequestHeader, SyncGroupRequest, TopicName,
 };
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::protocol::Encodable;
 use proptest::prelude::*;
 
@@ -33,7 +33,9 @@ fn frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Vec<u8> {
         .with_correlation_id(7)
         .with_client_id(Some(str_bytes("hostile")));
     let mut buf = BytesMut::new();
-    header.encode(&mut buf, key.request_header_version(version)).unwrap();
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
     body.encode(&mut buf, version).unwrap();
     buf.to_vec()
 }
@@ -44,20 +46,34 @@ fn seeds() -> Vec<Vec<u8>> {
     let produce = ProduceRequest::default().with_acks(1).with_topic_data(vec![
         TopicProduceData::default()
             .with_name(TopicName(str_bytes("t")))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))]),
+            .with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch)),
+            ]),
     ]);
-    let fetch = FetchRequest::default().with_max_wait_ms(100).with_max_bytes(1 << 20).with_topics(vec![
-        FetchTopic::default().with_topic(TopicName(str_bytes("t"))).with_partitions(vec![
-            FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20),
-        ]),
-    ]);
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(str_bytes("t")))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
     let join = JoinGroupRequest::default()
         .with_group_id(kafka_protocol::messages::GroupId(str_bytes("g")))
         .with_session_timeout_ms(3000)
         .with_rebalance_timeout_ms(3000)
         .with_protocol_type(str_bytes("consumer"))
-        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(str_bytes("range"))]);
-    let sync = SyncGroupRequest::default().with_group_id(kafka_protocol::messages::GroupId(str_bytes("g")));
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default().with_name(str_bytes("range")),
+        ]);
+    let sync = SyncGroupRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(str_bytes("g")));
     let mut out = Vec::new();
     for v in [3, 7, 9] {
         out.push(frame(ApiKey::Produce, v, &produce));
@@ -72,7 +88,11 @@ fn seeds() -> Vec<Vec<u8>> {
         out.push(frame(ApiKey::JoinGroup, v, &join));
     }
     out.push(frame(ApiKey::SyncGroup, 3, &sync));
-    out.push(frame(ApiKey::OffsetCommit, 8, &OffsetCommitRequest::default()));
+    out.push(frame(
+        ApiKey::OffsetCommit,
+        8,
+        &OffsetCommitRequest::default(),
+    ));
     out
 }
 
@@ -106,8 +126,12 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8)).prop_map(|(i, b)| Mutation::Insert(i, b)),
-        (any::<usize>(), prop_oneof![Just(i32::MAX), Just(-2), Just(1 << 20), any::<i32>()])
+        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
+            .prop_map(|(i, b)| Mutation::Insert(i, b)),
+        (
+            any::<usize>(),
+            prop_oneof![Just(i32::MAX), Just(-2), Just(1 << 20), any::<i32>()]
+        )
             .prop_map(|(i, n)| Mutation::BigCount(i, n)),
     ]
 }
@@ -188,9 +212,16 @@ fn the_seeds_are_answered_when_intact() {
     // gets a reply, so mutations start from real requests.
     let shared = shared();
     for (i, s) in seeds().into_iter().enumerate() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
         let out = rt.block_on(handle(&shared, Bytes::from(s), "127.0.0.1"));
-        assert!(matches!(out, Ok(super::Outcome::Reply(_))), "seed {i}: {out:?}");
+        assert!(
+            matches!(out, Ok(super::Outcome::Reply(_))),
+            "seed {i}: {out:?}"
+        );
     }
 }
 
@@ -218,29 +249,46 @@ mod schemas {
     fn filled(key: ApiKey, v: i16) -> Option<Vec<u8>> {
         match key {
             ApiKey::Produce => body(
-                &ProduceRequest::default().with_transactional_id(Some(TransactionalId(str_bytes("x")))).with_topic_data(vec![
-                    produce_request::TopicProduceData::default().with_name(topic()).with_partition_data(vec![
-                        produce_request::PartitionProduceData::default().with_records(Some(Bytes::from_static(b"abc"))),
-                        produce_request::PartitionProduceData::default(),
+                &ProduceRequest::default()
+                    .with_transactional_id(Some(TransactionalId(str_bytes("x"))))
+                    .with_topic_data(vec![
+                        produce_request::TopicProduceData::default()
+                            .with_name(topic())
+                            .with_partition_data(vec![
+                                produce_request::PartitionProduceData::default()
+                                    .with_records(Some(Bytes::from_static(b"abc"))),
+                                produce_request::PartitionProduceData::default(),
+                            ]),
                     ]),
-                ]),
                 v,
             ),
             ApiKey::Fetch => {
-                let topics = vec![fetch_request::FetchTopic::default().with_topic(topic()).with_partitions(vec![
-                    fetch_request::FetchPartition::default(),
-                    fetch_request::FetchPartition::default().with_partition(1),
-                ])];
-                let with_forgotten = FetchRequest::default().with_topics(topics.clone()).with_forgotten_topics_data(vec![
-                    fetch_request::ForgottenTopic::default().with_topic(topic()).with_partitions(vec![1, 2]),
-                ]);
-                body(&with_forgotten, v).or_else(|| body(&FetchRequest::default().with_topics(topics), v))
+                let topics = vec![
+                    fetch_request::FetchTopic::default()
+                        .with_topic(topic())
+                        .with_partitions(vec![
+                            fetch_request::FetchPartition::default(),
+                            fetch_request::FetchPartition::default().with_partition(1),
+                        ]),
+                ];
+                let with_forgotten = FetchRequest::default()
+                    .with_topics(topics.clone())
+                    .with_forgotten_topics_data(vec![
+                        fetch_request::ForgottenTopic::default()
+                            .with_topic(topic())
+                            .with_partitions(vec![1, 2]),
+                    ]);
+                body(&with_forgotten, v)
+                    .or_else(|| body(&FetchRequest::default().with_topics(topics), v))
             }
             ApiKey::ListOffsets => body(
                 &ListOffsetsRequest::default().with_topics(vec![
-                    list_offsets_request::ListOffsetsTopic::default().with_name(topic()).with_partitions(vec![
-                        list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1),
-                    ]),
+                    list_offsets_request::ListOffsetsTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            list_offsets_request::ListOffsetsPartition::default()
+                                .with_timestamp(-1),
+                        ]),
                 ]),
                 v,
             ),
@@ -252,23 +300,29 @@ mod schemas {
             ),
             ApiKey::OffsetCommit => body(
                 &OffsetCommitRequest::default().with_topics(vec![
-                    offset_commit_request::OffsetCommitRequestTopic::default().with_name(topic()).with_partitions(vec![
-                        offset_commit_request::OffsetCommitRequestPartition::default()
-                            .with_committed_metadata(Some(str_bytes("m"))),
-                    ]),
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_committed_metadata(Some(str_bytes("m"))),
+                        ]),
                 ]),
                 v,
             ),
             ApiKey::OffsetFetch => body(
                 &OffsetFetchRequest::default().with_topics(Some(vec![
-                    offset_fetch_request::OffsetFetchRequestTopic::default().with_name(topic()).with_partition_indexes(vec![0, 1]),
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0, 1]),
                 ])),
                 v,
             ),
             ApiKey::JoinGroup => body(
                 &JoinGroupRequest::default().with_protocols(vec![
-                    join_group_request::JoinGroupRequestProtocol::default().with_name(str_bytes("range")),
-                    join_group_request::JoinGroupRequestProtocol::default().with_metadata(Bytes::from_static(b"md")),
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_name(str_bytes("range")),
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_metadata(Bytes::from_static(b"md")),
                 ]),
                 v,
             ),
@@ -287,16 +341,21 @@ mod schemas {
                 v,
             ),
             ApiKey::DescribeGroups => body(
-                &DescribeGroupsRequest::default().with_groups(vec![GroupId(str_bytes("g")), GroupId(str_bytes("h"))]),
+                &DescribeGroupsRequest::default()
+                    .with_groups(vec![GroupId(str_bytes("g")), GroupId(str_bytes("h"))]),
                 v,
             ),
-            ApiKey::ListGroups => body(&ListGroupsRequest::default().with_states_filter(vec![str_bytes("Stable")]), v),
+            ApiKey::ListGroups => body(
+                &ListGroupsRequest::default().with_states_filter(vec![str_bytes("Stable")]),
+                v,
+            ),
             ApiKey::CreateTopics => body(
                 &CreateTopicsRequest::default().with_topics(vec![
                     create_topics_request::CreatableTopic::default()
                         .with_name(topic())
                         .with_assignments(vec![
-                            create_topics_request::CreatableReplicaAssignment::default().with_broker_ids(vec![BrokerId(0)]),
+                            create_topics_request::CreatableReplicaAssignment::default()
+                                .with_broker_ids(vec![BrokerId(0)]),
                         ])
                         .with_configs(vec![
                             create_topics_request::CreatableTopicConfig::default()
@@ -328,12 +387,22 @@ mod schemas {
                     filled_versions += 1;
                     let walked = prescan::check(key, v, &b);
                     // Requests without arrays are not walked (0 bytes).
-                    assert!(walked == Ok(b.len()) || walked == Ok(0), "{key:?} v{v}: {walked:?} of {} bytes", b.len());
-                    assert!(walked == Ok(b.len()), "{key:?} v{v} has arrays and must be walked to its end");
+                    assert!(
+                        walked == Ok(b.len()) || walked == Ok(0),
+                        "{key:?} v{v}: {walked:?} of {} bytes",
+                        b.len()
+                    );
+                    assert!(
+                        walked == Ok(b.len()),
+                        "{key:?} v{v} has arrays and must be walked to its end"
+                    );
                 }
             }
         }
-        assert!(filled_versions > 60, "most versions were checked filled: {filled_versions}");
+        assert!(
+            filled_versions > 60,
+            "most versions were checked filled: {filled_versions}"
+        );
     }
 
     #[test]

@@ -117,13 +117,14 @@ pub(crate) fn decode_header(frame: &mut Bytes) -> Result<(ApiKey, i16, RequestHe
     if !supports(api, version) {
         return Err(ApiError::Unsupported { key: api, version });
     }
-    let header = RequestHeader::decode(frame, api.request_header_version(version)).map_err(|e| {
-        ApiError::Decode {
-            key: api,
-            version,
-            reason: e.to_string(),
-        }
-    })?;
+    let header =
+        RequestHeader::decode(frame, api.request_header_version(version)).map_err(|e| {
+            ApiError::Decode {
+                key: api,
+                version,
+                reason: e.to_string(),
+            }
+        })?;
     Ok((api, version, header))
 }
 
@@ -169,21 +170,32 @@ fn encode<T: Encodable>(
 }
 
 /// Answers one request frame.
-pub(crate) async fn handle(shared: &Shared, mut frame: Bytes, peer: &str) -> Result<Outcome, ApiError> {
+pub(crate) async fn handle(
+    shared: &Shared,
+    mut frame: Bytes,
+    peer: &str,
+) -> Result<Outcome, ApiError> {
     let (key, version, correlation) = peek_header(&frame)?;
     if key == ApiKey::ApiVersions as i16 && !supports(ApiKey::ApiVersions, version) {
         // KIP-511: a client asking a newer ApiVersions than we have gets a
         // v0 answer with UNSUPPORTED_VERSION and our ranges, and retries.
-        return encode(correlation, ApiKey::ApiVersions, 0, &admin::api_versions(true));
+        return encode(
+            correlation,
+            ApiKey::ApiVersions,
+            0,
+            &admin::api_versions(true),
+        );
     }
     let (api, version, header) = decode_header(&mut frame)?;
     let cid = header.correlation_id;
     let client_id = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
     match api {
-        ApiKey::Produce => match data::produce(shared, decode(&mut frame, api, version)?, version) {
-            Some(resp) => encode(cid, api, version, &resp),
-            None => Ok(Outcome::NoReply),
-        },
+        ApiKey::Produce => {
+            match data::produce(shared, decode(&mut frame, api, version)?, version) {
+                Some(resp) => encode(cid, api, version, &resp),
+                None => Ok(Outcome::NoReply),
+            }
+        }
         ApiKey::Fetch => {
             let resp = data::fetch(shared, decode(&mut frame, api, version)?, version).await;
             encode(cid, api, version, &resp)
@@ -249,7 +261,10 @@ pub(crate) async fn handle(shared: &Shared, mut frame: Bytes, peer: &str) -> Res
             let resp = groups::describe(shared, decode(&mut frame, api, version)?, version);
             encode(cid, api, version, &resp)
         }
-        other => Err(ApiError::Unsupported { key: other, version }),
+        other => Err(ApiError::Unsupported {
+            key: other,
+            version,
+        }),
     }
 }
 

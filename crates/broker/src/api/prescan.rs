@@ -46,10 +46,18 @@ struct Field {
 }
 
 const fn all(kind: Kind) -> Field {
-    Field { kind, min: 0, max: i16::MAX }
+    Field {
+        kind,
+        min: 0,
+        max: i16::MAX,
+    }
 }
 const fn from(min: i16, kind: Kind) -> Field {
-    Field { kind, min, max: i16::MAX }
+    Field {
+        kind,
+        min,
+        max: i16::MAX,
+    }
 }
 const fn upto(max: i16, kind: Kind) -> Field {
     Field { kind, min: 0, max }
@@ -64,7 +72,14 @@ const PRODUCE_PARTITION: &[Field] = &[all(I32), all(Bytes)];
 const PRODUCE_TOPIC: &[Field] = &[upto(12, Str), from(13, Uuid), all(Arr(PRODUCE_PARTITION))];
 const PRODUCE: &[Field] = &[from(3, Str), all(I16), all(I32), all(Arr(PRODUCE_TOPIC))];
 
-const FETCH_PARTITION: &[Field] = &[all(I32), from(9, I32), all(I64), from(12, I32), from(5, I64), all(I32)];
+const FETCH_PARTITION: &[Field] = &[
+    all(I32),
+    from(9, I32),
+    all(I64),
+    from(12, I32),
+    from(5, I64),
+    all(I32),
+];
 const FETCH_TOPIC: &[Field] = &[upto(12, Str), from(13, Uuid), all(Arr(FETCH_PARTITION))];
 const FORGOTTEN_TOPIC: &[Field] = &[upto(12, Str), from(13, Uuid), all(ArrI32)];
 const FETCH: &[Field] = &[
@@ -82,7 +97,12 @@ const FETCH: &[Field] = &[
 
 const LIST_OFFSETS_PARTITION: &[Field] = &[all(I32), from(4, I32), all(I64)];
 const LIST_OFFSETS_TOPIC: &[Field] = &[all(Str), all(Arr(LIST_OFFSETS_PARTITION))];
-const LIST_OFFSETS: &[Field] = &[all(I32), from(2, I8), all(Arr(LIST_OFFSETS_TOPIC)), from(10, I32)];
+const LIST_OFFSETS: &[Field] = &[
+    all(I32),
+    from(2, I8),
+    all(Arr(LIST_OFFSETS_TOPIC)),
+    from(10, I32),
+];
 
 const METADATA_TOPIC: &[Field] = &[from(10, Uuid), all(Str)];
 const METADATA: &[Field] = &[
@@ -264,7 +284,8 @@ impl Walk<'_> {
             }
             ArrI32 => {
                 let n = self.length(true)?.unwrap_or(0);
-                self.take(n.checked_mul(4).ok_or_else(|| self.bad("count"))?).map(drop)
+                self.take(n.checked_mul(4).ok_or_else(|| self.bad("count"))?)
+                    .map(drop)
             }
             ArrStr => {
                 for _ in 0..self.length(true)?.unwrap_or(0) {

@@ -48,7 +48,8 @@ pub fn consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseCon
 
 /// Flushes, failing the test if anything was not delivered.
 pub fn flush(p: &BaseProducer) {
-    p.flush(Duration::from_secs(30)).expect("every message delivered");
+    p.flush(Duration::from_secs(30))
+        .expect("every message delivered");
     assert_eq!(p.in_flight_count(), 0);
 }
 
@@ -117,7 +118,10 @@ impl Member {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-            .env(MEMBER_ENV, format!("{}|{group}|{topic}", broker.bootstrap()))
+            .env(
+                MEMBER_ENV,
+                format!("{}|{group}|{topic}", broker.bootstrap()),
+            )
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -125,7 +129,10 @@ impl Member {
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -170,7 +177,8 @@ pub fn run_member_if_child() {
         return;
     };
     let mut parts = spec.split('|');
-    let (Some(bootstrap), Some(group), Some(topic)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(bootstrap), Some(group), Some(topic)) = (parts.next(), parts.next(), parts.next())
+    else {
         panic!("bad {MEMBER_ENV}: {spec}");
     };
     let c: BaseConsumer = ClientConfig::new()
