@@ -102,7 +102,8 @@ pub struct Joined {
 }
 
 impl Joined {
-    fn error(error: ResponseError, member_id: &str) -> Self {
+    /// A JoinGroup refused with `error`.
+    pub fn error(error: ResponseError, member_id: &str) -> Self {
         Joined {
             error: error.code(),
             generation: -1,
@@ -129,7 +130,8 @@ pub struct Synced {
 }
 
 impl Synced {
-    fn error(error: ResponseError) -> Self {
+    /// A SyncGroup refused with `error`.
+    pub fn error(error: ResponseError) -> Self {
         Synced {
             error: error.code(),
             protocol_type: None,
