@@ -30,14 +30,12 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// Clock ticks a second in `/proc/*/stat`.
 const USER_HZ: f64 = 100.0;
 
-/// utime+stime ticks of this process's thread whose name starts with `name`
-/// (names are cut to 15 bytes in `/proc`).
-fn thread_ticks(name: &str) -> Option<u64> {
-    let prefix = &name[..name.len().min(15)];
+/// utime+stime ticks of this process's thread named `comm` in `/proc`.
+fn thread_ticks(comm: &str) -> Option<u64> {
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let path = task.ok()?.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if comm.trim_end() == prefix {
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if name.trim_end() == comm {
             let stat = std::fs::read_to_string(path.join("stat")).ok()?;
             let after = &stat[stat.rfind(')')? + 2..];
             let fields: Vec<&str> = after.split_whitespace().collect();
@@ -168,7 +166,7 @@ fn ours(seconds: u64, rate: u64) {
     run(
         "recstream-broker",
         &broker.bootstrap(),
-        recstream_broker::THREAD_NAME,
+        recstream_broker::THREAD_COMM,
         seconds,
         rate,
     );

@@ -38,8 +38,11 @@ pub use log::PartitionStats;
 
 use server::{Control, Shared, lock};
 
-/// The name of the broker's thread (its CPU is read from `/proc` by it).
+/// The name of the broker's thread.
 pub const THREAD_NAME: &str = "recstream-broker";
+/// The thread's name as `/proc/*/task/*/comm` shows it (cut to 15 bytes),
+/// for reading its CPU there.
+pub const THREAD_COMM: &str = "recstream-broke";
 
 /// Why the broker did not start or a topic was not created.
 #[derive(Debug, thiserror::Error)]
