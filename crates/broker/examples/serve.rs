@@ -20,7 +20,9 @@ fn main() {
             Some((n, p)) => (n.to_string(), p.parse().expect("a partition count")),
             None => (arg, 1),
         };
-        broker.create_topic(&name, partitions, &[]).expect("topic created");
+        broker
+            .create_topic(&name, partitions, &[])
+            .expect("topic created");
     }
     println!("{}", broker.bootstrap());
     let mut sink = Vec::new();
