@@ -28,7 +28,7 @@ mod topics;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::sync::watch;
@@ -94,6 +94,8 @@ pub struct Broker {
     shared: Arc<Shared>,
     addr: SocketAddr,
     control: watch::Sender<Control>,
+    /// Serving epochs so far (see `Control`).
+    epochs: AtomicU64,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -120,7 +122,7 @@ impl Broker {
             .build()
             .map_err(BrokerError::Thread)?;
         let shared = Arc::new(Shared::new(checked, addr.port()));
-        let (control, control_rx) = watch::channel(Control::Serve);
+        let (control, control_rx) = watch::channel(Control::Serve(0));
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.into())
@@ -138,6 +140,7 @@ impl Broker {
             shared,
             addr,
             control,
+            epochs: AtomicU64::new(0),
             thread: Some(thread),
         })
     }
@@ -206,9 +209,15 @@ impl Broker {
     /// Takes the broker down (every connection closed, new ones refused,
     /// all state kept) or brings it back on the same port.
     pub fn set_down(&self, down: bool) {
-        let _ = self
-            .control
-            .send(if down { Control::Down } else { Control::Serve });
+        self.control.send_modify(|c| {
+            *c = match (*c, down) {
+                (_, true) => Control::Down,
+                (Control::Down, false) => {
+                    Control::Serve(self.epochs.fetch_add(1, Ordering::Relaxed) + 1)
+                }
+                (same, false) => same,
+            }
+        });
     }
 
     /// Stops serving and joins the thread (also done on drop).

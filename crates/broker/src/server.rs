@@ -37,10 +37,12 @@ const GROUP_TICK: Duration = Duration::from_millis(100);
 /// Bytes read ahead of a frame's size before it has arrived.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// What the owner wants the server to do.
+/// What the owner wants the server to do. Each return from an outage is a
+/// new `Serve` epoch, so that a connection that slept through a quick
+/// down-and-up still sees that its epoch ended and closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Control {
-    Serve,
+    Serve(u64),
     Down,
     Stop,
 }
@@ -144,7 +146,7 @@ pub(crate) async fn run(
                     break;
                 }
             }
-            Control::Serve => {
+            Control::Serve(_) => {
                 let Some(l) = &listener else {
                     match rebind(addr) {
                         Ok(l) => listener = Some(l),
@@ -242,7 +244,8 @@ async fn connection(
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let peer_text = peer.ip().to_string();
-    let serving = |c: &Control| *c == Control::Serve;
+    let epoch = *control.borrow();
+    let serving = |c: &Control| *c == epoch;
     loop {
         let frame = tokio::select! {
             _ = control.wait_for(|c| !serving(c)) => return,
