@@ -102,7 +102,8 @@ pub struct Joined {
 }
 
 impl Joined {
-    fn error(error: ResponseError, member_id: &str) -> Self {
+    /// A JoinGroup refused with `error`.
+    pub fn error(error: ResponseError, member_id: &str) -> Self {
         Joined {
             error: error.code(),
             generation: -1,
@@ -129,7 +130,8 @@ pub struct Synced {
 }
 
 impl Synced {
-    fn error(error: ResponseError) -> Self {
+    /// A SyncGroup refused with `error`.
+    pub fn error(error: ResponseError) -> Self {
         Synced {
             error: error.code(),
             protocol_type: None,
@@ -318,14 +320,12 @@ impl Group {
         let common = common?;
         let mut votes: Vec<(&str, usize)> = common.iter().map(|n| (*n, 0)).collect();
         for m in self.members.values() {
-            if let Some(first) = m
+            let first = m
                 .protocols
                 .iter()
-                .find(|(n, _)| common.contains(&n.as_str()))
-            {
-                if let Some(v) = votes.iter_mut().find(|(n, _)| *n == first.0) {
-                    v.1 += 1;
-                }
+                .find(|(n, _)| common.contains(&n.as_str()));
+            if let Some(v) = first.and_then(|f| votes.iter_mut().find(|(n, _)| *n == f.0)) {
+                v.1 += 1;
             }
         }
         // Ties go to the earlier protocol in the common list.
@@ -351,14 +351,14 @@ impl Group {
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 if self.members.is_empty() {
-                    self.to_empty();
+                    self.become_empty();
                 } else {
                     self.prepare_rebalance(now);
                 }
             }
             GroupState::PreparingRebalance => {
                 if self.members.is_empty() {
-                    self.to_empty();
+                    self.become_empty();
                 } else {
                     self.maybe_complete_join(now);
                 }
@@ -367,7 +367,7 @@ impl Group {
         }
     }
 
-    fn to_empty(&mut self) {
+    fn become_empty(&mut self) {
         self.state = GroupState::Empty;
         self.generation += 1;
         self.protocol = None;
@@ -445,13 +445,16 @@ impl Coordinator {
             .groups
             .entry(req.group.clone())
             .or_insert_with(Group::new);
-        if let Some(t) = &group.protocol_type {
-            if !group.members.is_empty() && *t != req.protocol_type {
-                return Reply::Now(Joined::error(
-                    ResponseError::InconsistentGroupProtocol,
-                    &req.member_id,
-                ));
-            }
+        if !group.members.is_empty()
+            && group
+                .protocol_type
+                .as_ref()
+                .is_some_and(|t| *t != req.protocol_type)
+        {
+            return Reply::Now(Joined::error(
+                ResponseError::InconsistentGroupProtocol,
+                &req.member_id,
+            ));
         }
         if !group.members.is_empty()
             && !group.members.contains_key(&req.member_id)
@@ -744,7 +747,8 @@ impl Coordinator {
         })
     }
 
-    /// State and generation of a group (tests and stats).
+    /// State, generation and member count of a group.
+    #[cfg(test)]
     pub fn state(&self, group_id: &str) -> Option<(GroupState, i32, usize)> {
         self.groups
             .get(group_id)
@@ -895,14 +899,23 @@ mod tests {
         let t0 = Instant::now();
         let a = answered(c.join(join_req(""), t0));
         answered(c.sync("g", &a.member_id, 1, vec![], t0));
-        let b = answered(c.join(join_req(""), t0 + Duration::from_millis(1)));
-        let _ = b;
-        // Group is rebalancing (a must rejoin); a's JoinGroup is sent twice.
+        let mut b = pending(c.join(join_req(""), t0));
+        answered(c.join(join_req(&a.member_id), t0));
+        let b = b.try_recv().unwrap();
+        // A third member makes a and b rejoin; a's JoinGroup arrives twice
+        // (the client gave up on the first) while b's has not come yet.
+        let _c = pending(c.join(join_req(""), t0));
         let mut first = pending(c.join(join_req(&a.member_id), t0));
-        let _second = c.join(join_req(&a.member_id), t0);
+        let mut second = pending(c.join(join_req(&a.member_id), t0));
         assert_eq!(
             first.try_recv().unwrap().error,
             ResponseError::RebalanceInProgress.code()
+        );
+        answered(c.join(join_req(&b.member_id), t0));
+        assert_eq!(
+            second.try_recv().unwrap().error,
+            0,
+            "the second is the one that counts"
         );
     }
 

@@ -28,7 +28,7 @@ mod topics;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::sync::watch;
@@ -38,8 +38,11 @@ pub use log::PartitionStats;
 
 use server::{Control, Shared, lock};
 
-/// The name of the broker's thread (its CPU is read from `/proc` by it).
+/// The name of the broker's thread.
 pub const THREAD_NAME: &str = "recstream-broker";
+/// The thread's name as `/proc/*/task/*/comm` shows it (cut to 15 bytes),
+/// for reading its CPU there.
+pub const THREAD_COMM: &str = "recstream-broke";
 
 /// Why the broker did not start or a topic was not created.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,8 @@ pub struct BrokerStats {
     pub fetched_batches: u64,
     /// The most batches one partition returned in one fetch.
     pub max_batches_per_partition: u64,
+    /// Fetches waiting for data right now (long polls).
+    pub parked_fetches: u64,
 }
 
 /// A running broker; dropping it stops it and joins its thread.
@@ -89,6 +94,8 @@ pub struct Broker {
     shared: Arc<Shared>,
     addr: SocketAddr,
     control: watch::Sender<Control>,
+    /// Serving epochs so far (see `Control`).
+    epochs: AtomicU64,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -115,7 +122,7 @@ impl Broker {
             .build()
             .map_err(BrokerError::Thread)?;
         let shared = Arc::new(Shared::new(checked, addr.port()));
-        let (control, control_rx) = watch::channel(Control::Serve);
+        let (control, control_rx) = watch::channel(Control::Serve(0));
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.into())
@@ -133,6 +140,7 @@ impl Broker {
             shared,
             addr,
             control,
+            epochs: AtomicU64::new(0),
             thread: Some(thread),
         })
     }
@@ -194,15 +202,22 @@ impl Broker {
             fetched_partitions: c.fetched_partitions.load(Ordering::Relaxed),
             fetched_batches: c.fetched_batches.load(Ordering::Relaxed),
             max_batches_per_partition: c.max_batches_per_partition.load(Ordering::Relaxed),
+            parked_fetches: c.parked_fetches.load(Ordering::Relaxed),
         }
     }
 
     /// Takes the broker down (every connection closed, new ones refused,
     /// all state kept) or brings it back on the same port.
     pub fn set_down(&self, down: bool) {
-        let _ = self
-            .control
-            .send(if down { Control::Down } else { Control::Serve });
+        self.control.send_modify(|c| {
+            *c = match (*c, down) {
+                (_, true) => Control::Down,
+                (Control::Down, false) => {
+                    Control::Serve(self.epochs.fetch_add(1, Ordering::Relaxed) + 1)
+                }
+                (same, false) => same,
+            }
+        });
     }
 
     /// Stops serving and joins the thread (also done on drop).
@@ -212,10 +227,10 @@ impl Broker {
 
     fn stop(&mut self) {
         let _ = self.control.send(Control::Stop);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the broker thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the broker thread panicked");
         }
     }
 }

@@ -130,10 +130,10 @@ impl PartitionLog {
         header: &BatchHeader,
         bytes: &[u8],
     ) -> Result<Appended, ResponseError> {
-        if header.producer_id >= 0 {
-            if let Some(done) = self.check_sequence(header)? {
-                return Ok(done);
-            }
+        if header.producer_id >= 0
+            && let Some(done) = self.check_sequence(header)?
+        {
+            return Ok(done);
         }
         let base = self.log_end;
         let last = base + i64::from(header.last_offset_delta);

@@ -37,10 +37,12 @@ const GROUP_TICK: Duration = Duration::from_millis(100);
 /// Bytes read ahead of a frame's size before it has arrived.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// What the owner wants the server to do.
+/// What the owner wants the server to do. Each return from an outage is a
+/// new `Serve` epoch, so that a connection that slept through a quick
+/// down-and-up still sees that its epoch ended and closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Control {
-    Serve,
+    Serve(u64),
     Down,
     Stop,
 }
@@ -53,6 +55,25 @@ pub(crate) struct Counters {
     pub fetched_partitions: AtomicU64,
     pub fetched_batches: AtomicU64,
     pub max_batches_per_partition: AtomicU64,
+    /// Fetches waiting for data right now.
+    pub parked_fetches: AtomicU64,
+}
+
+/// Counts a fetch as parked for as long as it lives (dropped with its
+/// future when the connection goes).
+pub(crate) struct Parked<'a>(&'a AtomicU64);
+
+impl<'a> Parked<'a> {
+    pub(crate) fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Parked(gauge)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Counters {
@@ -125,7 +146,7 @@ pub(crate) async fn run(
                     break;
                 }
             }
-            Control::Serve => {
+            Control::Serve(_) => {
                 let Some(l) = &listener else {
                     match rebind(addr) {
                         Ok(l) => listener = Some(l),
@@ -223,7 +244,8 @@ async fn connection(
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let peer_text = peer.ip().to_string();
-    let serving = |c: &Control| *c == Control::Serve;
+    let epoch = *control.borrow();
+    let serving = |c: &Control| *c == epoch;
     loop {
         let frame = tokio::select! {
             _ = control.wait_for(|c| !serving(c)) => return,

@@ -25,7 +25,7 @@ use kafka_protocol::messages::produce_response::{
 };
 
 use crate::batch;
-use crate::server::{Shared, lock};
+use crate::server::{Parked, Shared, lock};
 
 /// The longest a fetch may wait, whatever it asks: a client's
 /// `fetch.wait.max.ms` is far below this.
@@ -131,10 +131,10 @@ pub(super) async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> F
         {
             return resp;
         }
-        if tokio::time::timeout_at(deadline.into(), arrived)
-            .await
-            .is_err()
-        {
+        let parked = Parked::new(&shared.stats.parked_fetches);
+        let woken = tokio::time::timeout_at(deadline.into(), arrived).await;
+        drop(parked);
+        if woken.is_err() {
             // Deadline: answer with whatever there is (usually nothing).
             if let Some(resp) = try_fetch(shared, &req, version, min_bytes, true) {
                 return resp;

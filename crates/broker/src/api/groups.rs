@@ -53,7 +53,7 @@ pub(super) async fn join(
 ) -> JoinGroupResponse {
     let member_id = req.member_id.as_str().to_string();
     let joined = if !SESSION_TIMEOUT_MS.contains(&req.session_timeout_ms) {
-        error_joined(ResponseError::InvalidSessionTimeout, &member_id)
+        Joined::error(ResponseError::InvalidSessionTimeout, &member_id)
     } else {
         let join = Join {
             group: req.group_id.0.as_str().to_string(),
@@ -84,7 +84,7 @@ pub(super) async fn join(
             Reply::Now(j) => j,
             Reply::Later(rx) => rx
                 .await
-                .unwrap_or_else(|_| error_joined(ResponseError::UnknownMemberId, &member_id)),
+                .unwrap_or_else(|_| Joined::error(ResponseError::UnknownMemberId, &member_id)),
         }
     };
     let mut resp = JoinGroupResponse::default()
@@ -118,18 +118,6 @@ pub(super) async fn join(
     resp
 }
 
-fn error_joined(e: ResponseError, member_id: &str) -> Joined {
-    Joined {
-        error: e.code(),
-        generation: -1,
-        protocol_type: None,
-        protocol: None,
-        leader: String::new(),
-        member_id: member_id.to_string(),
-        members: Vec::new(),
-    }
-}
-
 pub(super) async fn sync(
     shared: &Shared,
     req: SyncGroupRequest,
@@ -149,12 +137,9 @@ pub(super) async fn sync(
     );
     let synced = match reply {
         Reply::Now(s) => s,
-        Reply::Later(rx) => rx.await.unwrap_or(Synced {
-            error: ResponseError::RebalanceInProgress.code(),
-            protocol_type: None,
-            protocol: None,
-            assignment: Default::default(),
-        }),
+        Reply::Later(rx) => rx
+            .await
+            .unwrap_or_else(|_| Synced::error(ResponseError::RebalanceInProgress)),
     };
     let mut resp = SyncGroupResponse::default()
         .with_error_code(synced.error)

@@ -12,6 +12,7 @@
 mod admin;
 mod data;
 mod groups;
+mod prescan;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
@@ -35,9 +36,9 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 0, 5),
+    (ApiKey::CreateTopics, 2, 5),
     (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 fn supports(key: ApiKey, version: i16) -> bool {
@@ -128,6 +129,11 @@ pub(crate) fn decode_header(frame: &mut Bytes) -> Result<(ApiKey, i16, RequestHe
 }
 
 fn decode<T: Decodable>(frame: &mut Bytes, key: ApiKey, version: i16) -> Result<T, ApiError> {
+    prescan::check(key, version, frame).map_err(|e| ApiError::Decode {
+        key,
+        version,
+        reason: e.to_string(),
+    })?;
     T::decode(frame, version).map_err(|e| ApiError::Decode {
         key,
         version,
@@ -266,3 +272,6 @@ pub(crate) async fn handle(
 pub(crate) fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.to_string())
 }
+
+#[cfg(test)]
+mod hostile;
