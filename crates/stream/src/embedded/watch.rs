@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use recstream_broker::{Broker, THREAD_NAME};
+use recstream_broker::{Broker, THREAD_COMM};
 
 use super::RETENTION_BYTES;
 use crate::metrics::EMBEDDED_BROKER_CPU;
@@ -29,8 +29,6 @@ const BUSY: f64 = 0.8;
 const REPEAT: Duration = Duration::from_secs(300);
 /// Clock ticks a second in `/proc/*/stat` (`USER_HZ`, 100 on Linux's ABI).
 const USER_HZ: f64 = 100.0;
-/// Linux keeps the first 15 bytes of a thread's name in `comm`.
-const COMM_LEN: usize = 15;
 
 /// What the watch remembers between looks.
 pub(super) struct Watch {
@@ -145,14 +143,13 @@ fn busy_warning(average: f64, samples: usize, since_last: Option<Duration>) -> O
 
 /// CPU clock ticks (user + system) of this process's broker thread.
 fn broker_thread_ticks() -> Option<u64> {
-    let name = &THREAD_NAME[..THREAD_NAME.len().min(COMM_LEN)];
     let tasks = std::fs::read_dir("/proc/self/task").ok()?;
     let mut found = false;
     let mut total = 0u64;
     for task in tasks.flatten() {
         let path = task.path();
-        let is_broker =
-            std::fs::read_to_string(path.join("comm")).is_ok_and(|comm| comm.trim_end() == name);
+        let is_broker = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|comm| comm.trim_end() == THREAD_COMM);
         if !is_broker {
             continue;
         }
@@ -213,14 +210,14 @@ mod tests {
         }
         let broker = Broker::start(recstream_broker::BrokerConfig::default());
         assert!(broker.is_ok(), "{broker:?}");
-        let Ok(broker) = broker else { return };
+        let Ok(_broker) = broker else { return };
         let deadline = Instant::now() + Duration::from_secs(10);
         while broker_thread_ticks().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(
             broker_thread_ticks().is_some(),
-            "no {THREAD_NAME} thread found"
+            "no {THREAD_COMM} thread found"
         );
         let mut watch = Watch::new(&[]);
         watch.check_load();
@@ -229,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_partition_that_drops_its_oldest_messages_is_reported_once() {
-        use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
         let config = recstream_broker::BrokerConfig {
             retention_bytes: 1,
             ..recstream_broker::BrokerConfig::default()
@@ -243,7 +240,7 @@ mod tests {
         watch.check_retention(&broker);
         assert!(watch.dropping.is_empty(), "nothing dropped yet");
         let producer: ThreadedProducer<DefaultProducerContext> =
-            match crate::kafka::KafkaSettings::new(&broker.bootstrap())
+            match crate::kafka::KafkaSettings::new(broker.bootstrap())
                 .producer()
                 .set("linger.ms", "0")
                 .create()
