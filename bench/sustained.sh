@@ -42,6 +42,10 @@ mkdir -p data
 if [ ! -e "$work/data" ]; then mkdir -p "$work/data"; fi
 for f in data/ml-100k data/ml-100k.rsm; do [ -e "$f" ] && ln -sfn "$PWD/$f" "$work/data/"; done
 
+# The embedded broker's thread, as /proc shows its name (15 characters):
+# recstream-broker since it replaced librdkafka's mock (rdk:mock); set
+# BROKER_THREAD=rdk:mock with RECSTREAM= an older build.
+BROKER_THREAD=${BROKER_THREAD:-recstream-broke}
 TANSU=
 if [ "${BROKER:-embedded}" = tansu ]; then
   PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -83,7 +87,7 @@ ticks() { # pid [comm]: clock ticks of the process, or of its threads named comm
 sample_cpu() { # label
   local hz; hz=$(getconf CLK_TCK)
   local m0 p0 m1 p1 i=0
-  broker() { if [ -n "$TANSU" ]; then ticks "$TANSU"; else ticks $RUN rdk:mock; fi; }
+  broker() { if [ -n "$TANSU" ]; then ticks "$TANSU"; else ticks $RUN "$BROKER_THREAD"; fi; }
   local start; start=$(date +%s%N)
   m0=$(broker); p0=$(ticks $RUN)
   report() { # the window that ended now, however long it was

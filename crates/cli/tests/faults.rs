@@ -1,16 +1,16 @@
 //! The fault suite: under steady request and rating load, workers and the
-//! learner are killed with SIGKILL and restarted at random moments, the
-//! broker goes away and comes back, and the model topic grows past what the
-//! embedded broker keeps (5 MiB a partition). Then every request must have a
-//! reply, every rating must have been applied exactly once, every worker
-//! must serve exactly what a fresh replay of the same updates serves, and
-//! memory must not have grown. A second test fills the model topic past
-//! what the embedded broker keeps: a worker that would miss updates stops
-//! with an error saying so, and one started from a snapshot converges.
+//! learner are killed with SIGKILL and restarted at random moments, and the
+//! broker goes away and comes back. Then every request must have a reply,
+//! every rating must have been applied exactly once, every worker must serve
+//! exactly what a fresh replay of the same updates serves, and memory must
+//! not have grown. A second test fills the model topic past what
+//! librdkafka's mock cluster keeps (5 MiB a partition): a worker that would
+//! miss updates stops with an error saying so, and one started from a
+//! snapshot converges.
 //!
-//! The broker is librdkafka's mock cluster, in this test process (the
-//! embedded broker of `recstream run`), so that it can be taken down and
-//! brought back; the workers and the learner are real `recstream`
+//! The broker of the first test is `recstream-broker`, in this test process
+//! (the embedded broker of `recstream run`), so that it can be taken down
+//! and brought back; the workers and the learner are real `recstream`
 //! processes; a learner that stops by itself is restarted, as the README
 //! asks of a supervisor. `FAULT_CYCLES` sets the number of kill cycles (10 by
 //! default; `bench/soak.sh` runs 100), `FAULT_RATE` the load (150 requests
@@ -28,14 +28,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
+use recstream_broker::{Broker, BrokerConfig};
 use serde_json::Value;
 use support::*;
 
 const LONG: Duration = Duration::from_secs(180);
 /// Requests and ratings per second of the steady load, unless `FAULT_RATE`
-/// says otherwise. The mock cluster scans a partition from its head on every
-/// fetch on one thread: much more, for minutes, overloads it (the embedded
-/// broker's own limit, issue 14), so long soaks run slower.
+/// says otherwise.
 fn rate() -> usize {
     std::env::var("FAULT_RATE")
         .ok()
@@ -54,6 +53,25 @@ impl Dice {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
+}
+
+/// The embedded broker of `recstream run`, in this process, with `topics`
+/// created (the model topic compacted, as the workers check).
+fn embedded_broker(topics: &[(&str, i32)]) -> Broker {
+    let broker = Broker::start(BrokerConfig {
+        retention_bytes: recstream_stream::embedded::RETENTION_BYTES,
+        ..BrokerConfig::default()
+    })
+    .expect("broker");
+    for &(topic, partitions) in topics {
+        let configs: &[(&str, &str)] = if topic == MODEL_TOPIC {
+            &[("cleanup.policy", "compact")]
+        } else {
+            &[]
+        };
+        broker.create_topic(topic, partitions, configs).unwrap();
+    }
+    broker
 }
 
 /// Resident memory of a process, in KiB.
@@ -127,8 +145,7 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
     let mut dice = Dice(seed);
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path();
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for (topic, partitions) in [
+    let cluster = embedded_broker(&[
         (IN, 4),
         (OUT, 4),
         (DLQ, 4),
@@ -139,10 +156,8 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
         (FILES_TOPIC, 1),
         ("probe-in", 1),
         ("probe-out", 1),
-    ] {
-        cluster.create_topic(topic, partitions, 1).unwrap();
-    }
-    let bootstrap = cluster.bootstrap_servers();
+    ]);
+    let bootstrap = cluster.bootstrap();
     let batch = synthetic_model(dir.path());
     let snapshots = dir.path().join("snapshots");
 
@@ -281,9 +296,9 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
                 kills[2] += 1;
             }
             _ => {
-                cluster.broker_down(1).unwrap();
+                cluster.set_down(true);
                 std::thread::sleep(Duration::from_millis(1000 + dice.below(2000)));
-                cluster.broker_up(1).unwrap();
+                cluster.set_down(false);
                 outages += 1;
             }
         }
@@ -498,6 +513,10 @@ fn a_model_topic_that_outgrew_the_embedded_broker_never_makes_a_worker_diverge()
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path();
+    // librdkafka's mock cluster, which keeps 5 MiB a partition, so that the
+    // model topic outgrows it within the test, and which has the
+    // transactions the exactly-once worker below needs (recstream-broker
+    // has none yet).
     let cluster = MockCluster::new(1).expect("mock cluster");
     for (topic, partitions) in [
         (IN, 1),

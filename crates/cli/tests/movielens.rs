@@ -74,20 +74,11 @@ fn five_fold_rmse_on_movielens_100k_matches_surprise() {
 
 #[test]
 fn user_196_gets_titled_recommendations_from_a_trained_model() {
-    let Some((ratings, items)) = ml100k() else {
+    let Some(data) = ml100k() else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let model = dir.path().join("model.rsm");
-    recstream()
-        .args(["train", "--quiet", "--seed", "1", "--ratings"])
-        .arg(&ratings)
-        .arg("--items")
-        .arg(&items)
-        .arg("--out")
-        .arg(&model)
-        .assert()
-        .success();
+    let model = trained_model(&data, dir.path());
     let output = recstream()
         .args(["recommend", "--user", "196", "--json", "--model"])
         .arg(&model)
@@ -106,5 +97,62 @@ fn user_196_gets_titled_recommendations_from_a_trained_model() {
         recs.iter()
             .all(|r| r["title"].as_str().is_some_and(|t| t.ends_with(')'))),
         "{recs:?}"
+    );
+}
+
+/// A model trained on ML-100K with titles, in `dir`.
+fn trained_model((ratings, items): &(PathBuf, PathBuf), dir: &std::path::Path) -> PathBuf {
+    let model = dir.join("model.rsm");
+    recstream()
+        .args(["train", "--quiet", "--seed", "1", "--ratings"])
+        .arg(ratings)
+        .arg("--items")
+        .arg(items)
+        .arg("--out")
+        .arg(&model)
+        .assert()
+        .success();
+    model
+}
+
+/// The README's first command: `run --demo` shows user 196's one-star
+/// rating reach the worker. Its rating must be keyed by uid, since the
+/// ratings topic has several partitions (it was not, and was dead-lettered).
+#[test]
+fn run_demo_shows_a_rating_reaching_the_worker_live() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let Some(data) = ml100k() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = trained_model(&data, dir.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recstream"))
+        .args(["run", "--demo", "--model"])
+        .arg(&model)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start recstream run --demo");
+    let stdout = child.stdout.take().expect("stdout");
+    // The demo ends its output with this line, whatever happened.
+    let printed: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|line| !line.starts_with("The service keeps running"))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let printed = printed.join("\n");
+    assert!(
+        printed.contains("user 196 watches their top recommendation"),
+        "the demo reached its rating:\n{printed}"
+    );
+    assert!(
+        printed.contains("is no longer recommended: the rating reached the worker live"),
+        "{printed}"
     );
 }

@@ -1,19 +1,18 @@
 //! `recstream run` under steady load: latency must not drift as its embedded
 //! broker fills up.
 //!
-//! The embedded broker (librdkafka's mock cluster) walks a partition's
-//! message batches from the oldest on every fetch, so with many small
-//! batches each hop gets slower minute by minute. This test sends a steady
-//! 3,000 requests a second for 50 s through `recstream bench latency` and
-//! requires the client round trip's p99 in the last 10 s to stay within 3x
-//! of the first 10 s, after 10 s of warm-up. The 10-minute figures at 1,000
-//! a second are in BENCHMARKS.md (`bench/sustained.sh`).
+//! The embedded broker used to be librdkafka's mock cluster, which walks a
+//! partition's message batches from the oldest on every fetch, so with many
+//! small batches each hop got slower minute by minute. This test sends a
+//! steady 3,000 requests a second for 50 s through `recstream bench latency`
+//! and requires the client round trip's p99 in the last 10 s to stay within
+//! 3x of the first 10 s, after 10 s of warm-up. The 10-minute figures at
+//! 1,000 a second are in BENCHMARKS.md (`bench/sustained.sh`).
 //!
-//! The embedded start before its tuning (four partitions a topic and no
-//! producer linger) fails here: 19 ms in the first 10 s, 84 ms in the last
-//! (4.4x). Set
-//! `RECSTREAM_SUSTAINED_RUN_ARGS="--partitions 4 --kafka linger.ms=0"` to
-//! see this test fail that way.
+//! The mock-based embedded start before its tuning (four partitions a topic
+//! and no producer linger) failed here: 19 ms in the first 10 s, 84 ms in
+//! the last (4.4x). `RECSTREAM_SUSTAINED_RUN_ARGS` passes extra arguments
+//! to `run`, to try other settings.
 
 // Test helpers may panic: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

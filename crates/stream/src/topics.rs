@@ -411,7 +411,7 @@ async fn create_missing(
     Ok(())
 }
 
-/// The embedded broker (librdkafka's mock cluster) has no CreateTopics but
+/// librdkafka's mock cluster (some tests' broker) has no CreateTopics but
 /// creates a topic a producer asks about: asked for explicitly here, with
 /// the broker's default partition count.
 async fn create_on_first_use(

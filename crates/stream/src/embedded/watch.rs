@@ -1,21 +1,21 @@
 //! Warnings from the embedded broker before it lets its user down.
 //!
-//! librdkafka's mock cluster serves every client from one thread and keeps
-//! at most 5 MiB or 100,000 message batches per partition, dropping the
-//! oldest. This watch runs on the broker's own thread while it serves. It
-//! samples the CPU of the mock's thread (from `/proc` on Linux) and warns,
-//! naming `--brokers` as the way out, when that thread nears a full core:
-//! latency grows from there. It reads each partition's low watermark and
-//! warns once per topic when the broker starts dropping messages, since a
-//! consumer that far behind would lose them. The thread's load is also
-//! exported as `recstream_embedded_broker_cpu_ratio`.
+//! The embedded broker serves every client from one thread and keeps a
+//! bounded number of bytes per partition, dropping the oldest batches. This
+//! watch looks every few seconds from a thread of its own. It samples the CPU
+//! of the broker's thread (from `/proc` on Linux) and warns, naming
+//! `--brokers` as the way out, when that thread nears a full core: latency
+//! grows from there. It reads each partition's log start offset and warns
+//! once per topic when the broker starts dropping messages, since a consumer
+//! that far behind would lose them. The thread's load is also exported as
+//! `recstream_embedded_broker_cpu_ratio`.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use recstream_broker::{Broker, THREAD_COMM};
 
-use crate::kafka::{KafkaSettings, LoggingContext};
+use super::RETENTION_BYTES;
 use crate::metrics::EMBEDDED_BROKER_CPU;
 use crate::topics::TopicSpec;
 
@@ -27,59 +27,41 @@ const LOAD_TICKS: usize = 6;
 const BUSY: f64 = 0.8;
 /// A warning that still holds is repeated this often.
 const REPEAT: Duration = Duration::from_secs(300);
-/// Partitions' retention is looked at every this many ticks.
-const RETENTION_TICKS: u64 = 6;
-/// librdkafka's mock names its thread so.
-const MOCK_THREAD: &str = "rdk:mock";
 /// Clock ticks a second in `/proc/*/stat` (`USER_HZ`, 100 on Linux's ABI).
 const USER_HZ: f64 = 100.0;
 
 /// What the watch remembers between looks.
 pub(super) struct Watch {
     topics: Vec<TopicSpec>,
-    client: Option<BaseConsumer<LoggingContext>>,
     last_cpu: Option<(Instant, u64)>,
     recent_load: Vec<f64>,
     warned_busy: Option<Instant>,
     dropping: HashSet<String>,
-    ticks: u64,
 }
 
 impl Watch {
-    /// A watch over the broker at `bootstrap`, serving `topics`.
-    pub(super) fn new(bootstrap: &str, topics: &[TopicSpec]) -> Self {
-        let client = KafkaSettings::new(bootstrap)
-            .reader("recstream-embedded-watch")
-            .create_with_context(LoggingContext::new("embedded broker watch"))
-            .map_err(|e| tracing::debug!("the embedded broker's retention is not watched: {e}"))
-            .ok();
+    /// A watch over `broker`, serving `topics`.
+    pub(super) fn new(topics: &[TopicSpec]) -> Self {
         Watch {
             topics: topics.to_vec(),
-            client,
-            last_cpu: mock_thread_ticks().map(|t| (Instant::now(), t)),
+            last_cpu: broker_thread_ticks().map(|t| (Instant::now(), t)),
             recent_load: Vec::with_capacity(LOAD_TICKS),
             warned_busy: None,
             dropping: HashSet::new(),
-            ticks: 0,
         }
     }
 
-    /// One look: the thread's load every tick, the retention now and then.
-    pub(super) fn tick(&mut self) {
-        self.ticks += 1;
+    /// One look: the thread's load and the partitions' retention.
+    pub(super) fn tick(&mut self, broker: &Broker) {
         self.check_load();
-        if self.ticks.is_multiple_of(RETENTION_TICKS) {
-            self.check_retention();
-        }
+        self.check_retention(broker);
     }
 
     fn check_load(&mut self) {
-        let Some(now_ticks) = mock_thread_ticks() else {
+        let Some(now_ticks) = broker_thread_ticks() else {
             return;
         };
         let now = Instant::now();
-        // The mock names its thread once it runs: a watch created before
-        // that starts measuring at the first look that finds it.
         let Some((then, before)) = self.last_cpu.replace((now, now_ticks)) else {
             return;
         };
@@ -104,34 +86,44 @@ impl Watch {
         }
     }
 
-    fn check_retention(&mut self) {
-        let Some(client) = &self.client else { return };
+    fn check_retention(&mut self, broker: &Broker) {
         for topic in &self.topics {
             if self.dropping.contains(&topic.name) {
                 continue;
             }
-            for partition in 0..topic.partitions {
-                let Ok((low, high)) =
-                    client.fetch_watermarks(&topic.name, partition, Duration::from_secs(2))
-                else {
-                    continue;
-                };
-                if low > 0 {
-                    tracing::warn!(
-                        "the embedded broker has started dropping the oldest messages of \
-                         \"{}\" (partition {partition} now holds offsets {low}..{high}): it \
-                         keeps at most 5 MiB or 100,000 message batches a partition, so a \
-                         consumer further behind than that loses them, and a worker started \
-                         now must start from the learner's latest snapshot (see the README). \
-                         For data you keep, run against your Kafka with --brokers",
-                        topic.name
-                    );
-                    self.dropping.insert(topic.name.clone());
-                    break;
-                }
+            let Some(partitions) = broker.partition_stats(&topic.name) else {
+                continue;
+            };
+            if let Some((partition, stats)) = partitions
+                .iter()
+                .enumerate()
+                .find(|(_, stats)| stats.log_start_offset > 0)
+            {
+                tracing::warn!(
+                    "{}",
+                    retention_warning(
+                        &topic.name,
+                        partition,
+                        stats.log_start_offset,
+                        stats.log_end_offset
+                    )
+                );
+                self.dropping.insert(topic.name.clone());
             }
         }
     }
+}
+
+/// The warning logged once per topic when its oldest messages start going.
+fn retention_warning(topic: &str, partition: usize, low: i64, high: i64) -> String {
+    format!(
+        "the embedded broker has started dropping the oldest messages of {topic:?} \
+         (partition {partition} now holds offsets {low}..{high}): it keeps the last {} MiB of \
+         each partition, so a consumer further behind than that loses them, and a worker \
+         started now must start from the learner's latest snapshot (see the README). For \
+         data you keep, run against your Kafka with --brokers",
+        RETENTION_BYTES / (1024 * 1024)
+    )
 }
 
 /// The warning to log when the broker's thread averaged `average` of a core
@@ -141,26 +133,24 @@ fn busy_warning(average: f64, samples: usize, since_last: Option<Duration>) -> O
     (samples == LOAD_TICKS && average >= BUSY && due).then(|| {
         format!(
             "the embedded broker's thread used {:.0}% of a core over the last {} s: it is near \
-             what it can serve, and latency will grow from here. It walks every message batch a \
-             partition holds (up to 5 MiB) for each fetch, so many small batches (clients that \
-             do not batch, or mixed request and rating traffic) wear it out; for sustained load, \
-             run against your Kafka with --brokers",
+             what one thread can serve, and latency will grow from here; for sustained load, run \
+             against your Kafka with --brokers",
             average * 100.0,
             LOAD_TICKS as u64 * TICK.as_secs()
         )
     })
 }
 
-/// CPU clock ticks (user + system) of this process's mock-cluster threads.
-fn mock_thread_ticks() -> Option<u64> {
+/// CPU clock ticks (user + system) of this process's broker thread.
+fn broker_thread_ticks() -> Option<u64> {
     let tasks = std::fs::read_dir("/proc/self/task").ok()?;
     let mut found = false;
     let mut total = 0u64;
     for task in tasks.flatten() {
         let path = task.path();
-        let is_mock = std::fs::read_to_string(path.join("comm"))
-            .is_ok_and(|comm| comm.trim_end() == MOCK_THREAD);
-        if !is_mock {
+        let is_broker = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|comm| comm.trim_end() == THREAD_COMM);
+        if !is_broker {
             continue;
         }
         if let Some(ticks) = std::fs::read_to_string(path.join("stat"))
@@ -214,40 +204,68 @@ mod tests {
     }
 
     #[test]
-    fn a_watch_made_before_the_mock_thread_runs_still_measures_it() {
+    fn the_broker_thread_is_found_and_measured() {
         if !std::path::Path::new("/proc/self/task").exists() {
-            return;
+            return; // not Linux: the load is not watched
         }
-        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-        let mut watch = Watch::new(&cluster.bootstrap_servers(), &[]);
-        // As if the watch had looked before the thread named itself.
-        watch.last_cpu = None;
+        let broker = Broker::start(recstream_broker::BrokerConfig::default());
+        assert!(broker.is_ok(), "{broker:?}");
+        let Ok(_broker) = broker else { return };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while mock_thread_ticks().is_none() && Instant::now() < deadline {
+        while broker_thread_ticks().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        watch.check_load();
-        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            broker_thread_ticks().is_some(),
+            "no {THREAD_COMM} thread found"
+        );
+        let mut watch = Watch::new(&[]);
         watch.check_load();
         assert_eq!(watch.recent_load.len(), 1, "one load measured");
     }
 
     #[test]
-    fn the_mock_thread_is_found_in_this_process() {
-        if !std::path::Path::new("/proc/self/task").exists() {
-            return; // not Linux: the load is not watched
+    fn a_partition_that_drops_its_oldest_messages_is_reported_once() {
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let config = recstream_broker::BrokerConfig {
+            retention_bytes: 1,
+            ..recstream_broker::BrokerConfig::default()
+        };
+        let Ok(broker) = Broker::start(config) else {
+            panic!("the broker did not start");
+        };
+        assert!(broker.create_topic("t", 1, &[]).is_ok());
+        let topic = TopicSpec::new("t", 1);
+        let mut watch = Watch::new(std::slice::from_ref(&topic));
+        watch.check_retention(&broker);
+        assert!(watch.dropping.is_empty(), "nothing dropped yet");
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            match crate::kafka::KafkaSettings::new(broker.bootstrap())
+                .producer()
+                .set("linger.ms", "0")
+                .create()
+            {
+                Ok(producer) => producer,
+                Err(e) => panic!("producer: {e}"),
+            };
+        // Each message its own batch: the second pushes the first out.
+        for _ in 0..2 {
+            assert!(
+                producer
+                    .send(BaseRecord::<(), str>::to("t").payload("x"))
+                    .is_ok()
+            );
+            assert!(producer.flush(Duration::from_secs(10)).is_ok());
         }
-        let cluster = rdkafka::mocking::MockCluster::new(1);
-        assert!(cluster.is_ok());
-        // The thread names itself once it runs, just after the cluster is made.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while mock_thread_ticks().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        watch.check_retention(&broker);
         assert!(
-            mock_thread_ticks().is_some(),
-            "no {MOCK_THREAD} thread found"
+            watch.dropping.contains("t"),
+            "the dropping topic was reported"
         );
-        drop(cluster);
+        let message = retention_warning("t", 0, 5, 9);
+        assert!(
+            message.contains("5..9") && message.contains("--brokers"),
+            "{message}"
+        );
     }
 }

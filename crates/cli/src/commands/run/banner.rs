@@ -88,13 +88,13 @@ fn print_broker(broker: &Broker) -> std::io::Result<()> {
             "  broker   {brokers}  (embedded in-memory broker: for trying things out, not durable)"
         );
         out!(
-            "  limits   forgets everything when run stops; keeps the last 5 MiB of each partition;"
+            "  limits   forgets everything when run stops; keeps the last {} MiB of each partition;",
+            recstream_stream::embedded::RETENTION_BYTES / (1024 * 1024)
         );
         out!(
-            "           on 2 cores it holds 1,000 requests/s from clients that batch (linger.ms=5),"
+            "           one thread serves every client (the README says what it holds on 2 cores)."
         );
-        out!("           and slows down under mixed request and rating load once its topics hold");
-        out!("           5 MiB (see the README). For load tests, or data you keep: --brokers");
+        out!("           For data you keep, or load beyond that: --brokers");
     } else {
         out!("  broker   {brokers}");
     }

@@ -110,10 +110,19 @@ impl Demo<'_> {
         );
         let rating = format!(r#"{{"uid": 196, "iid": {iid}, "rating": 1}}"#);
         let ratings_topic = &self.args.learner.ratings_topic;
-        out!("  > {rating}   (to {ratings_topic})");
-        self.send(ratings_topic, vec![rating])
-            .await
-            .context("sending the demo rating")?;
+        out!("  > {rating}   (to {ratings_topic}, keyed by its uid)");
+        // Keyed by the user, as the learners require when the ratings topic
+        // has several partitions: the rating reaches the one that owns 196.
+        let keyed = std::iter::once((Some(b"196".to_vec()), rating.into_bytes()));
+        tools::produce_paced(
+            self.settings,
+            ratings_topic,
+            keyed,
+            None,
+            self.shutdown.clone(),
+        )
+        .await
+        .context("sending the demo rating")?;
         for attempt in 5..25 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let id = format!("{}{attempt}", self.marker);

@@ -53,10 +53,9 @@ pub struct RunArgs {
     #[arg(long)]
     demo: bool,
 
-    /// Partitions of the request, reply and rating topics [default: 4; 1 on
-    /// the embedded broker, where fewer, larger message batches keep it fast].
-    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
-    partitions: Option<i32>,
+    /// Partitions of the request, reply and rating topics.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
+    partitions: i32,
 
     #[command(flatten)]
     worker: WorkerArgs,
@@ -112,10 +111,7 @@ fn check_settings(args: &RunArgs) -> anyhow::Result<()> {
 
 /// The worker's topics, and the learner's when it runs, each named once.
 fn topics_to_serve(args: &RunArgs) -> Vec<topics::TopicSpec> {
-    let partitions = args.partitions.unwrap_or(match args.brokers {
-        Some(_) => 4,
-        None => 1,
-    });
+    let partitions = args.partitions;
     let mut topics = args.worker.topics(partitions);
     if !args.no_learn {
         for topic in args.learner.topics(partitions, &args.worker.model_topic) {

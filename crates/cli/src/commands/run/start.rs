@@ -147,17 +147,7 @@ impl Broker {
         let Some(address) = &args.brokers else {
             let embedded = EmbeddedBroker::start(topics).context("starting the embedded broker")?;
             let address = embedded.bootstrap_servers().to_string();
-            let mut settings = args.properties.settings(&address);
-            // The in-process broker does not end a consumer's fetch wait when
-            // data arrives: short fetch waits. It finds a fetch's batch by
-            // walking the partition's batches from the oldest and returns one
-            // batch a partition per fetch, so its cost grows with the number
-            // of batches: producers batch for 5 ms, which with one partition a
-            // topic makes batches of ~5 messages at 1,000/s (measured in
-            // BENCHMARKS.md: sustained load). --kafka still wins.
-            let tuning = [("fetch.wait.max.ms", "1"), ("linger.ms", "5")]
-                .map(|(k, v)| (k.to_string(), v.to_string()));
-            settings.overrides.splice(0..0, tuning);
+            let settings = args.properties.settings(&address);
             return Ok(Broker {
                 embedded: Some(embedded),
                 address,
