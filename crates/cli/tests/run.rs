@@ -158,3 +158,59 @@ fn of_two_workers_sharing_partitions_one_is_killed_and_the_other_takes_over() {
         .status();
     let _ = run.wait();
 }
+
+/// `run` on the same data folder a second time starts from the snapshot the
+/// first one left, on a new, empty embedded broker. Every rating sent to the
+/// second run must be learnt. The snapshot used to keep the learner's
+/// per-partition logs, so the second learner resumed the new ratings topic
+/// at the first run's offsets and skipped every rating below them, silently.
+#[test]
+fn a_second_run_on_the_same_data_folder_learns_every_new_rating() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = synthetic_model(dir.path());
+    let snapshot = dir.path().join("data").join("snapshots").join("latest.rsm");
+    const RATINGS_SENT: usize = 200;
+    let ratings: Vec<Vec<u8>> = (0..RATINGS_SENT)
+        .map(|i| {
+            format!(
+                r#"{{"uid": {}, "iid": {}, "rating": {}}}"#,
+                1 + i % 40,
+                1 + (i * 7) % 60,
+                1 + i % 5
+            )
+            .into_bytes()
+        })
+        .collect();
+    for round in ["first", "second"] {
+        if round == "second" {
+            assert!(snapshot.is_file(), "the first run left a snapshot");
+        }
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut run = Run::start(&model, dir.path(), &["--metrics-addr", &metrics]);
+        produce(&run.broker, RATINGS, &ratings);
+        let learnt = wait_metric(
+            &metrics,
+            "recstream_ratings_learnt_total",
+            Duration::from_secs(60),
+            |n| n >= RATINGS_SENT as f64,
+        );
+        assert_eq!(
+            learnt,
+            Some(RATINGS_SENT as f64),
+            "the {round} run learnt every rating sent to it"
+        );
+        // SIGTERM: the learner writes its snapshot on the way out.
+        let _ = Command::new("kill")
+            .args(["-TERM", &run.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while run.child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "run did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

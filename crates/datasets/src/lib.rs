@@ -296,7 +296,9 @@ mod tests {
             pypi_url: "http://127.0.0.1:9".into(),
             ..FetchOptions::new(dir.path())
         };
-        let err = fetch_ml100k(&options, &mut |_: &str| {}).unwrap_err().to_string();
+        let err = fetch_ml100k(&options, &mut |_: &str| {})
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("127.0.0.1:9/ml-100k.zip") && err.contains("127.0.0.1:9/simple/recbole/"),
             "{err}"

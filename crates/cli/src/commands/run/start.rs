@@ -54,8 +54,8 @@ impl StartModel {
 }
 
 /// The snapshot an earlier run on the embedded broker left in `dir`, made
-/// ready for a new, empty broker: its topic positions (offsets on a broker
-/// that is gone) are dropped, so the learner and the worker start from the
+/// ready for a new, empty broker: its topic positions and the learner's
+/// resume state (offsets on a broker that is gone) are dropped, so the learner and the worker start from the
 /// learnt model and read the new topics from their beginning. `None` with no
 /// snapshot, or one of another batch model than `batch` or that cannot be
 /// read: that one is set aside (renamed), so the learner does not pick it up.
@@ -81,8 +81,14 @@ fn carried_over_snapshot(dir: &Path, batch: &Model) -> anyhow::Result<Option<Sta
             return Ok(None);
         }
     };
+    // Everything that names a place on the old broker goes: the input
+    // positions, and the learner's per-partition logs (the last rating read
+    // and the model-topic offsets). Kept, the learner would resume the new,
+    // empty ratings topic at the old offsets and skip every rating below
+    // them without a word.
     if let Some(online) = snapshot.meta.online.as_mut() {
         online.positions.clear();
+        online.resume = None;
     }
     modelfile::save(&mut snapshot, &path)
         .with_context(|| format!("rewriting {}", path.display()))?;
