@@ -488,7 +488,21 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
         .collect()
     };
     let (served, replayed) = (by_id(OUT), by_id("probe-out"));
-    assert_eq!(served.len(), 60);
+    // Say why when a probe goes unanswered: what each worker owned and
+    // logged last.
+    let tail = |text: String| text.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        (served.len(), replayed.len()),
+        (60, 60),
+        "probes answered by the surviving workers and by the fresh one; partitions owned: {:?}\n--- a (last lines, newest first) ---\n{}\n--- b ---\n{}\n--- fresh ---\n{}",
+        workers
+            .iter()
+            .map(Worker::assigned_partitions)
+            .collect::<Vec<_>>(),
+        tail(workers[0].log_text()),
+        tail(workers[1].log_text()),
+        tail(fresh.log_text()),
+    );
     assert_eq!(
         served, replayed,
         "the workers serve exactly what a fresh replay serves"
