@@ -342,16 +342,51 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
     let expected: HashSet<String> = (0..sent_requests).map(|i| format!("f-{i}")).collect();
     let replies = wait_for_replies(&bootstrap, &expected, LONG);
     let counts = replies_per_request(&replies);
-    let missing = expected
-        .iter()
-        .filter(|id| !counts.contains_key(*id))
-        .count();
+    let mut missing: Vec<usize> = (0..sent_requests)
+        .filter(|i| !counts.contains_key(&format!("f-{i}")))
+        .collect();
+    missing.sort_unstable();
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    // What the broker holds: a reply topic that outgrew the retention
+    // would hide answered requests from this check (log start above 0).
+    let held = |topic: &str| {
+        cluster
+            .partition_stats(topic)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                format!(
+                    "[{}..{}) {:.1} MiB",
+                    p.log_start_offset,
+                    p.log_end_offset,
+                    p.stored_bytes as f64 / (1024.0 * 1024.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let held = format!("requests topic {}; replies topic {}", held(IN), held(OUT));
     eprintln!(
-        "fault suite: {} answered, {missing} lost, {duplicates} duplicate replies",
-        counts.len()
+        "fault suite: {} answered, {} lost, {duplicates} duplicate replies ({} replies read); the broker holds: {held}",
+        counts.len(),
+        missing.len(),
+        replies.len()
     );
-    assert_eq!(missing, 0, "every request answered");
+    let tail = |text: String| text.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+    assert!(
+        missing.is_empty(),
+        "every request answered: {} unanswered, first {:?}, last {:?}; the broker holds: {held}; group offsets (committed, end): {:?}; partitions owned: {:?}\n--- a (last lines, newest first) ---\n{}\n--- b ---\n{}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        &missing[missing.len().saturating_sub(5)..],
+        committed_vs_end(&bootstrap, "faults", 4),
+        workers
+            .iter()
+            .map(Worker::assigned_partitions)
+            .collect::<Vec<_>>(),
+        tail(workers[0].log_text()),
+        tail(workers[1].log_text()),
+    );
 
     // The premise of the count below: the ratings topic holds each rating
     // sent exactly once (no producer retry wrote one twice).

@@ -709,16 +709,22 @@ pub fn replies_per_request(replies: &[Value]) -> HashMap<String, usize> {
     counts
 }
 
-/// Reads replies until every id in `ids` has at least one.
+/// Reads replies until every id in `ids` has at least one. Counts as the
+/// replies arrive: recounting all of them per message (tens of thousands in
+/// a soak) outran the timeout and read as lost requests.
 pub fn wait_for_replies(bootstrap: &str, ids: &HashSet<String>, timeout: Duration) -> Vec<Value> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut counted = 0;
     read_topic(bootstrap, OUT, timeout, |replies| {
-        replies.len() >= ids.len() && {
-            let seen: HashSet<&str> = replies
-                .iter()
-                .filter_map(|r| r["request_id"].as_str())
-                .collect();
-            ids.iter().all(|id| seen.contains(id.as_str()))
+        for reply in &replies[counted..] {
+            if let Some(id) = reply["request_id"].as_str()
+                && ids.contains(id)
+            {
+                seen.insert(id.to_string());
+            }
         }
+        counted = replies.len();
+        seen.len() == ids.len()
     })
 }
 
