@@ -693,6 +693,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::fuzz_cases()))]
+
         #[test]
         fn every_truncation_is_an_error(cut in 0usize..176) {
             let bytes = numpy_file();

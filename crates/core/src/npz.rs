@@ -203,6 +203,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::fuzz_cases()))]
+
         #[test]
         fn flipped_bits_never_panic(at in 0usize..4096, bit in 0u8..8) {
             let mut bytes = archive();

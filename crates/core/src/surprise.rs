@@ -98,13 +98,22 @@ pub fn import(path: &Path, titles: Option<&ItemTitles>) -> Result<Import, Surpri
         path: path.to_path_buf(),
         source,
     })?;
-    let npz = NpzReader::new(BufReader::new(file)).map_err(|source| SurpriseError::Npz {
+    import_from(BufReader::new(file), path, titles)
+}
+
+/// As [`import`], from an archive already open; `path` names it in errors
+/// and in the model's metadata.
+fn import_from<R: std::io::Read + Seek>(
+    reader: R,
+    path: &Path,
+    titles: Option<&ItemTitles>,
+) -> Result<Import, SurpriseError> {
+    let npz = NpzReader::new(reader).map_err(|source| SurpriseError::Npz {
         path: path.to_path_buf(),
         source,
     })?;
     let mut arrays = Arrays { npz, path };
-    let import = arrays.model(titles)?;
-    Ok(import)
+    arrays.model(titles)
 }
 
 /// The archive being imported, with typed, shape-checked access to its arrays.
@@ -802,5 +811,69 @@ mod tests {
         });
         let m = import(&path, Some(&titles)).unwrap().model;
         assert_eq!(m.titles, ["A", "L.A. Confidential (1997)", "C"]);
+    }
+
+    /// The minimal archive's arrays and the optional ones a hostile archive
+    /// might add: each slot the fuzz property below may fill.
+    const SLOTS: [&str; 16] = [
+        "pu",
+        "qi",
+        "bu",
+        "bi",
+        "global_mean",
+        "rating_scale",
+        "user_ids",
+        "item_ids",
+        "titles",
+        "user_n_ratings",
+        "seen_offsets",
+        "seen_items",
+        "biased",
+        "n_epochs",
+        "format_version",
+        "lr_pu",
+    ];
+
+    /// A minimal archive with `name` holding `array`, as bytes.
+    fn archive_with(name: &'static str, array: Vec<u8>) -> Vec<u8> {
+        let (_dir, path) = minimal(|a| {
+            a.retain(|(n, _)| *n != name);
+            a.push((name, array));
+        });
+        std::fs::read(path).unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(crate::testing::fuzz_cases()))]
+
+        /// Any array of any type and shape in any slot is imported or
+        /// refused with an error, never a panic, and an imported model's
+        /// parameters are finite.
+        #[test]
+        fn any_array_in_any_slot_imports_or_is_refused(
+            slot in 0..SLOTS.len(),
+            kind in 0u8..5,
+            shape in proptest::collection::vec(0usize..4, 0..3),
+            floats in proptest::collection::vec(proptest::num::f64::ANY, 1..10),
+            ints in proptest::collection::vec(proptest::prelude::any::<i64>(), 1..10),
+            strs in proptest::collection::vec("[^\\x00]{0,6}", 1..10),
+        ) {
+            let n: usize = shape.iter().product();
+            let floats: Vec<f64> = floats.iter().copied().cycle().take(n).collect();
+            let ints: Vec<i64> = ints.iter().copied().cycle().take(n).collect();
+            let strs: Vec<&str> = strs.iter().map(String::as_str).cycle().take(n).collect();
+            let bools: Vec<bool> = ints.iter().map(|i| i % 2 == 0).collect();
+            let array = match kind {
+                0 => crate::npy::encode(NpyOut::F64(&floats), &shape),
+                1 => crate::npy::encode(NpyOut::I64(&ints), &shape),
+                2 => crate::npy::encode(NpyOut::Str(&strs), &shape),
+                3 => crate::npy::encode(NpyOut::Bool(&bools), &shape),
+                _ => crate::npy::encode(NpyOut::I32(&ints.iter().map(|&i| i as i32).collect::<Vec<_>>()), &shape),
+            };
+            let bytes = archive_with(SLOTS[slot], array);
+            if let Ok(import) = import_from(std::io::Cursor::new(bytes), Path::new("fuzz.npz"), None) {
+                proptest::prop_assert_eq!(import.model.svd.non_finite_parameters(), None);
+            }
+        }
     }
 }

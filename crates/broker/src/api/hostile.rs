@@ -165,8 +165,21 @@ fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
     b
 }
 
+/// Cases per property: `PROPTEST_CASES`, else 10,000 under CI, else 1,000
+/// (as the other crates' fuzz suites).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if std::env::var_os("CI").is_some() {
+            10_000
+        } else {
+            1_000
+        })
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn random_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
