@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 CYCLES="${1:-100}"
 RATE="${2:-150}"
-mkdir -p bench/results
-out="bench/results/soak-$(date +%Y%m%d-%H%M%S).txt"
+mkdir -p bench/results/soak
+out="bench/results/soak/$(date +%Y%m%d-%H%M%S).txt"
 echo "\$ FAULT_CYCLES=$CYCLES FAULT_RATE=$RATE cargo test --locked -p recstream --test faults -- --nocapture"
 FAULT_CYCLES="$CYCLES" FAULT_RATE="$RATE" cargo test --locked -p recstream --test faults -- --nocapture 2>&1 \
   | tee "$out" | grep -E "fault suite|test result"

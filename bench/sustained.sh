@@ -34,6 +34,9 @@ if [ -z "${RECSTREAM:-}" ]; then
   RECSTREAM=target/release/recstream
 fi
 R=$RECSTREAM
+# Everything printed is also kept (BENCHMARKS.md names the file it quotes).
+mkdir -p bench/results/sustained
+exec > >(tee "bench/results/sustained/$(date +%Y%m%d-%H%M%S).txt")
 work=target/sustained
 rm -rf "$work"; mkdir -p "$work"
 # The MovieLens model is trained once under data/ and shared with other runs;

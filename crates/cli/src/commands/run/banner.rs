@@ -92,8 +92,9 @@ fn print_broker(broker: &Broker) -> std::io::Result<()> {
             recstream_stream::embedded::RETENTION_BYTES / (1024 * 1024)
         );
         out!(
-            "           one thread serves every client (the README says what it holds on 2 cores)."
+            "           one thread serves every client; measured on 2 cores: 1,000 requests plus 1,000"
         );
+        out!("           ratings a second for 10 minutes, reply and freshness p99 under 25 ms.");
         out!("           For data you keep, or load beyond that: --brokers");
     } else {
         out!("  broker   {brokers}");
