@@ -86,6 +86,31 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// What each worker owns and logged last (newest line first), for the
+/// message of a failed check: workers `a` and `b`, then `others`.
+fn workers_report(workers: &[Worker], others: &[(&str, &Worker)]) -> String {
+    let named = ["a", "b"]
+        .into_iter()
+        .zip(workers)
+        .chain(others.iter().copied());
+    let mut out = format!(
+        "partitions owned: {:?}",
+        workers
+            .iter()
+            .map(Worker::assigned_partitions)
+            .collect::<Vec<_>>()
+    );
+    for (name, worker) in named {
+        let text = worker.log_text();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        out.push_str(&format!(
+            "\n--- {name} (last lines, newest first) ---\n{}",
+            tail.join("\n")
+        ));
+    }
+    out
+}
+
 /// The model a process should start from: the learner's latest snapshot
 /// once there is one (the embedded broker may have dropped the head of the
 /// model topic), the batch model before.
@@ -372,20 +397,14 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
         missing.len(),
         replies.len()
     );
-    let tail = |text: String| text.lines().rev().take(40).collect::<Vec<_>>().join("\n");
     assert!(
         missing.is_empty(),
-        "every request answered: {} unanswered, first {:?}, last {:?}; the broker holds: {held}; group offsets (committed, end): {:?}; partitions owned: {:?}\n--- a (last lines, newest first) ---\n{}\n--- b ---\n{}",
+        "every request answered: {} unanswered, first {:?}, last {:?}; the broker holds: {held}; group offsets (committed, end): {:?}; {}",
         missing.len(),
         &missing[..missing.len().min(5)],
         &missing[missing.len().saturating_sub(5)..],
         committed_vs_end(&bootstrap, "faults", 4),
-        workers
-            .iter()
-            .map(Worker::assigned_partitions)
-            .collect::<Vec<_>>(),
-        tail(workers[0].log_text()),
-        tail(workers[1].log_text()),
+        workers_report(&workers, &[]),
     );
 
     // The premise of the count below: the ratings topic holds each rating
@@ -526,18 +545,11 @@ fn kills_restarts_and_outages_under_load_lose_nothing_and_apply_each_rating_once
     let (served, replayed) = (by_id(OUT), by_id("probe-out"));
     // Say why when a probe goes unanswered: what each worker owned and
     // logged last.
-    let tail = |text: String| text.lines().rev().take(40).collect::<Vec<_>>().join("\n");
     assert_eq!(
         (served.len(), replayed.len()),
         (60, 60),
-        "probes answered by the surviving workers and by the fresh one; partitions owned: {:?}\n--- a (last lines, newest first) ---\n{}\n--- b ---\n{}\n--- fresh ---\n{}",
-        workers
-            .iter()
-            .map(Worker::assigned_partitions)
-            .collect::<Vec<_>>(),
-        tail(workers[0].log_text()),
-        tail(workers[1].log_text()),
-        tail(fresh.log_text()),
+        "probes answered by the surviving workers and by the fresh one; {}",
+        workers_report(&workers, &[("fresh", &fresh)]),
     );
     assert_eq!(
         served, replayed,

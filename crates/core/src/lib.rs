@@ -44,11 +44,13 @@ pub use model::{FitConfig, Model, ModelMeta};
 pub use recommend::{Recommendation, Recommendations, Recommender};
 pub use svd::{Hyperparams, SvdModel};
 
-/// Helpers shared by the unit tests of several modules.
-#[cfg(test)]
-pub(crate) mod testing {
-    /// Cases per fuzz target: `PROPTEST_CASES`, else 10,000 under CI, else 1,000.
-    pub(crate) fn fuzz_cases() -> u32 {
+/// How hard the workspace's fuzz suites (property tests over outside input)
+/// push: one place, so that CI and `bench/fuzz.sh` reach every suite.
+#[doc(hidden)]
+pub mod testing {
+    /// Cases per fuzz target: `PROPTEST_CASES`, else 10,000 under CI (`CI`
+    /// set), else 1,000.
+    pub fn fuzz_cases() -> u32 {
         std::env::var("PROPTEST_CASES")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -44,19 +44,3 @@ pub mod topics;
 pub mod tracker;
 pub mod wire;
 pub mod worker;
-
-/// Helpers shared by the unit tests of several modules.
-#[cfg(test)]
-pub(crate) mod testing {
-    /// Cases per fuzz target: `PROPTEST_CASES`, else 10,000 under CI, else 1,000.
-    pub(crate) fn fuzz_cases() -> u32 {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(if std::env::var_os("CI").is_some() {
-                10_000
-            } else {
-                1_000
-            })
-    }
-}

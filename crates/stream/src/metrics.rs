@@ -255,7 +255,7 @@ mod tests {
             .unwrap();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut answered = 0;
-        for case in 0..crate::testing::fuzz_cases() {
+        for case in 0..recstream_core::testing::fuzz_cases() {
             let request = hostile_request(&mut seed);
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             // The server may close on a bad request before reading it all.

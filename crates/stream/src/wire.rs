@@ -905,7 +905,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(crate::testing::fuzz_cases()))]
+        #![proptest_config(ProptestConfig::with_cases(recstream_core::testing::fuzz_cases()))]
 
         #[test]
         fn a_dead_letter_never_exceeds_its_limit_and_keeps_a_prefix(

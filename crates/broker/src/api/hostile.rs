@@ -165,8 +165,9 @@ fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
     b
 }
 
-/// Cases per property: `PROPTEST_CASES`, else 10,000 under CI, else 1,000
-/// (as the other crates' fuzz suites).
+/// Cases per property: `PROPTEST_CASES`, else 10,000 under CI, else 1,000,
+/// as `recstream_core::testing::fuzz_cases` gives the other fuzz suites (the
+/// broker depends on nothing of recstream's, so it counts for itself).
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()

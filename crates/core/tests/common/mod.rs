@@ -2,19 +2,10 @@
 
 use proptest::test_runner::Config as ProptestConfig;
 
-/// Cases per property: `PROPTEST_CASES`, else 10,000 under CI (`CI` set),
-/// else 1,000.
+/// Cases per property: [`recstream_core::testing::fuzz_cases`].
 pub fn fuzz_config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if std::env::var_os("CI").is_some() {
-            10_000
-        } else {
-            1_000
-        });
     ProptestConfig {
-        cases,
+        cases: recstream_core::testing::fuzz_cases(),
         ..ProptestConfig::default()
     }
 }
