@@ -2,7 +2,8 @@
 //!
 //! This is the README's promise: one command starts a broker, a model and a
 //! worker, and any Kafka client in another process can produce a request and
-//! read the reply. Here the other process is this test, with its own client.
+//! read the reply. Here the other process is this test, with its own client,
+//! and a Python client on confluent-kafka.
 
 // Test helpers may panic: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -58,6 +59,48 @@ fn run_serves_an_outside_client_through_its_embedded_broker_and_stops_on_sigterm
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+}
+
+/// Outside clients are not all built on recstream's librdkafka: the Python
+/// `confluent-kafka` of the bench venv bundles its own version, which asks
+/// for its own API versions. It lists the topics, produces requests with an
+/// idempotent producer, reads the replies in a consumer group the broker's
+/// coordinator assigns, and commits.
+#[test]
+fn a_confluent_kafka_client_in_python_produces_consumes_in_a_group_and_commits() {
+    let Some(python) = bench_python("confluent_kafka") else {
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = synthetic_model(dir.path());
+    let run = Run::start(&model, dir.path(), &["--no-learn"]);
+    let output = Command::new(python)
+        .arg(repo_root().join("crates/cli/tests/support/confluent_client.py"))
+        .args([&run.broker, "40"])
+        .output()
+        .expect("start the Python client");
+    assert!(
+        output.status.success(),
+        "the Python client failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the client's line ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    assert_eq!(seen["topics"][IN], 4, "{seen}");
+    assert_eq!(seen["topics"][OUT], 4, "{seen}");
+    assert_eq!(seen["answered"], 40, "every request answered: {seen}");
+    assert_eq!(seen["full_replies"], 40, "ten movies each: {seen}");
+    assert_eq!(
+        seen["assigned"], 4,
+        "the group gave it every partition: {seen}"
+    );
+    assert_eq!(seen["committed"], 4, "its commit reads back: {seen}");
 }
 
 #[test]

@@ -12,46 +12,22 @@
 // Test helpers may panic: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
 use assert_cmd::Command;
 use recstream_core::{Model, modelfile};
+use support::{bench_python, repo_root};
 
 fn recstream() -> Command {
     Command::cargo_bin("recstream").expect("the recstream binary is built")
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The venv's Python with numpy and surprise, or `None` (said loudly) outside CI.
+/// The bench venv's Python with numpy and surprise.
 fn python() -> Option<PathBuf> {
-    let venv = std::env::var_os("RECSTREAM_PY_VENV")
-        .map_or_else(|| PathBuf::from("bench/python/.venv"), PathBuf::from);
-    let venv = if venv.is_absolute() {
-        venv
-    } else {
-        repo_root().join(venv)
-    };
-    let python = venv.join("bin/python");
-    let works = StdCommand::new(&python)
-        .args(["-c", "import numpy, surprise"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if works {
-        return Some(python);
-    }
-    let why = format!(
-        "no Python with numpy and scikit-surprise at {} (run bash bench/python/setup.sh, or set RECSTREAM_PY_VENV)",
-        python.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("\n!!!!! SKIPPING: {why} !!!!!\n");
-    None
+    bench_python("numpy, surprise")
 }
 
 /// Trains and exports a surprise model of this size into `dir`.

@@ -28,6 +28,42 @@ pub const MODEL_TOPIC: &str = "model-updates";
 pub const FILES_TOPIC: &str = "model-files";
 pub const DELTAS_TOPIC: &str = "item-deltas";
 
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python of the venv `bench/python/setup.sh` builds
+/// (`${RECSTREAM_PY_VENV:-bench/python/.venv}`) if it imports `modules`
+/// (for example `"numpy, surprise"`), or `None`, said loudly, outside CI;
+/// under `CI=true` a missing venv fails the test.
+pub fn bench_python(modules: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("RECSTREAM_PY_VENV")
+        .map_or_else(|| PathBuf::from("bench/python/.venv"), PathBuf::from);
+    let venv = if venv.is_absolute() {
+        venv
+    } else {
+        repo_root().join(venv)
+    };
+    let python = venv.join("bin/python");
+    let works = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        return Some(python);
+    }
+    let why = format!(
+        "no Python with {modules} at {} (run bash bench/python/setup.sh, or set RECSTREAM_PY_VENV)",
+        python.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("\n!!!!! SKIPPING: {why} !!!!!\n");
+    None
+}
+
 /// Broker-backed tests run one at a time: each starts a broker and workers,
 /// and two cores do not run several such setups reliably at once.
 pub fn serial() -> MutexGuard<'static, ()> {
