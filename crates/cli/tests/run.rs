@@ -3,7 +3,7 @@
 //! This is the README's promise: one command starts a broker, a model and a
 //! worker, and any Kafka client in another process can produce a request and
 //! read the reply. Here the other process is this test, with its own client,
-//! and a Python client on confluent-kafka.
+//! a Python client on confluent-kafka, and kcat.
 
 // Test helpers may panic: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -101,6 +101,97 @@ fn a_confluent_kafka_client_in_python_produces_consumes_in_a_group_and_commits()
         "the group gave it every partition: {seen}"
     );
     assert_eq!(seen["committed"], 4, "its commit reads back: {seen}");
+}
+
+/// `kcat`, or `None` outside CI (said loudly); `.ci/run` installs it.
+fn kcat() -> Option<&'static str> {
+    let works = Command::new("kcat")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        return Some("kcat");
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("no kcat on PATH (apt-get install kcat)");
+    }
+    eprintln!("\n!!!!! SKIPPING: no kcat on PATH (apt-get install kcat) !!!!!\n");
+    None
+}
+
+/// The banner's own suggestion, `kcat`, with Debian's librdkafka (a third
+/// version): metadata, a keyed produce, and a balanced group consumer.
+#[test]
+fn kcat_lists_produces_and_consumes_in_a_group() {
+    let Some(kcat) = kcat() else { return };
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = synthetic_model(dir.path());
+    let run = Run::start(&model, dir.path(), &["--no-learn"]);
+    let kcat = |args: &[&str], stdin: &str| {
+        let output = assert_cmd::Command::new(kcat)
+            .args(["-b", &run.broker])
+            .args(args)
+            .write_stdin(stdin.to_string())
+            .timeout(Duration::from_secs(60))
+            .output()
+            .expect("kcat runs");
+        assert!(
+            output.status.success(),
+            "kcat {args:?}: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8 from kcat")
+    };
+
+    let metadata: serde_json::Value = serde_json::from_str(&kcat(&["-L", "-J"], "")).unwrap();
+    let partitions = |topic: &str| {
+        metadata["topics"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["topic"] == topic))
+            .and_then(|t| t["partitions"].as_array())
+            .map(Vec::len)
+    };
+    assert_eq!(partitions(IN), Some(4), "{metadata}");
+    assert_eq!(partitions(OUT), Some(4), "{metadata}");
+
+    let requests: String = (0..20)
+        .map(|i| {
+            format!(
+                "{}:{{\"uid\": {}, \"request_id\": \"kcat-{i}\"}}\n",
+                1 + i,
+                1 + i
+            )
+        })
+        .collect();
+    kcat(&["-P", "-t", IN, "-K", ":"], &requests);
+
+    let replies = kcat(
+        &[
+            "-G",
+            "kcat-group",
+            "-X",
+            "auto.offset.reset=earliest",
+            "-c",
+            "20",
+            "-q",
+            OUT,
+        ],
+        "",
+    );
+    let ids: std::collections::BTreeSet<String> = replies
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|r| r["recommendations"].as_array().map(Vec::len) == Some(10))
+        .filter_map(|r| r["request_id"].as_str().map(str::to_string))
+        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        (0..20).map(|i| format!("kcat-{i}")).collect();
+    assert_eq!(
+        ids, expected,
+        "kcat read every reply in its group:\n{replies}"
+    );
 }
 
 #[test]
