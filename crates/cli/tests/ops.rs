@@ -99,21 +99,9 @@ fn scraped_metrics(text: &str) -> BTreeSet<String> {
 
 /// `promtool`, or `None` (after saying so loudly) outside CI.
 fn promtool() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("promtool"))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is not installed; .ci/run installs it (apt-get install prometheus)"
-        );
-        eprintln!(
-            "\n!!!!! SKIPPING: promtool is not installed (apt-get install prometheus) !!!!!\n"
-        );
-    }
-    found
+    on_path("promtool").or_else(|| {
+        missing_tool("promtool is not installed; .ci/run installs it (apt-get install prometheus)")
+    })
 }
 
 #[test]

@@ -11,6 +11,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -103,33 +104,24 @@ fn a_confluent_kafka_client_in_python_produces_consumes_in_a_group_and_commits()
     assert_eq!(seen["committed"], 4, "its commit reads back: {seen}");
 }
 
-/// `kcat`, or `None` outside CI (said loudly); `.ci/run` installs it.
-fn kcat() -> Option<&'static str> {
-    let works = Command::new("kcat")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if works {
-        return Some("kcat");
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("no kcat on PATH (apt-get install kcat)");
-    }
-    eprintln!("\n!!!!! SKIPPING: no kcat on PATH (apt-get install kcat) !!!!!\n");
-    None
+/// `kcat`, or `None` (after saying so loudly) outside CI.
+fn kcat() -> Option<PathBuf> {
+    on_path("kcat").or_else(|| {
+        missing_tool("kcat is not installed; .ci/run installs it (apt-get install kcat)")
+    })
 }
 
 /// The banner's own suggestion, `kcat`, with Debian's librdkafka (a third
 /// version): metadata, a keyed produce, and a balanced group consumer.
 #[test]
 fn kcat_lists_produces_and_consumes_in_a_group() {
-    let Some(kcat) = kcat() else { return };
+    let Some(binary) = kcat() else { return };
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let model = synthetic_model(dir.path());
     let run = Run::start(&model, dir.path(), &["--no-learn"]);
     let kcat = |args: &[&str], stdin: &str| {
-        let output = assert_cmd::Command::new(kcat)
+        let output = assert_cmd::Command::new(&binary)
             .args(["-b", &run.broker])
             .args(args)
             .write_stdin(stdin.to_string())

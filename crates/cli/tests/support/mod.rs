@@ -28,6 +28,24 @@ pub const MODEL_TOPIC: &str = "model-updates";
 pub const FILES_TOPIC: &str = "model-files";
 pub const DELTAS_TOPIC: &str = "item-deltas";
 
+/// A tool a test needs is missing: under CI (`CI` set, where `.ci/run` and
+/// `scripts/test` install every tool) that fails the test; elsewhere the
+/// test is skipped, said loudly. `why` says what is missing and how to get it.
+pub fn missing_tool<T>(why: &str) -> Option<T> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("\n!!!!! SKIPPING: {why} !!!!!\n");
+    None
+}
+
+/// The file `name` in a folder of `PATH`, if there is one.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -53,15 +71,10 @@ pub fn bench_python(modules: &str) -> Option<PathBuf> {
     if works {
         return Some(python);
     }
-    let why = format!(
+    missing_tool(&format!(
         "no Python with {modules} at {} (run bash bench/python/setup.sh, or set RECSTREAM_PY_VENV)",
         python.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("\n!!!!! SKIPPING: {why} !!!!!\n");
-    None
+    ))
 }
 
 /// Broker-backed tests run one at a time: each starts a broker and workers,
@@ -73,30 +86,17 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// The `tansu` binary, or `None` (after saying so loudly) outside CI.
 pub fn tansu_binary() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("tansu"))
-                .collect::<Vec<_>>()
+    let in_cargo_bin = [
+        std::env::var_os("CARGO_HOME").map(|h| PathBuf::from(h).join("bin/tansu")),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")),
+    ];
+    on_path("tansu")
+        .or_else(|| in_cargo_bin.into_iter().flatten().find(|c| c.is_file()))
+        .or_else(|| {
+            missing_tool(
+                "the tansu broker is not installed; scripts/test installs it (cargo install tansu --locked --features dynostore)",
+            )
         })
-        .unwrap_or_default()
-        .into_iter()
-        .chain(std::env::var_os("CARGO_HOME").map(|h| PathBuf::from(h).join("bin/tansu")))
-        .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")));
-    for candidate in candidates {
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "the tansu broker is not installed; scripts/test installs it (cargo install tansu --locked --features dynostore)"
-        );
-    }
-    eprintln!(
-        "\n!!!!! SKIPPING: the tansu broker is not installed; run scripts/test, which installs it !!!!!\n"
-    );
-    None
 }
 
 /// A free TCP port on loopback, never one this test process handed out
